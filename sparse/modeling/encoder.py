@@ -1,0 +1,373 @@
+"""The sparse encoder: an HF masked-LM for documents, IDF lookup (or the same MLM) for queries.
+
+Document vector (reference ``SparseModel._encode``, with its special-token bug fixed):
+  1. MLM logits over the vocabulary for every real (attention-mask) token;
+  2. ``log(1 + relu(logit))`` per token, pooled by max over tokens (default; equal to the
+     reference's masked max followed by the saturation) or by sum (SPLADE v1);
+  3. the extra ``log(1 + .)`` of the l0 activations (see ``activations``);
+  4. special tokens zeroed unless ``keep_special_tokens`` (the reference kept them);
+  5. optional pruning: keep w_j > prune_ratio * max_j w_j of that document.
+
+Inference-free query vector (reference ``_encode_inf_free``): every unique non-special token of
+the query gets relu(idf[token]); all other entries are 0. Without an IDF every weight is 1.
+
+Siamese (``inf_free: false``): queries go through the document path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import warnings
+from dataclasses import asdict, dataclass, fields
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparse.errors import UserError
+from sparse.modeling.activations import activation_depth, l0_transform, saturate
+from sparse.modeling.idf import idf_vector, load_idf_file, save_idf
+from sparse.modeling.vectors import SparseBatch
+
+logger = logging.getLogger(__name__)
+
+SETTINGS_FILE = "sparse_config.json"
+IDF_FILE = "idf.json"
+
+
+@dataclass
+class SparseSettings:
+    """Everything besides weights that decides what a checkpoint encodes (saved with it)."""
+
+    inf_free: bool = True
+    activation: str = "relu"
+    pooling: str = "max"
+    prune_ratio: Optional[float] = None
+    keep_special_tokens: bool = False
+    max_seq_length: int = 512
+    query_max_seq_length: Optional[int] = None
+    preprocess_func: Optional[str] = None
+    decouple_activation: bool = False
+    idf_requires_grad: bool = False
+
+    @property
+    def scoring_activation(self) -> str:
+        """The activation of the vectors that are scored (decoupled: always plain relu)."""
+        return "relu" if self.decouple_activation else self.activation
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SparseSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UserError(f"{SETTINGS_FILE} has unknown keys {sorted(unknown)}")
+        return cls(**data)
+
+
+def _preprocess(texts: Sequence[str], func: Optional[str]) -> list[str]:
+    if func is None:
+        return list(texts)
+    if func == "to_lower":
+        return [t.lower() for t in texts]
+    if func == "blank_prefix":
+        return [" " + t for t in texts]
+    if func == "blank_prefix_lower":
+        return [" " + t.lower() for t in texts]
+    raise UserError(f"unknown preprocess_func {func!r}")
+
+
+class _PassThrough(nn.Module):
+    def forward(self, x):
+        return x
+
+
+@contextlib.contextmanager
+def _vocab_projection_detached(mlm):
+    """Run the MLM without its final vocabulary projection and hand that projection back.
+
+    The model then returns the hidden states that would enter the projection, so the caller
+    can project only the real tokens, in chunks, instead of a batch x length x vocab tensor.
+    """
+    decoder = mlm.get_output_embeddings()
+    if decoder is None:
+        raise UserError(f"{type(mlm).__name__} has no output embeddings; it is not a masked-LM")
+    # swap the module in its parent directly: some set_output_embeddings also rewire biases
+    name = next(n for n, mod in mlm.named_modules() if mod is decoder)
+    parent_name, _, attr = name.rpartition(".")
+    parent = mlm.get_submodule(parent_name) if parent_name else mlm
+    setattr(parent, attr, _PassThrough())
+    try:
+        yield decoder
+    finally:
+        setattr(parent, attr, decoder)
+
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    if device.type == "cuda":
+        if dtype is None:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+class SparseEncoder(nn.Module):
+    def __init__(self, mlm, tokenizer, settings: SparseSettings | None = None,
+                 idf: Optional[torch.Tensor] = None):
+        super().__init__()
+        self.mlm = mlm
+        self.tokenizer = tokenizer
+        self.settings = settings or SparseSettings()
+        activation_depth(self.settings.activation)  # validates the name
+        out_emb = mlm.get_output_embeddings()
+        self.vocab_size = int(out_emb.weight.shape[0]) if out_emb is not None else int(mlm.config.vocab_size)
+        special = sorted(i for i in set(tokenizer.all_special_ids) if i is not None and i < self.vocab_size)
+        self.register_buffer("special_ids", torch.tensor(special, dtype=torch.long), persistent=False)
+        if idf is None:
+            idf = torch.ones(self.vocab_size)
+        if idf.shape != (self.vocab_size,):
+            raise UserError(f"IDF vector has {idf.shape[0]} entries, the model's vocabulary {self.vocab_size}")
+        self.idf = nn.Parameter(idf.float().clone(), requires_grad=self.settings.idf_requires_grad)
+        self._id_to_token: Optional[list[str]] = None
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return self.idf.device
+
+    @property
+    def id_to_token(self) -> list[str]:
+        """Token string of every vocabulary id (ids beyond the tokenizer get ``[id_N]``)."""
+        if self._id_to_token is None:
+            toks = self.tokenizer.convert_ids_to_tokens(list(range(min(self.vocab_size, len(self.tokenizer)))))
+            toks = [t if t is not None else f"[id_{i}]" for i, t in enumerate(toks)]
+            toks += [f"[id_{i}]" for i in range(len(toks), self.vocab_size)]
+            self._id_to_token = toks
+        return self._id_to_token
+
+    def query_max_length(self) -> int:
+        return self.settings.query_max_seq_length or self.settings.max_seq_length
+
+    # ---------------------------------------------------------------- tokenization
+    def tokenize(self, texts: Sequence[str], max_length: Optional[int] = None) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(
+            _preprocess(texts, self.settings.preprocess_func), padding=True, truncation=True,
+            max_length=max_length or self.settings.max_seq_length, return_tensors="pt",
+            return_token_type_ids=False,
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    # ---------------------------------------------------------------- shared post-processing
+    def _finish(self, pooled: torch.Tensor, activation: str) -> torch.Tensor:
+        """Steps 3-5 of the module docstring on pooled, saturated weights (n, V)."""
+        out = l0_transform(pooled, activation_depth(activation) - 1)
+        if not self.settings.keep_special_tokens and len(self.special_ids):
+            out = out.index_fill(1, self.special_ids.to(out.device), 0.0)
+        ratio = self.settings.prune_ratio
+        if ratio:
+            out = out * (out > ratio * out.amax(dim=1, keepdim=True))
+        return out
+
+    def sparsity_view(self, rep: torch.Tensor) -> torch.Tensor:
+        """What the sparsity regularizer sees: the l0-activated weights when decoupled."""
+        if self.settings.decouple_activation:
+            return l0_transform(rep, activation_depth(self.settings.activation) - 1)
+        return rep
+
+    # ---------------------------------------------------------------- training forward (dense)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, inf_free: bool = False) -> torch.Tensor:
+        """Dense (B, V) representations with gradient, for training."""
+        if inf_free:
+            return self.inference_free_dense(input_ids, attention_mask)
+        logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
+        weights = saturate(logits.float()) * attention_mask.unsqueeze(-1).to(torch.float32)
+        pooled = weights.amax(dim=1) if self.settings.pooling == "max" else weights.sum(dim=1)
+        return self._finish(pooled, self.settings.scoring_activation)
+
+    def inference_free_dense(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """relu(idf) on the unique non-special tokens of each query; gradient flows into the IDF."""
+        presence = torch.zeros(input_ids.shape[0], self.vocab_size, device=input_ids.device)
+        ids = input_ids.masked_fill(attention_mask == 0, 0) if attention_mask is not None else input_ids
+        presence.scatter_(1, ids, 1.0)
+        if attention_mask is not None and (attention_mask == 0).any():
+            # padding wrote token 0; clear it unless a real token is 0 (it is [PAD] in BERT: special)
+            real_zero = ((input_ids == 0) & (attention_mask == 1)).any(dim=1)
+            presence[~real_zero, 0] = 0.0
+        if len(self.special_ids):
+            presence = presence.index_fill(1, self.special_ids.to(presence.device), 0.0)
+        return presence * torch.relu(self.idf)
+
+    # ---------------------------------------------------------------- inference
+    def _encode_mlm_batch(self, input_ids, attention_mask, token_chunk: int) -> torch.Tensor:
+        """Pooled weights (B, V) projecting only real tokens, ``token_chunk`` at a time."""
+        with _vocab_projection_detached(self.mlm) as decoder:
+            hidden = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
+        mask = attention_mask.bool()
+        flat = hidden[mask]
+        row_of = torch.nonzero(mask, as_tuple=True)[0]
+        pooled = torch.zeros(input_ids.shape[0], self.vocab_size, device=hidden.device, dtype=torch.float32)
+        use_max = self.settings.pooling == "max"
+        for start in range(0, flat.shape[0], token_chunk):
+            logits = decoder(flat[start:start + token_chunk]).float()
+            rows = row_of[start:start + token_chunk]
+            if use_max:
+                # max first, saturate once per document: log1p(relu(.)) is monotone, and the
+                # zero start of ``pooled`` plays the relu
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # index_reduce is flagged beta
+                    pooled.index_reduce_(0, rows, logits, "amax", include_self=True)
+            else:
+                pooled.index_add_(0, rows, saturate(logits))
+        return saturate(pooled) if use_max else pooled
+
+    @torch.inference_mode()
+    def encode_documents(self, texts: Sequence[str], batch_size: int = 32, max_length: Optional[int] = None,
+                         progress: bool = False, token_chunk: int = 4096, sort_block: int = 10000,
+                         autocast_dtype: Optional[torch.dtype] = None, desc: str = "encode documents") -> SparseBatch:
+        """Sparse vectors of ``texts`` in input order.
+
+        Texts are tokenized in blocks, sorted by length inside a block so batches carry little
+        padding, and only real tokens are projected onto the vocabulary, ``token_chunk`` at a time,
+        so memory stays bounded by ``token_chunk x V`` whatever the batch or document length.
+        """
+        max_length = max_length or self.settings.max_seq_length
+        n = len(texts)
+        parts: list[Optional[SparseBatch]] = [None] * n
+        bar = _progress(progress, n, desc)
+        was_training = self.training
+        self.eval()
+        try:
+            for block_start in range(0, n, sort_block):
+                block = _preprocess(texts[block_start:block_start + sort_block], self.settings.preprocess_func)
+                enc = self.tokenizer(block, truncation=True, max_length=max_length, return_token_type_ids=False)
+                ids = enc["input_ids"]
+                order = np.argsort([-len(x) for x in ids], kind="stable")
+                for s in range(0, len(order), batch_size):
+                    idx = order[s:s + batch_size]
+                    batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+                    input_ids = batch["input_ids"].to(self.device)
+                    attention = batch["attention_mask"].to(self.device)
+                    with _autocast(self.device, autocast_dtype):
+                        pooled = self._encode_mlm_batch(input_ids, attention, token_chunk)
+                    rows = SparseBatch.from_dense(self._finish(pooled, self.settings.scoring_activation))
+                    for j, i in enumerate(idx):
+                        parts[block_start + i] = _single_row(rows, j)
+                    bar.update(len(idx))
+        finally:
+            bar.close()
+            self.train(was_training)
+        return _stack_rows(parts, self.vocab_size)
+
+    @torch.inference_mode()
+    def encode_queries(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False,
+                       inf_free: Optional[bool] = None, **kwargs) -> SparseBatch:
+        """Inference-free: IDF lookup of unique non-special tokens (no model run); else the MLM."""
+        inf_free = self.settings.inf_free if inf_free is None else inf_free
+        if not inf_free:
+            return self.encode_documents(texts, batch_size=batch_size, max_length=self.query_max_length(),
+                                         progress=progress, desc="encode queries", **kwargs)
+        enc = self.tokenizer(_preprocess(texts, self.settings.preprocess_func), truncation=True,
+                             max_length=self.query_max_length(), return_token_type_ids=False)
+        special = set(self.special_ids.tolist())
+        weights = torch.relu(self.idf.detach()).float().cpu().numpy()
+        rows = []
+        for ids in enc["input_ids"]:
+            uniq = np.array(sorted(set(ids) - special), dtype=np.int64)
+            rows.append((uniq, weights[uniq] if len(uniq) else np.zeros(0, np.float32)))
+        return SparseBatch.from_rows(rows, self.vocab_size)
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_pretrained(self, path: str, safe_serialization: bool = True) -> None:
+        """A self-describing checkpoint: HF weights, tokenizer, idf.json and the sparse settings."""
+        os.makedirs(path, exist_ok=True)
+        self.mlm.save_pretrained(path, safe_serialization=safe_serialization)
+        self.tokenizer.save_pretrained(path)
+        save_idf(self.idf, self.tokenizer, os.path.join(path, IDF_FILE))
+        with open(os.path.join(path, SETTINGS_FILE), "w", encoding="utf-8") as f:
+            json.dump(asdict(self.settings), f, indent=2)
+
+    @classmethod
+    def from_pretrained(cls, path: str, settings: Optional[dict] = None, idf_path: Optional[str] = None,
+                        tokenizer_name: Optional[str] = None, trust_remote_code: bool = False,
+                        device: Optional[str | torch.device] = None) -> "SparseEncoder":
+        """Load a checkpoint (self-describing) or a plain HF / OpenSearch model directory or id.
+
+        ``settings`` override what the checkpoint says; for a plain model they are the settings.
+        ``idf_path`` overrides the checkpoint's ``idf.json``.
+        """
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        if not path:
+            raise UserError("model_name_or_path is required")
+        local = os.path.isdir(path)
+        if not local and os.path.sep in path and not path.count("/") == 1:
+            raise UserError(f"model directory not found: {path}")
+        try:
+            mlm = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_name or path, trust_remote_code=trust_remote_code)
+        except OSError as exc:
+            raise UserError(f"cannot load a masked-LM from {path!r}: {exc}") from None
+        stored = {}
+        if local and os.path.isfile(os.path.join(path, SETTINGS_FILE)):
+            with open(os.path.join(path, SETTINGS_FILE), encoding="utf-8") as f:
+                stored = json.load(f)
+        merged = {**stored, **(settings or {})}
+        for key, value in (settings or {}).items():
+            if key in stored and stored[key] != value:
+                logger.warning("setting %s=%r overrides the checkpoint's %r", key, value, stored[key])
+        sparse_settings = SparseSettings.from_dict(merged)
+        model = cls(mlm, tokenizer, sparse_settings)
+        idf_file = idf_path or _find_idf(path, local)
+        if idf_file:
+            model.idf.data = idf_vector(load_idf_file(idf_file), tokenizer, model.vocab_size, source=idf_file)
+        elif sparse_settings.inf_free:
+            logger.warning("no IDF for %s: inference-free queries get binary token weights", path)
+        if device is not None:
+            model.to(device)
+        return model.eval()  # like HF from_pretrained: training code calls .train() itself
+
+
+def _find_idf(path: str, local: bool) -> Optional[str]:
+    if local:
+        candidate = os.path.join(path, IDF_FILE)
+        return candidate if os.path.isfile(candidate) else None
+    try:  # OpenSearch hub models ship their idf.json next to the weights
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(path, IDF_FILE)
+    except Exception:  # noqa: BLE001 - offline or no such file: the caller warns
+        return None
+
+
+def _single_row(rows: SparseBatch, j: int) -> tuple[np.ndarray, np.ndarray]:
+    ids, vals = rows.row(j)
+    return ids.copy(), vals.copy()
+
+
+def _stack_rows(parts, vocab_size: int) -> SparseBatch:
+    if not parts:
+        return SparseBatch.empty(vocab_size)
+    lengths = np.array([len(p[0]) for p in parts], dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = np.concatenate([p[0] for p in parts]) if lengths.sum() else np.zeros(0, np.int32)
+    values = np.concatenate([p[1] for p in parts]) if lengths.sum() else np.zeros(0, np.float32)
+    return SparseBatch(indptr, indices, values, vocab_size)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="text", smoothing=0.1)
