@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import torch
 
 from sparse.errors import UserError
+from sparse.teachers.base import Teacher, register_teacher
 
 PROMPT = "Query: {query} Document: {document} Relevant:"
 
@@ -32,17 +33,16 @@ def _answer_token_id(tokenizer, word: str) -> int:
     return int(ids[0])
 
 
-class Seq2SeqTeacher:
-    """monoT5-style relevance model: ``score_pairs(queries, docs)`` -> P("true") per pair."""
+@register_teacher("seq2seq")
+class Seq2SeqTeacher(Teacher):
+    """monoT5-style relevance model: ``score_pairs(queries, docs)`` -> P("true") per pair.
 
-    kind = "seq2seq"
+    Registered as teacher type ``seq2seq`` (``build_teacher("seq2seq", model_id)``).
+    """
 
     def __init__(self, model, tokenizer, max_length: int = 512, batch_size: int = 16,
-                 true_token: str = "true", false_token: str = "false", device=None, dtype=None):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.max_length = int(max_length)
-        self.batch_size = int(batch_size)
+                 true_token: str = "true", false_token: str = "false", **kwargs):
+        super().__init__(model, tokenizer, max_length=max_length, batch_size=batch_size, **kwargs)
         self.true_id = _answer_token_id(tokenizer, true_token)
         self.false_id = _answer_token_id(tokenizer, false_token)
         start = getattr(model.config, "decoder_start_token_id", None)
@@ -51,14 +51,10 @@ class Seq2SeqTeacher:
         if start is None:
             raise UserError("the seq2seq teacher has no decoder_start_token_id and no pad token")
         self.decoder_start = int(start)
-        if device is not None:
-            self.model.to(device)
-        if dtype is not None:
-            self.model.to(dtype=dtype)
 
     @classmethod
-    def from_pretrained(cls, model_id: str, tokenizer_id: Optional[str] = None, max_length: int = 512,
-                        device=None, dtype=None, trust_remote_code: bool = False, **kwargs) -> "Seq2SeqTeacher":
+    def load(cls, model_id: str, tokenizer_id: Optional[str] = None, trust_remote_code: bool = False,
+             **kwargs) -> "Seq2SeqTeacher":
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         try:
@@ -66,11 +62,10 @@ class Seq2SeqTeacher:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_id or model_id, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load a seq2seq teacher from {model_id!r}: {exc}") from None
-        return cls(model, tokenizer, max_length=max_length, device=device, dtype=dtype, **kwargs)
+        kwargs.setdefault("name", model_id)
+        return cls(model, tokenizer, **kwargs)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+    from_pretrained = load
 
     def _prompt_ids(self, query: str, document: str) -> list[int]:
         """Token ids of the prompt; when too long, the document is cut so "Relevant:" survives."""
