@@ -1,0 +1,125 @@
+"""BEIR-format datasets on disk: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
+
+Also reads the NanoBEIR layout (Hugging Face parquet folders ``corpus/``, ``queries/``,
+``qrels/``; no titles, every qrel relevant with grade 1) when a set is present on disk.
+
+As BEIR's ``GenericDataLoader`` does, only the queries that have qrels in the split are kept;
+qrels are kept whatever their grade (pytrec_eval treats grade <= 0 as not relevant). Documents
+are all kept, blank ones too (they encode to empty vectors and are never retrieved).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from typing import Iterable
+
+from sparse.errors import UserError
+
+Corpus = dict[str, dict[str, str]]
+Queries = dict[str, str]
+Qrels = dict[str, dict[str, int]]
+
+
+def doc_text(doc: dict) -> str:
+    """The text a document is encoded from: ``(title + " " + text).strip()``."""
+    return ((doc.get("title") or "") + " " + (doc.get("text") or "")).strip()
+
+
+def sorted_corpus(corpus: Corpus) -> tuple[list[str], list[str]]:
+    """Document ids in sorted order and their texts (``doc_text``)."""
+    ids = sorted(corpus)
+    return ids, [doc_text(corpus[i]) for i in ids]
+
+
+def _read_jsonl(path: str) -> Iterable[tuple[int, dict]]:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{n} is not valid JSON ({exc})") from None
+            if not isinstance(row, dict) or "_id" not in row:
+                raise UserError(f"{path}:{n} has no '_id' field")
+            yield n, row
+
+
+def _read_qrels_tsv(path: str) -> Qrels:
+    qrels: Qrels = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for n, row in enumerate(reader, 1):
+            if not row or (n == 1 and row[0].strip().lower() in ("query-id", "query_id", "qid")):
+                continue
+            if len(row) < 3:
+                raise UserError(f"{path}:{n}: expected 'query-id<TAB>corpus-id<TAB>score', got {row!r}")
+            try:
+                score = int(float(row[2]))
+            except ValueError:
+                raise UserError(f"{path}:{n}: score {row[2]!r} is not a number") from None
+            qrels.setdefault(row[0], {})[row[1]] = score
+    return qrels
+
+
+def _parquet_rows(folder: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    files = sorted(glob.glob(os.path.join(folder, "**", "*.parquet"), recursive=True))
+    rows: list[dict] = []
+    for path in files:
+        rows.extend(pq.read_table(path).to_pylist())
+    return rows
+
+
+def _load_parquet_layout(dataset_dir: str) -> tuple[Corpus, Queries, Qrels]:
+    corpus = {str(r["_id"]): {"title": r.get("title") or "", "text": r.get("text") or ""}
+              for r in _parquet_rows(os.path.join(dataset_dir, "corpus"))}
+    queries = {str(r["_id"]): r.get("text") or "" for r in _parquet_rows(os.path.join(dataset_dir, "queries"))}
+    qrels: Qrels = {}
+    for r in _parquet_rows(os.path.join(dataset_dir, "qrels")):
+        qrels.setdefault(str(r["query-id"]), {})[str(r["corpus-id"])] = int(r.get("score", 1) or 1)
+    return corpus, queries, qrels
+
+
+def is_parquet_layout(dataset_dir: str) -> bool:
+    return all(glob.glob(os.path.join(dataset_dir, part, "**", "*.parquet"), recursive=True)
+               for part in ("corpus", "queries", "qrels"))
+
+
+def load_beir(dataset_dir: str, split: str = "test") -> tuple[Corpus, Queries, Qrels]:
+    """(corpus {id: {"title", "text"}}, queries {id: text}, qrels {qid: {docid: grade}}) of a split."""
+    dataset_dir = str(dataset_dir)
+    if not os.path.isdir(dataset_dir):
+        raise UserError(f"BEIR dataset directory not found: {dataset_dir}")
+    if is_parquet_layout(dataset_dir):
+        corpus, queries, qrels = _load_parquet_layout(dataset_dir)
+    else:
+        corpus_path = os.path.join(dataset_dir, "corpus.jsonl")
+        queries_path = os.path.join(dataset_dir, "queries.jsonl")
+        qrels_path = os.path.join(dataset_dir, "qrels", f"{split}.tsv")
+        for path in (corpus_path, queries_path):
+            if not os.path.isfile(path):
+                raise UserError(f"{path} not found: {dataset_dir} is not a BEIR dataset directory")
+        if not os.path.isfile(qrels_path):
+            have = sorted(os.path.splitext(p)[0] for p in os.listdir(os.path.join(dataset_dir, "qrels"))) \
+                if os.path.isdir(os.path.join(dataset_dir, "qrels")) else []
+            raise UserError(f"{qrels_path} not found: split {split!r} is missing (splits here: {have})")
+        corpus = {}
+        for n, row in _read_jsonl(corpus_path):
+            did = str(row["_id"])
+            if did in corpus:
+                raise UserError(f"{corpus_path}:{n}: duplicate document id {did!r}")
+            corpus[did] = {"title": row.get("title") or "", "text": row.get("text") or ""}
+        queries = {str(row["_id"]): row.get("text") or "" for _, row in _read_jsonl(queries_path)}
+        qrels = _read_qrels_tsv(qrels_path)
+    missing = [q for q in qrels if q not in queries]
+    if missing:
+        raise UserError(f"{dataset_dir}: {len(missing)} qrels query ids have no query text, e.g. {missing[:5]}")
+    queries = {q: queries[q] for q in qrels}
+    if not qrels:
+        raise UserError(f"{dataset_dir}: split {split!r} has no qrels")
+    return corpus, queries, qrels

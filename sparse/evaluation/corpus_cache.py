@@ -1,0 +1,173 @@
+"""Encode a corpus once: document vectors cached on disk, sharded across ``torchrun`` ranks.
+
+The cache entry of a corpus lives in ``<cache_dir>/<label>-<key>/`` where ``key`` hashes
+
+* the encoder (``encoder_fingerprint``: its weights, IDF, sparse settings and vocabulary),
+* the caller's ``key_parts`` (e.g. the dataset name),
+* ``max_length`` and the document ids and texts themselves,
+
+so a changed model, dataset or truncation length never reuses stale vectors. A complete entry
+holds ``vectors.npz`` (a ``SparseBatch`` in the caller's document order) and ``meta.json``
+(written last: it marks the entry complete).
+
+With ``WORLD_SIZE = w > 1`` rank r encodes positions r, r+w, ... and writes
+``shard-r-of-w.npz``; rank 0 waits for every shard, interleaves them back into document order,
+writes the entry and removes the shards. A completed entry is loaded by every rank at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict
+from typing import Optional, Sequence
+
+import numpy as np
+
+from sparse.errors import UserError
+from sparse.evaluation import distributed
+from sparse.modeling.vectors import SparseBatch
+
+logger = logging.getLogger(__name__)
+
+VECTORS = "vectors.npz"
+META = "meta.json"
+
+
+def encoder_fingerprint(encoder) -> str:
+    """A hash of everything that decides an encoder's document vectors."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps(asdict(encoder.settings), sort_keys=True).encode())
+    h.update(str(encoder.vocab_size).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def corpus_key(fingerprint: str, doc_ids: Sequence[str], texts: Sequence[str], max_length: Optional[int],
+               key_parts: Sequence = ()) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps([fingerprint, list(map(str, key_parts)), max_length, len(doc_ids)]).encode())
+    for doc_id, text in zip(doc_ids, texts):
+        h.update(str(doc_id).encode())
+        h.update(b"\x00")
+        h.update(text.encode())
+        h.update(b"\x01")
+    return h.hexdigest()
+
+
+def _label(key_parts: Sequence) -> str:
+    label = "-".join(str(p) for p in key_parts) or "corpus"
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label)[:80]
+
+
+def _atomic_save(batch: SparseBatch, path: str) -> None:
+    tmp = path + f".tmp{os.getpid()}.npz"
+    batch.save(tmp)
+    os.replace(tmp, path)
+
+
+def cache_entry_dir(cache_dir: str, key_parts: Sequence, key: str) -> str:
+    return os.path.join(cache_dir, f"{_label(key_parts)}-{key}")
+
+
+def load_cached(entry: str, n_docs: int) -> Optional[SparseBatch]:
+    """The vectors of a complete cache entry, or None."""
+    if not os.path.isfile(os.path.join(entry, META)):
+        return None
+    batch = SparseBatch.load(os.path.join(entry, VECTORS))
+    if len(batch) != n_docs:
+        raise UserError(f"corpus cache {entry} holds {len(batch)} vectors, expected {n_docs}; delete it")
+    return batch
+
+
+def _wait_for(paths: list[str], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(os.path.isfile(p) for p in paths):
+        if time.monotonic() > deadline:
+            missing = [p for p in paths if not os.path.isfile(p)]
+            raise UserError(f"timed out after {timeout:.0f}s waiting for {what}: {missing[:3]}")
+        time.sleep(0.5)
+
+
+def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_dir: Optional[str],
+                  key_parts: Sequence = (), batch_size: int = 32, max_length: Optional[int] = None,
+                  progress: bool = True, rank: Optional[int] = None, world_size: Optional[int] = None,
+                  all_ranks: bool = False, wait_timeout: float = 24 * 3600.0) -> Optional[SparseBatch]:
+    """Document vectors of ``texts`` (in their order), from the cache or encoded and cached.
+
+    ``cache_dir=None`` disables caching (single process only). Under ``torchrun`` every rank
+    must call this; rank 0 gets the full batch, the other ranks get None unless ``all_ranks``.
+    Returns ``(vectors)``; the cache entry directory is in ``encode_corpus.last_entry``.
+    """
+    if len(doc_ids) != len(texts):
+        raise ValueError(f"{len(doc_ids)} ids for {len(texts)} texts")
+    rank = distributed.rank() if rank is None else rank
+    world = distributed.world_size() if world_size is None else world_size
+    if cache_dir is None:
+        if world > 1:
+            raise UserError("encoding a corpus across processes needs a cache_dir (the shards meet there)")
+        return _encode(encoder, list(texts), batch_size, max_length, progress)
+    key = corpus_key(encoder_fingerprint(encoder), doc_ids, texts, max_length, key_parts)
+    entry = cache_entry_dir(cache_dir, key_parts, key)
+    encode_corpus.last_entry = entry
+    cached = load_cached(entry, len(doc_ids))
+    if cached is not None:
+        logger.info("corpus vectors loaded from cache %s", entry)
+        return cached if (rank == 0 or all_ranks) else None
+    os.makedirs(entry, exist_ok=True)
+    positions = list(distributed.shard_positions(len(texts), rank, world))
+    t0 = time.perf_counter()
+    shard = _encode(encoder, [texts[i] for i in positions], batch_size, max_length, progress and rank == 0,
+                    desc=f"encode corpus (rank {rank}/{world})" if world > 1 else "encode corpus")
+    logger.info("rank %d encoded %d documents in %.1fs (%.1f docs/s)", rank, len(positions),
+                time.perf_counter() - t0, len(positions) / max(time.perf_counter() - t0, 1e-9))
+    if world == 1:
+        full = shard
+    else:
+        shard_paths = [os.path.join(entry, f"shard-{r}-of-{world}.npz") for r in range(world)]
+        _atomic_save(shard, shard_paths[rank])
+        distributed.barrier()
+        if rank != 0:
+            if not all_ranks:
+                return None
+            _wait_for([os.path.join(entry, META)], wait_timeout, "rank 0 to merge the corpus shards")
+            return load_cached(entry, len(doc_ids))
+        _wait_for(shard_paths, wait_timeout, "every rank's corpus shard")
+        shards = [SparseBatch.load(p) for p in shard_paths]
+        stacked = SparseBatch.concat(shards)
+        # stacked row j holds document position order[j]; invert that to document order
+        order = np.concatenate([np.arange(r, len(texts), world) for r in range(world)])
+        inverse = np.empty(len(order), np.int64)
+        inverse[order] = np.arange(len(order))
+        full = stacked.take(inverse)
+    _atomic_save(full, os.path.join(entry, VECTORS))
+    meta = {"n_docs": len(doc_ids), "key_parts": list(map(str, key_parts)), "max_length": max_length,
+            "world_size": world, "nnz": full.nnz, "vocab_size": full.vocab_size}
+    tmp = os.path.join(entry, META + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(meta, f)
+    os.replace(tmp, os.path.join(entry, META))
+    for name in os.listdir(entry):
+        if name.startswith("shard-"):
+            os.remove(os.path.join(entry, name))
+    return full
+
+
+encode_corpus.last_entry = None
+
+
+def _encode(encoder, texts: list[str], batch_size: int, max_length: Optional[int], progress: bool,
+            desc: str = "encode corpus") -> SparseBatch:
+    if not texts:
+        return SparseBatch.empty(encoder.vocab_size)
+    try:
+        return encoder.encode_documents(texts, batch_size=batch_size, max_length=max_length,
+                                        progress=progress, desc=desc)
+    except TypeError:  # an encoder without the ``desc`` keyword
+        return encoder.encode_documents(texts, batch_size=batch_size, max_length=max_length, progress=progress)

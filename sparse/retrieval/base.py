@@ -1,0 +1,72 @@
+"""The ``Index`` protocol shared by evaluation, hard-negative mining and KD preparation.
+
+Every engine scores a query ``q`` against a document ``d`` with the plain dot product of their
+sparse vectors over the vocabulary,
+
+    score(q, d) = sum_t  w_q(t) * w_d(t)
+
+(OpenSearch ``rank_features`` stores ``w_d`` at 9 significant bits, see ``precision``), and
+returns, per query, the ``k`` documents with the highest score, best first. Only documents that
+share at least one token with the query (score > 0) are returned, as an inverted index does, so
+a query may get fewer than ``k`` hits. Ties are broken by document id (ascending string order),
+so a ranking is a pure function of the data.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from sparse.modeling.vectors import SparseBatch
+
+SearchResult = tuple[list[list[str]], list[list[float]]]
+
+
+@runtime_checkable
+class Index(Protocol):
+    """What an engine offers. ``add`` may be called several times; ids must be unique."""
+
+    def add(self, ids: list[str], vectors: SparseBatch) -> None:
+        """Index ``vectors[i]`` under ``ids[i]``."""
+
+    def search(self, queries: SparseBatch, k: int) -> SearchResult:
+        """Per query: (doc ids, scores) of its top ``k``, best first, ties by doc id."""
+
+    def close(self) -> None:
+        """Release resources (connections, memory); the index may not be used afterwards."""
+
+    def __len__(self) -> int:
+        """Number of documents indexed."""
+
+
+def prune_queries(queries: SparseBatch, ratio: float) -> SparseBatch:
+    """Drop every query token with ``w <= ratio * max_t w`` of its query (reference ``query_prune``).
+
+    ``ratio <= 0`` returns the batch unchanged (all stored weights are already > 0).
+    """
+    if not ratio or ratio <= 0:
+        return queries
+    if ratio >= 1:
+        raise ValueError(f"query_prune must be in [0, 1), got {ratio}")
+    lengths = queries.lengths()
+    row_of = np.repeat(np.arange(len(queries)), lengths)
+    row_max = np.zeros(len(queries), np.float32)
+    if queries.nnz:
+        np.maximum.at(row_max, row_of, queries.values)
+    keep = queries.values > ratio * row_max[row_of]
+    indptr = np.zeros(len(queries) + 1, np.int64)
+    np.cumsum(np.bincount(row_of[keep], minlength=len(queries)), out=indptr[1:])
+    return SparseBatch(indptr, queries.indices[keep], queries.values[keep], queries.vocab_size)
+
+
+def rank_hits(ids: Sequence[str], scores: Sequence[float], k: int) -> tuple[list[str], list[float]]:
+    """Sort hits by (score descending, id ascending) and keep the first ``k``."""
+    order = sorted(range(len(ids)), key=lambda i: (-scores[i], ids[i]))[:k]
+    return [ids[i] for i in order], [float(scores[i]) for i in order]
+
+
+def check_k(k: int) -> int:
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)

@@ -1,0 +1,215 @@
+"""``EmbeddedIndex``: exact in-process dot-product search over an inverted index (no server).
+
+Documents are kept as an inverted index (vocabulary x documents, CSR: one posting list per
+token) split into chunks of ``doc_chunk`` documents. A batch of ``b`` queries is scored against
+a chunk with one sparse product ``Q (b x V) @ P (V x c)``: only the posting lists of the query
+tokens are touched, and memory is bounded by the ``b x c`` result whatever the corpus size.
+Per query the top ``k`` of each chunk are kept (score > 0, ties by document id) and the chunk
+winners are merged. Scores are accumulated in float32, as Lucene does.
+
+``precision="opensearch"`` stores document weights truncated to 9 significant bits (see
+``sparse.retrieval.precision``) so scores equal a cluster's ``rank_features`` scores.
+``query_prune`` drops query tokens with ``w <= ratio * max w`` before scoring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Optional
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from sparse.errors import UserError
+from sparse.modeling.vectors import SparseBatch
+from sparse.retrieval.base import SearchResult, check_k, prune_queries
+from sparse.retrieval.precision import PRECISIONS, store_values
+
+FORMAT_VERSION = 1
+ENGINES = ("embedded", "opensearch")
+
+
+class EmbeddedIndex:
+    def __init__(self, precision: str = "float", query_prune: float = 0.0, doc_chunk: int = 262_144,
+                 query_batch: int = 64, progress: bool = False):
+        if precision not in PRECISIONS:
+            raise UserError(f"index precision must be one of {PRECISIONS}, got {precision!r}")
+        if not 0 <= query_prune < 1:
+            raise UserError(f"query_prune must be in [0, 1), got {query_prune}")
+        self.precision = precision
+        self.query_prune = float(query_prune)
+        self.doc_chunk = int(doc_chunk)
+        self.query_batch = int(query_batch)
+        self.progress = progress
+        self._ids: list[str] = []
+        self._id_set: set[str] = set()
+        self._parts: list[SparseBatch] = []
+        self._docs: Optional[SparseBatch] = None
+        self._postings: Optional[list[tuple[int, sp.csr_matrix]]] = None
+        self._id_rank: Optional[np.ndarray] = None
+        self.vocab_size: Optional[int] = None
+
+    # ------------------------------------------------------------------ building
+    def add(self, ids: list[str], vectors: SparseBatch) -> None:
+        ids = [str(i) for i in ids]
+        if len(ids) != len(vectors):
+            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+        if self.vocab_size is None:
+            self.vocab_size = vectors.vocab_size
+        elif vectors.vocab_size != self.vocab_size:
+            raise ValueError(f"vectors over {vectors.vocab_size} tokens added to an index over {self.vocab_size}")
+        dup = [i for i in ids if i in self._id_set]
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            dup += [i for i in ids if i in seen or seen.add(i)]
+        if dup:
+            raise UserError(f"duplicate document ids: {sorted(set(dup))[:10]}")
+        stored = SparseBatch(vectors.indptr, vectors.indices, store_values(vectors.values, self.precision),
+                             vectors.vocab_size)
+        self._ids.extend(ids)
+        self._id_set.update(ids)
+        self._parts.append(stored)
+        self._postings = None
+
+    def _build(self) -> None:
+        """Merge added parts and build the chunked inverted index (done once, lazily)."""
+        if self._postings is not None:
+            return
+        if self._parts:
+            self._docs = SparseBatch.concat(([self._docs] if self._docs is not None else []) + self._parts)
+            self._parts = []
+        if self._docs is None:
+            self._docs = SparseBatch.empty(self.vocab_size or 1)
+        csr = self._docs.to_csr()
+        self._postings = []
+        for start in range(0, len(self._docs), self.doc_chunk):
+            chunk = csr[start:start + self.doc_chunk]
+            self._postings.append((start, chunk.T.tocsr()))
+        order = np.argsort(np.asarray(self._ids, dtype=object), kind="stable") if self._ids else np.zeros(0, int)
+        self._id_rank = np.empty(len(order), np.int64)
+        self._id_rank[order] = np.arange(len(order))
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._ids)
+
+    def documents(self) -> SparseBatch:
+        """The stored document vectors (in ``precision``), in insertion order."""
+        self._build()
+        return self._docs
+
+    def size_bytes(self) -> int:
+        """Memory of the stored vectors: 4-byte token id + 4-byte weight per non-zero, 8 per row."""
+        self._build()
+        return int(self._docs.nnz * 8 + (len(self._docs) + 1) * 8)
+
+    # ------------------------------------------------------------------ search
+    def _top(self, positions: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``k`` of (positions, scores) with score > 0, by (-score, doc id)."""
+        keep = scores > 0
+        if not keep.all():
+            positions, scores = positions[keep], scores[keep]
+        if len(scores) > k:
+            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+            sel = scores >= kth  # every tie of the k-th score stays a candidate
+            positions, scores = positions[sel], scores[sel]
+        order = np.lexsort((self._id_rank[positions], -scores))[:k]
+        return positions[order], scores[order]
+
+    def search(self, queries: SparseBatch, k: int) -> SearchResult:
+        k = check_k(k)
+        if self.vocab_size is not None and queries.vocab_size != self.vocab_size:
+            raise ValueError(f"queries over {queries.vocab_size} tokens, index over {self.vocab_size}")
+        self._build()
+        queries = prune_queries(queries, self.query_prune)
+        qcsr = queries.to_csr()
+        all_ids: list[list[str]] = []
+        all_scores: list[list[float]] = []
+        bar = tqdm(total=len(queries), desc="search", unit="q", disable=not self.progress)
+        for qs in range(0, len(queries), self.query_batch):
+            qb = qcsr[qs:qs + self.query_batch]
+            found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(qb.shape[0])]
+            for start, postings in self._postings:
+                res = (qb @ postings).tocsr()  # (b x chunk) scores of documents sharing a token
+                for r in range(qb.shape[0]):
+                    s, e = res.indptr[r], res.indptr[r + 1]
+                    if e > s:
+                        pos, sc = self._top(res.indices[s:e].astype(np.int64) + start, res.data[s:e], k)
+                        found[r].append((pos, sc))
+            for parts in found:
+                if not parts:
+                    all_ids.append([])
+                    all_scores.append([])
+                    continue
+                if len(parts) == 1:
+                    pos, sc = parts[0]
+                else:
+                    pos, sc = self._top(np.concatenate([p for p, _ in parts]),
+                                        np.concatenate([s for _, s in parts]), k)
+                all_ids.append([self._ids[i] for i in pos.tolist()])
+                all_scores.append(sc.astype(np.float64).tolist())
+            bar.update(qb.shape[0])
+        bar.close()
+        return all_ids, all_scores
+
+    def close(self) -> None:
+        self._postings = None
+        self._docs = None
+        self._parts = []
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str) -> str:
+        """Write ``vectors.npz``, ``ids.json`` and ``meta.json`` into ``directory`` (atomically)."""
+        self._build()
+        parent = os.path.dirname(os.path.abspath(directory))
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".index-", dir=parent)
+        self._docs.save(os.path.join(tmp, "vectors.npz"))
+        with open(os.path.join(tmp, "ids.json"), "w", encoding="utf-8") as f:
+            json.dump(self._ids, f)
+        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump({"format_version": FORMAT_VERSION, "precision": self.precision,
+                       "n_docs": len(self._ids), "vocab_size": self._docs.vocab_size}, f)
+        if os.path.isdir(directory):
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str, **opts) -> "EmbeddedIndex":
+        meta_path = os.path.join(directory, "meta.json")
+        if not os.path.isfile(meta_path):
+            raise UserError(f"no saved index in {directory} (meta.json missing)")
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise UserError(f"{directory} holds index format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+        with open(os.path.join(directory, "ids.json"), encoding="utf-8") as f:
+            ids = json.load(f)
+        docs = SparseBatch.load(os.path.join(directory, "vectors.npz"))
+        if len(ids) != len(docs) or len(ids) != meta["n_docs"]:
+            raise UserError(f"{directory} is inconsistent: {len(ids)} ids, {len(docs)} vectors")
+        index = cls(precision=meta["precision"], **opts)
+        index.vocab_size = docs.vocab_size
+        index._ids = ids
+        index._id_set = set(ids)
+        index._docs = docs  # already stored at its precision
+        return index
+
+
+def build_index(engine: str = "embedded", **opts):
+    """Create an engine by name: ``embedded`` (EmbeddedIndex) or ``opensearch`` (OpenSearchIndex)."""
+    if engine == "embedded":
+        return EmbeddedIndex(**opts)
+    if engine == "opensearch":
+        from sparse.retrieval.opensearch import OpenSearchIndex
+
+        return OpenSearchIndex(**opts)
+    raise UserError(f"engine must be one of {ENGINES}, got {engine!r}")
