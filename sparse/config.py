@@ -299,6 +299,9 @@ class ResolvedConfig:
         return path
 
 
+# HF TrainingArguments keys the reference sets to null, and the HF value that means the same
+TRAINING_NULL_AS = {"max_grad_norm": 0.0}
+
 SECTION_CLASSES = {"model": ModelArguments, "data": DataArguments, "eval": EvalArguments}
 
 
@@ -324,6 +327,9 @@ def resolve(values: dict[str, Any], sections=("model", "data", "eval"), source: 
 
     built: dict[str, Any] = {}
     for name, fields_ in field_types.items():
+        if name == "training":
+            # training keys written as null in the reference configs (max_grad_norm: null = no clipping)
+            values = {k: (TRAINING_NULL_AS.get(k, v) if v is None else v) for k, v in values.items()}
         kwargs = {k: coerce_value(k, v, fields_[k]) for k, v in values.items() if k in fields_}
         if name == "training":
             kwargs.setdefault("output_dir", "output/run")
