@@ -1,0 +1,268 @@
+"""Grid generation: one base config + a small grid file -> one YAML per run and a manifest.
+
+``python -m sparse.reproduce.grid [--smoke] [--only BLOCK,...] [--per_block N] [--set k=v ...]``
+writes ``<output_root>/configs/<block>/<run>.yaml`` and ``<output_root>/manifest.json`` and
+prints one line per run. The grid file format is documented at the top of
+``config/grid/grid.yaml``. Every generated config is validated with ``sparse.config.resolve``
+(unknown keys and bad values fail here, before any training starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from sparse.config import load_yaml, resolve, split_overrides
+from sparse.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_GRID = REPO_ROOT / "config" / "grid" / "grid.yaml"
+DEFAULT_BASE = REPO_ROOT / "config" / "grid" / "base.yaml"
+DEFAULT_OUTPUT_ROOT = "output/reproduce"
+MANIFEST = "manifest.json"
+PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+BLOCK_KEYS = {"name", "method", "set", "vary", "runs", "run_name"}
+RUN_META_KEYS = {"run_name", "method"}
+
+
+@dataclass
+class Run:
+    """One cell of the grid: where its config, model and evaluation live."""
+
+    block: str
+    name: str
+    method: str
+    config_path: str
+    output_dir: str
+    values: dict  # the merged config (as written to config_path)
+
+    @property
+    def key(self) -> str:
+        return f"{self.block}/{self.name}"
+
+    @property
+    def flops_d_lambda(self):
+        return self.values.get("flops_d_lambda")
+
+    @property
+    def flops_threshold(self):
+        return self.values.get("flops_threshold")
+
+    @property
+    def activation(self) -> str:
+        act = self.values.get("activation_type", "relu")
+        if self.values.get("use_l0"):
+            act = "l1_relu"
+        if self.values.get("decouple_activation"):
+            act += " (decoupled)"
+        return act
+
+
+def _resolvers() -> dict[str, Any]:
+    from sparse import assets
+
+    return {"idf": lambda: str(assets.idf_file()), "splade": lambda: str(assets.splade_model())}
+
+
+def substitute(value: Any, context: dict[str, Any], lazy: dict[str, Any]) -> Any:
+    """Replace ``${name}`` in strings (recursively); unknown names are errors."""
+    if isinstance(value, dict):
+        return {k: substitute(v, context, lazy) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, context, lazy) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def repl(match):
+        name = match.group(1)
+        if name not in context:
+            if name not in lazy:
+                raise UserError(f"unknown placeholder ${{{name}}} in the grid config; "
+                                f"known: {sorted(set(context) | set(lazy))}")
+            context[name] = lazy[name]()
+        return str(context[name])
+
+    return PLACEHOLDER.sub(repl, value)
+
+
+def _fmt_name(template: str, values: dict, block: str) -> str:
+    try:
+        name = template.format(**{k: ("none" if v is None else v) for k, v in values.items()})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UserError(f"grid block {block!r}: run_name {template!r} cannot be formatted ({exc})") from None
+    if not name or "/" in name or name.startswith("."):
+        raise UserError(f"grid block {block!r}: bad run name {name!r}")
+    return name
+
+
+def expand_block(block: dict) -> list[tuple[str, str, dict]]:
+    """A block -> [(run name, method, overrides)] in file order."""
+    name = block.get("name")
+    if not name or not isinstance(name, str):
+        raise UserError(f"every grid block needs a 'name'; got {block!r}")
+    unknown = set(block) - BLOCK_KEYS
+    if unknown:
+        raise UserError(f"grid block {name!r} has unknown keys {sorted(unknown)}; allowed {sorted(BLOCK_KEYS)}")
+    fixed = dict(block.get("set") or {})
+    if ("vary" in block) == ("runs" in block):
+        raise UserError(f"grid block {name!r} needs exactly one of 'vary' or 'runs'")
+    out = []
+    if "vary" in block:
+        vary = block["vary"]
+        if not isinstance(vary, dict) or not vary or not all(isinstance(v, list) and v for v in vary.values()):
+            raise UserError(f"grid block {name!r}: 'vary' maps keys to non-empty lists of values")
+        template = block.get("run_name") or "_".join("{%s}" % k for k in vary)
+        method = block.get("method") or name
+        keys = list(vary)
+        for combo in itertools.product(*(vary[k] for k in keys)):
+            over = {**fixed, **dict(zip(keys, combo))}
+            out.append((_fmt_name(template, over, name), method, over))
+    else:
+        for i, run in enumerate(block["runs"] or []):
+            if not isinstance(run, dict):
+                raise UserError(f"grid block {name!r}: run #{i} must be a mapping")
+            over = {**fixed, **{k: v for k, v in run.items() if k not in RUN_META_KEYS}}
+            template = run.get("run_name") or block.get("run_name") or f"run{i}"
+            method = run.get("method") or block.get("method") or name
+            out.append((_fmt_name(template, over, name), method, over))
+    names = [n for n, _, _ in out]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise UserError(f"grid block {name!r}: duplicate run names {sorted(dup)}")
+    return out
+
+
+def output_root_for(grid: dict, smoke: bool, output_root: Optional[str] = None) -> str:
+    """The explicit root, else the smoke section's (with --smoke), else output/reproduce."""
+    if output_root:
+        return output_root
+    if smoke:
+        return (grid.get("smoke") or {}).get("output_root") or DEFAULT_OUTPUT_ROOT + "-smoke"
+    return DEFAULT_OUTPUT_ROOT
+
+
+def generate(grid_path: str | os.PathLike = DEFAULT_GRID, base_path: str | os.PathLike = DEFAULT_BASE,
+             output_root: Optional[str] = None, smoke: bool = False, only: Optional[list[str]] = None,
+             per_block: Optional[int] = None, limit: Optional[int] = None,
+             overrides: Optional[dict] = None, write: bool = True) -> list[Run]:
+    """Expand the grid and (if ``write``) write every run's YAML and the manifest."""
+    grid = load_yaml(str(grid_path))
+    base = load_yaml(str(base_path))
+    blocks = grid.get("blocks")
+    if not isinstance(blocks, list) or not blocks:
+        raise UserError(f"{grid_path}: 'blocks' must be a non-empty list")
+    smoke_cfg = grid.get("smoke") or {}
+    if smoke and not smoke_cfg:
+        raise UserError(f"{grid_path} has no 'smoke' section")
+    output_root = output_root_for(grid, smoke, output_root)
+    if per_block is None and smoke:
+        per_block = int(smoke_cfg.get("per_block", 1))
+    names = [b.get("name") for b in blocks]
+    if only:
+        missing = [o for o in only if o not in names]
+        if missing:
+            raise UserError(f"unknown grid block(s) {missing}; blocks are {names}")
+        blocks = [b for b in blocks if b.get("name") in only]
+    lazy = _resolvers()
+    runs: list[Run] = []
+    for block in blocks:
+        expanded = expand_block(block)
+        if per_block is not None:
+            expanded = expanded[:per_block]
+        for run_name, method, over in expanded:
+            out_dir = os.path.join(output_root, "runs", block["name"], run_name)
+            cfg_path = os.path.join(output_root, "configs", block["name"], f"{run_name}.yaml")
+            values = {**base, **over}
+            if smoke:
+                values.update(smoke_cfg.get("set") or {})
+                if smoke_cfg.get("beir_datasets"):
+                    values["beir_datasets"] = smoke_cfg["beir_datasets"]
+            values.update(overrides or {})
+            values = substitute(values, {"output_dir": out_dir}, lazy)
+            values["output_dir"] = out_dir
+            runs.append(Run(block["name"], run_name, method, cfg_path, out_dir, values))
+    if limit is not None:
+        runs = runs[:limit]
+    for run in runs:
+        try:
+            resolve(dict(run.values), sections=("model", "data", "eval", "training"), source=run.key)
+        except UserError as exc:
+            raise UserError(f"grid run {run.key} has an invalid config: {exc}") from None
+    if write:
+        write_runs(runs, output_root, grid_path, base_path, smoke)
+    return runs
+
+
+def write_runs(runs: list[Run], output_root: str, grid_path, base_path, smoke: bool) -> str:
+    for run in runs:
+        os.makedirs(os.path.dirname(run.config_path), exist_ok=True)
+        header = (f"# generated by sparse.reproduce.grid from {grid_path} + {base_path}"
+                  f"{' (smoke)' if smoke else ''}; block {run.block}, run {run.name}, "
+                  f"method {run.method}. Edit the grid files, not this one.\n")
+        text = header + yaml.safe_dump(run.values, sort_keys=False, allow_unicode=True)
+        if not os.path.isfile(run.config_path) or Path(run.config_path).read_text() != text:
+            Path(run.config_path).write_text(text)
+    path = os.path.join(output_root, MANIFEST)
+    os.makedirs(output_root, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"grid": str(grid_path), "base": str(base_path), "smoke": smoke,
+                   "runs": [asdict(r) for r in runs]}, f, indent=1)
+    return path
+
+
+def load_manifest(output_root: str) -> list[Run]:
+    path = os.path.join(output_root, MANIFEST)
+    if not os.path.isfile(path):
+        raise UserError(f"no grid manifest at {path}; run `python -m sparse.reproduce.grid` first")
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    return [Run(**r) for r in data["runs"]]
+
+
+def add_selection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--grid", default=str(DEFAULT_GRID), help="grid file (default config/grid/grid.yaml)")
+    parser.add_argument("--base", default=str(DEFAULT_BASE), help="base config (default config/grid/base.yaml)")
+    parser.add_argument("--output_root", help=f"where configs/runs/results go (default {DEFAULT_OUTPUT_ROOT}, "
+                                              "or the smoke section's output_root with --smoke)")
+    parser.add_argument("--smoke", action="store_true", help="the scaled-down CPU grid (grid file 'smoke' section)")
+    parser.add_argument("--only", help="comma-separated block names to keep")
+    parser.add_argument("--per_block", type=int, help="keep the first N runs of each block")
+    parser.add_argument("--limit", type=int, help="keep the first N runs overall")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override a config key in every run (e.g. max_steps=20)")
+
+
+def runs_from_args(args) -> tuple[list[Run], str]:
+    runs = generate(args.grid, args.base, output_root=args.output_root, smoke=args.smoke,
+                    only=args.only.split(",") if args.only else None, per_block=args.per_block,
+                    limit=args.limit, overrides=split_overrides(args.set))
+    root = output_root_for(load_yaml(args.grid), args.smoke, args.output_root)
+    return runs, root
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Write the per-run YAMLs of the reproduction grid.")
+    add_selection_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        runs, root = runs_from_args(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for r in runs:
+        print(f"{r.key:45s} {r.method:35s} {r.config_path}")
+    print(f"{len(runs)} runs; manifest {os.path.join(root, MANIFEST)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
