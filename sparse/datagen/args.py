@@ -1,0 +1,131 @@
+"""Command-line arguments of ``demo_train_data.py`` and ``data_preparation.py``.
+
+Both scripts read the shared model / data / eval keys of ``sparse.config`` (so the reference's
+``--model_name_or_path --inf_free --idf_path --beir_dir --beir_datasets`` keep working, from the
+command line or a YAML file) plus the keys of one dataclass below, parsed with the same rules
+(``--key value``, ``key=value``, YAML scalars; unknown keys are errors naming the key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from sparse.config import ConfigError, ResolvedConfig, coerce_value
+
+
+@dataclass
+class MiningArguments:
+    """Keys of ``demo_train_data.py`` (hard-negative mining)."""
+
+    split: str = "train"
+    miner: str = "sparse"  # sparse: the given model through an Index; bm25: bm25s
+    top_k: int = 50
+    negatives_per_query: Optional[int] = None  # None keeps every remaining candidate (reference)
+    min_negatives: int = 1  # a query with fewer negatives is dropped (and counted)
+    skip_top: int = 0  # remaining candidates skipped from the top (likely false negatives)
+    sampling: str = "top"  # top | random (among the candidates left after skip_top)
+    seed: int = 42
+    output: Optional[str] = None  # default data/<name>_train
+    batch_size: int = 32  # encoding batch size
+    overwrite: bool = False
+
+
+@dataclass
+class KDPrepArguments:
+    """Keys of ``data_preparation.py`` (KD data with teacher scores)."""
+
+    data_dir: Optional[str] = None  # MS MARCO-format or BEIR-format directory
+    split: str = "train"
+    top_k: int = 100
+    teachers: Optional[list] = None  # ["dense:PATH", "sparse:PATH", "cross:PATH", "seq2seq:PATH"]
+    dense_pooling: str = "mean"  # dense teachers: mean (sentence-transformers) or cls
+    teacher_max_length: int = 512
+    teacher_batch_size: int = 32
+    teacher_dtype: Optional[str] = None  # fp16 | bf16 | fp32; default half on GPU, fp32 on CPU
+    save_teacher_scores: bool = False  # also store each teacher's normalized scores
+    queries_per_part: int = 1000  # unit of work, of torchrun sharding and of resuming
+    max_queries: Optional[int] = None  # keep the first N queries (sorted by id), for trials
+    num_shards: Optional[int] = None  # arrow shards of the output (default: by size)
+    prescored: Optional[str] = None  # join-only mode: {query, docs, scores} id lists + texts
+    fix_encoding: bool = True  # repair UTF-8 read as latin-1 ("mojibake") in MS MARCO texts
+    seed: int = 42
+    output: Optional[str] = None  # default data/<name>_kd
+    batch_size: int = 32  # encoding batch size of the retriever
+    overwrite: bool = False
+
+
+def _fields(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def parse_script_args(argv, cls):
+    """(ResolvedConfig of model/data/eval keys, instance of ``cls``) from ``argv``."""
+    from sparse.config import load_yaml, resolve, split_overrides
+
+    argv = list(argv)
+    values: dict[str, Any] = {}
+    source = None
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        source = argv.pop(0)
+        values.update(load_yaml(source))
+    values.update(split_overrides(argv))
+    own = _fields(cls)
+    mine = {k: coerce_value(k, values.pop(k), own[k]) for k in list(values) if k in own}
+    cfg: ResolvedConfig = resolve(values, sections=("model", "data", "eval"), source=source)
+    args = cls(**mine)
+    _validate(args)
+    return cfg, args
+
+
+def _validate(args) -> None:
+    for name in ("top_k", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(args, name)}")
+    if isinstance(args, MiningArguments):
+        if args.miner not in ("sparse", "bm25"):
+            raise ConfigError(f"miner must be 'sparse' or 'bm25', got {args.miner!r}")
+        if args.sampling not in ("top", "random"):
+            raise ConfigError(f"sampling must be 'top' or 'random', got {args.sampling!r}")
+        if args.skip_top < 0 or args.min_negatives < 0:
+            raise ConfigError("skip_top and min_negatives must be >= 0")
+        if args.negatives_per_query is not None and args.negatives_per_query < 1:
+            raise ConfigError(f"negatives_per_query must be >= 1 or null, got {args.negatives_per_query}")
+        if args.skip_top >= args.top_k:
+            raise ConfigError(f"skip_top ({args.skip_top}) must be below top_k ({args.top_k})")
+    if isinstance(args, KDPrepArguments):
+        if args.queries_per_part < 1:
+            raise ConfigError("queries_per_part must be >= 1")
+        if args.dense_pooling not in ("mean", "cls"):
+            raise ConfigError(f"dense_pooling must be 'mean' or 'cls', got {args.dense_pooling!r}")
+        if args.max_queries is not None and args.max_queries < 1:
+            raise ConfigError("max_queries must be >= 1 or null")
+
+
+def encoder_settings(cfg: ResolvedConfig) -> dict[str, Any]:
+    """Sparse settings the user set explicitly; everything else comes from the checkpoint.
+
+    So a siamese checkpoint is mined with siamese queries unless ``--inf_free true`` is given
+    (the reference always searched inference-free, its bug 8.15).
+    """
+    m, d, given = cfg.model, cfg.data, cfg.explicit_keys
+    pairs = {"inf_free": m.inf_free, "pooling": m.pooling, "prune_ratio": m.prune_ratio,
+             "keep_special_tokens": m.keep_special_tokens, "preprocess_func": m.preprocess_func,
+             "query_max_seq_length": m.query_max_seq_length, "max_seq_length": d.max_seq_length}
+    out = {k: v for k, v in pairs.items() if k in given}
+    if "use_l0" in given or "activation_type" in given:
+        out["activation"] = m.resolved_activation()
+    return out
+
+
+def load_encoder(cfg: ResolvedConfig, device: Optional[str] = None):
+    from sparse.modeling.encoder import SparseEncoder
+
+    if not cfg.model.model_name_or_path:
+        raise ConfigError("--model_name_or_path is required")
+    return SparseEncoder.from_pretrained(cfg.model.model_name_or_path, settings=encoder_settings(cfg),
+                                         idf_path=cfg.model.idf_path, tokenizer_name=cfg.model.tokenizer_name,
+                                         trust_remote_code=cfg.model.trust_remote_code, device=device)
