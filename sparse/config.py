@@ -17,6 +17,7 @@ import difflib
 import enum
 import json
 import os
+import re
 import sys
 import types
 import typing
@@ -221,6 +222,9 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
+_KEY_VALUE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*=")
+
+
 def split_overrides(argv: list[str]) -> dict[str, Any]:
     """Parse ``key=value`` / ``--key value`` / ``--key=value`` / bare ``--flag`` into a dict."""
     out: dict[str, Any] = {}
@@ -232,7 +236,7 @@ def split_overrides(argv: list[str]) -> dict[str, Any]:
             if "=" in body:
                 key, val = body.split("=", 1)
                 out[key] = _parse_scalar(val)
-            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--") and not _KEY_VALUE.match(argv[i + 1]):
                 out[body] = _parse_scalar(argv[i + 1])
                 i += 1
             else:

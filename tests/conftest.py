@@ -15,19 +15,20 @@ BERT_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "dog"
                "a", "bird", "flew", "over", "house", "##s", "red", "blue", "green", "is", "big", "small"]
 
 
-def _write_vocab(tmp_path) -> str:
-    path = tmp_path / "vocab.txt"
-    path.write_text("\n".join(BERT_TOKENS) + "\n")
-    return str(path)
-
-
 def make_tiny_mlm(tmp_path, arch: str = "bert", seed: int = 0):
     """A randomly initialised tiny masked-LM + a real WordPiece tokenizer over a toy vocabulary."""
     from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, DistilBertConfig,
                               DistilBertForMaskedLM)
 
     torch.manual_seed(seed)
-    tokenizer = BertTokenizerFast(vocab_file=_write_vocab(tmp_path), do_lower_case=True)
+    vocab_map = {tok: i for i, tok in enumerate(BERT_TOKENS)}
+    try:  # transformers >= 5 takes the vocabulary itself
+        tokenizer = BertTokenizerFast(vocab=vocab_map, do_lower_case=True)
+    except TypeError:  # transformers 4.x reads a vocab file
+        path = tmp_path / "vocab.txt"
+        path.write_text("\n".join(BERT_TOKENS) + "\n")
+        tokenizer = BertTokenizerFast(vocab_file=str(path), do_lower_case=True)
+    assert len(tokenizer) == len(BERT_TOKENS)
     vocab = len(BERT_TOKENS)
     if arch == "bert":
         config = BertConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,

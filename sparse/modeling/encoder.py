@@ -17,6 +17,7 @@ Siamese (``inf_free: false``): queries go through the document path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -201,14 +202,17 @@ class SparseEncoder(nn.Module):
         return presence * torch.relu(self.idf)
 
     # ---------------------------------------------------------------- inference
-    def _encode_mlm_batch(self, input_ids, attention_mask, token_chunk: int) -> torch.Tensor:
+    def _encode_mlm_batch(self, input_ids, attention_mask, token_chunk: int, projection: str) -> torch.Tensor:
         """Pooled weights (B, V) projecting only real tokens, ``token_chunk`` at a time."""
         with _vocab_projection_detached(self.mlm) as decoder:
             hidden = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
         mask = attention_mask.bool()
         flat = hidden[mask]
         row_of = torch.nonzero(mask, as_tuple=True)[0]
-        pooled = torch.zeros(input_ids.shape[0], self.vocab_size, device=hidden.device, dtype=torch.float32)
+        n_rows = input_ids.shape[0]
+        if self.settings.pooling == "max" and projection == "screened" and isinstance(decoder, nn.Linear):
+            return saturate(self._screened_max_logits(flat.float(), row_of, n_rows, decoder, token_chunk))
+        pooled = torch.zeros(n_rows, self.vocab_size, device=hidden.device, dtype=torch.float32)
         use_max = self.settings.pooling == "max"
         for start in range(0, flat.shape[0], token_chunk):
             logits = decoder(flat[start:start + token_chunk]).float()
@@ -216,23 +220,76 @@ class SparseEncoder(nn.Module):
             if use_max:
                 # max first, saturate once per document: log1p(relu(.)) is monotone, and the
                 # zero start of ``pooled`` plays the relu
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # index_reduce is flagged beta
-                    pooled.index_reduce_(0, rows, logits, "amax", include_self=True)
+                _index_amax(pooled, rows, logits)
             else:
                 pooled.index_add_(0, rows, saturate(logits))
         return saturate(pooled) if use_max else pooled
 
+    def _screened_max_logits(self, flat, row_of, n_rows, decoder: nn.Linear, token_chunk: int) -> torch.Tensor:
+        """relu(max over a document's tokens of the fp32 logits), exactly, at bf16 matmul cost.
+
+        A bf16 matmul o = bf16(x) . bf16(W_j) (fp32 accumulation, bf16 output) is within
+        |o - x.W_j| <= C ||W_j|| ||x|| of the fp32 product (input rounding 2 * 2^-9, output
+        rounding 2^-9, accumulation H * 2^-24; C adds a safety factor). An entry j of document d
+        can be positive only if max_t o_tj + b_j + C ||W_j|| max_t ||x_t|| > 0; those candidates
+        (a few hundred per document) are recomputed in fp32, every other entry is provably 0.
+        """
+        weight, bias = decoder.weight, decoder.bias
+        w_bf16, w_norm = self._bf16_projection(weight)
+        hidden = weight.shape[1]
+        c = 2.0 ** -7 + hidden * 2.0 ** -23
+        x_max = torch.zeros(n_rows, device=flat.device)
+        _index_amax(x_max, row_of, flat.norm(dim=1))
+        screen = torch.full((n_rows, weight.shape[0]), float("-inf"), device=flat.device, dtype=torch.bfloat16)
+        for start in range(0, flat.shape[0], token_chunk):
+            o = torch.nn.functional.linear(flat[start:start + token_chunk].to(torch.bfloat16), w_bf16)
+            _index_amax(screen, row_of[start:start + token_chunk], o)
+        screen = screen.float() + c * x_max[:, None] * w_norm[None, :]
+        if bias is not None:
+            screen += bias.float()
+        pooled = torch.zeros(n_rows, weight.shape[0], device=flat.device)
+        bounds = torch.cumsum(torch.bincount(row_of, minlength=n_rows), 0).tolist()
+        start = 0
+        for d, end in enumerate(bounds):
+            cand = torch.nonzero(screen[d] > 0, as_tuple=True)[0]
+            if len(cand) and end > start:
+                exact = flat[start:end] @ weight[cand].float().T
+                if bias is not None:
+                    exact += bias[cand].float()
+                pooled[d, cand] = exact.amax(dim=0).clamp_min(0)
+            start = end
+        return pooled
+
+    def _bf16_projection(self, weight: torch.Tensor):
+        """bf16 copy and row norms of the vocabulary projection, cached per weight version."""
+        key = (weight.data_ptr(), weight._version, weight.device)
+        cached = getattr(self, "_bf16_cache", None)
+        if cached is None or cached[0] != key:
+            w = weight.detach().float()
+            cached = (key, w.to(torch.bfloat16), w.norm(dim=1))
+            self._bf16_cache = cached
+        return cached[1], cached[2]
+
     @torch.inference_mode()
     def encode_documents(self, texts: Sequence[str], batch_size: int = 32, max_length: Optional[int] = None,
                          progress: bool = False, token_chunk: int = 4096, sort_block: int = 10000,
-                         autocast_dtype: Optional[torch.dtype] = None, desc: str = "encode documents") -> SparseBatch:
+                         autocast_dtype: Optional[torch.dtype] = None, desc: str = "encode documents",
+                         projection: str = "auto") -> SparseBatch:
         """Sparse vectors of ``texts`` in input order.
 
         Texts are tokenized in blocks, sorted by length inside a block so batches carry little
         padding, and only real tokens are projected onto the vocabulary, ``token_chunk`` at a time,
         so memory stays bounded by ``token_chunk x V`` whatever the batch or document length.
+
+        ``projection``: "exact" computes every logit in fp32 (or the GPU autocast dtype);
+        "screened" (max pooling, CPU) finds the non-zero entries with a bf16 matmul and
+        recomputes only those in fp32 (same result, see ``_screened_max_logits``); "auto" screens
+        on CPUs with native bf16 (avx512_bf16 / AMX) and is exact elsewhere.
         """
+        if projection not in ("auto", "exact", "screened"):
+            raise UserError(f"projection must be auto, exact or screened, got {projection!r}")
+        if projection == "auto":
+            projection = "screened" if self.device.type == "cpu" and cpu_has_native_bf16() else "exact"
         max_length = max_length or self.settings.max_seq_length
         n = len(texts)
         parts: list[Optional[SparseBatch]] = [None] * n
@@ -251,7 +308,7 @@ class SparseEncoder(nn.Module):
                     input_ids = batch["input_ids"].to(self.device)
                     attention = batch["attention_mask"].to(self.device)
                     with _autocast(self.device, autocast_dtype):
-                        pooled = self._encode_mlm_batch(input_ids, attention, token_chunk)
+                        pooled = self._encode_mlm_batch(input_ids, attention, token_chunk, projection)
                     rows = SparseBatch.from_dense(self._finish(pooled, self.settings.scoring_activation))
                     for j, i in enumerate(idx):
                         parts[block_start + i] = _single_row(rows, j)
@@ -328,6 +385,24 @@ class SparseEncoder(nn.Module):
         if device is not None:
             model.to(device)
         return model.eval()  # like HF from_pretrained: training code calls .train() itself
+
+
+def _index_amax(target: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
+    """target[rows[i]] = max(target[rows[i]], values[i]) in place."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # index_reduce is flagged beta
+        target.index_reduce_(0, rows, values.to(target.dtype), "amax", include_self=True)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs with avx512_bf16 or AMX, where bf16 matmuls beat fp32 ones."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def _find_idf(path: str, local: bool) -> Optional[str]:
