@@ -1,0 +1,146 @@
+"""The training recipe behind ``train_ir.py``: config -> encoder, data, losses, teachers -> Trainer.
+
+    python train_ir.py config/xxx.yaml [key=value ...]
+    torchrun --nproc_per_node=N train_ir.py config/xxx.yaml [key=value ...]
+
+Writes into ``output_dir``: ``train_config.yaml`` (the resolved config), ``train.log``,
+``checkpoint-<step>/`` (self-describing; ``evaluate_beir.py`` needs only the path), the final
+model, and ``train_results.json`` (steps, wall time, last logged metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+import torch
+
+from sparse.config import ConfigError, ResolvedConfig, parse_config
+from sparse.training.distributed import global_rank
+
+logger = logging.getLogger("sparse.train")
+
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s"
+
+
+def setup_logging(output_dir: str, is_main: bool, level: str = "info") -> None:
+    import transformers
+
+    lvl = logging.INFO if level in ("info", "passive", None) else getattr(logging, str(level).upper(), logging.INFO)
+    lvl = lvl if is_main else logging.WARNING
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if is_main:
+        os.makedirs(output_dir, exist_ok=True)
+        handlers.append(logging.FileHandler(os.path.join(output_dir, "train.log"), encoding="utf-8"))
+    logging.basicConfig(format=LOG_FORMAT, datefmt="%m/%d/%Y %H:%M:%S", level=lvl, handlers=handlers, force=True)
+    transformers.utils.logging.set_verbosity(logging.WARNING)  # its per-file save messages drown ours
+    transformers.utils.logging.disable_default_handler()
+    transformers.utils.logging.enable_propagation()
+
+
+def encoder_settings(cfg: ResolvedConfig) -> dict:
+    m, d = cfg.model, cfg.data
+    return {"inf_free": m.inf_free, "activation": m.resolved_activation(), "pooling": m.pooling,
+            "prune_ratio": m.prune_ratio, "keep_special_tokens": m.keep_special_tokens,
+            "max_seq_length": d.max_seq_length, "query_max_seq_length": m.query_max_seq_length,
+            "preprocess_func": m.preprocess_func, "decouple_activation": d.decouple_activation,
+            "idf_requires_grad": m.idf_requires_grad}
+
+
+def check_config(cfg: ResolvedConfig) -> None:
+    d, args = cfg.data, cfg.training
+    if d.data_type == "kd-ids":
+        raise ConfigError("data_type kd-ids needs the reference's remote embedding service, which is not supported; "
+                          "use kd")
+    if args.max_steps is None or args.max_steps <= 0:
+        logger.info("max_steps is not set: training for num_train_epochs=%s", args.num_train_epochs)
+    if d.idf_lr is not None and not cfg.model.idf_requires_grad:
+        logger.warning("idf_lr is set but idf_requires_grad is false: the IDF is not trained")
+    if d.decouple_activation and cfg.model.resolved_activation() == "relu":
+        logger.warning("decouple_activation with the relu activation changes nothing (no l0 activation to "
+                       "decouple); set use_l0 or activation_type")
+
+
+def adapt_precision(args) -> None:
+    """fp16 / bf16 need a GPU here; on CPU they are switched off with a warning (configs stay portable)."""
+    if not torch.cuda.is_available() and (args.fp16 or args.bf16):
+        logger.warning("fp16/bf16 requested but no GPU is available: training in float32")
+        args.fp16 = False
+        args.bf16 = False
+    if args.report_to in (None, "none", []) or args.report_to == ["none"]:
+        pass
+
+
+def main(argv=None) -> dict:
+    from transformers import set_seed
+
+    from sparse.data.collators import TrainingCollator
+    from sparse.data.datasets import build_dataset, dataset_paths
+    from sparse.losses.flops import FlopsRegularizer
+    from sparse.losses.ranking import RankingLoss
+    from sparse.modeling.encoder import SparseEncoder
+    from sparse.training.model import SparseTrainingModel
+    from sparse.training.trainer import SparseTrainer
+
+    cfg = parse_config(argv, sections=("model", "data", "eval", "training"))
+    m, d, args = cfg.model, cfg.data, cfg.training
+    if "report_to" not in cfg.explicit_keys:
+        try:
+            import tensorboard  # noqa: F401
+
+            args.report_to = ["tensorboard"]
+        except ImportError:
+            pass
+    is_main = args.process_index == 0
+    setup_logging(args.output_dir, is_main, args.log_level)
+    if torch.cuda.device_count() > 1 and args.n_gpu > 1:
+        raise ConfigError(f"{torch.cuda.device_count()} GPUs in one process: launch with "
+                          "'torchrun --nproc_per_node=N train_ir.py ...' (nn.DataParallel is not supported)")
+    check_config(cfg)
+    adapt_precision(args)
+    if is_main:
+        path = cfg.save(args.output_dir, "train_config.yaml")
+        logger.info("resolved config written to %s", path)
+    logger.info("process %d of %d, device %s", global_rank(), args.world_size, args.device)
+    set_seed(args.seed)
+
+    encoder = SparseEncoder.from_pretrained(m.model_name_or_path, settings=encoder_settings(cfg), idf_path=m.idf_path,
+                                            tokenizer_name=m.tokenizer_name, trust_remote_code=m.trust_remote_code)
+    encoder.train()
+    logger.info("student: %s, %d parameters, settings %s", m.model_name_or_path,
+                sum(p.numel() for p in encoder.parameters()), encoder.settings)
+
+    datasets = [build_dataset(p, d.data_type, d.sample_num_one_query, d.swap_times, d.first_rank_thresh, args.seed,
+                              d.score_scale) for p in dataset_paths(d.train_file, d.train_file_dir)]
+    ranking = RankingLoss(d.loss_types, d.loss_weights, in_batch=d.use_in_batch_negatives, temperature=d.temperature,
+                          exclude_other_positives=d.infonce_exclude_other_positives,
+                          ranking_loss_weight=d.ranking_loss_weight)
+    teacher = None
+    if d.kd_ensemble_teacher_kwargs:
+        from sparse.teachers.ensemble import build_ensemble
+
+        teacher = build_ensemble(d.kd_ensemble_teacher_kwargs, max_length=d.max_seq_length, device=args.device)
+    elif ranking.needs_scores and not all(getattr(ds, "has_scores", False) for ds in datasets):
+        raise ConfigError(f"loss_types {d.loss_types} need teacher scores, but the {d.data_type} data has no 'scores' "
+                          "column and kd_ensemble_teacher_kwargs is empty")
+    doc_flops = FlopsRegularizer(d.flops_d_lambda, d.flops_d_T, d.flops_threshold, d.flops_form)
+    query_flops = None if m.inf_free else FlopsRegularizer(d.flops_q_lambda, d.flops_q_T, d.flops_threshold,
+                                                           d.flops_form)
+    collator = TrainingCollator(encoder.tokenize, d.max_seq_length, m.query_max_seq_length)
+    trainer = SparseTrainer(SparseTrainingModel(encoder), args, datasets, collator, ranking, doc_flops, query_flops,
+                            teacher=teacher, idf_lr=d.idf_lr)
+    start = time.time()
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    wall = time.time() - start
+    trainer.save_model(args.output_dir)
+    summary = {"global_step": trainer.state.global_step, "wall_time_s": round(wall, 1),
+               "world_size": args.world_size, "train_loss": result.training_loss / max(args.world_size, 1),
+               "last_logged": trainer.last_metrics, "output_dir": args.output_dir}
+    if is_main:
+        with open(os.path.join(args.output_dir, "train_results.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+        logger.info("done: %d steps in %.1f s; model saved to %s", trainer.state.global_step, wall, args.output_dir)
+    return summary

@@ -1,0 +1,229 @@
+"""``SparseTrainer``: the HF ``Trainer`` with the method's training step (reference section 4.1).
+
+One step, for the local batch of B queries with k documents each:
+  1. online teacher scores, if a teacher ensemble is configured (they replace dataset scores);
+  2. q_rep (B, V), d_rep (B*k, V) from the encoder (one forward, see ``model.py``);
+  3. gather q_rep, d_rep (local slice with gradient) and the scores across ranks by global rank;
+  4. ranking  = ranking_loss_weight * sum_l w_l * L_l(q_g, d_g, scores_g)       (``losses.ranking``)
+     flops    = lambda_d(s) * FLOPS(view(d_g), G=k)  [+ lambda_q(s) * FLOPS(view(q_g), G=1) siamese]
+  5. return (ranking + flops) * W, so DDP's gradient mean equals the single-process gradient
+     of the global batch (``distributed.py``).
+
+Every ``logging_steps`` the averages since the last log of the ranking and FLOPS losses, the
+current lambdas, the mean non-zeros per document / query and the mean / max non-zero document
+weight are added to the Trainer's logs (log file, console, TensorBoard when it reports there).
+Collapse guard: a warning when documents are empty or use more than half of the vocabulary; a
+non-finite loss saves ``checkpoint-<step>-nonfinite`` and stops with ``TrainingDiverged``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import defaultdict
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer
+
+from sparse.data.sampler import ConcatItems, GlobalBatchSampler
+from sparse.errors import UserError
+from sparse.losses.flops import FlopsRegularizer
+from sparse.losses.ranking import RankingLoss
+from sparse.modeling.idf import idf_vector, load_idf_file
+from sparse.training.distributed import (gather_nograd, gather_objects, gather_with_grad, global_rank,
+                                         world_size)
+from sparse.training.model import SparseTrainingModel
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+class _EpochDataLoader(DataLoader):
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+
+class SparseTrainer(Trainer):
+    def __init__(self, model: SparseTrainingModel, args, train_datasets: list, data_collator,
+                 ranking_loss: RankingLoss, doc_flops: FlopsRegularizer,
+                 query_flops: Optional[FlopsRegularizer] = None, teacher=None, idf_lr: Optional[float] = None,
+                 **kwargs):
+        super().__init__(model=model, args=args, train_dataset=ConcatItems(train_datasets),
+                         data_collator=data_collator, processing_class=model.encoder.tokenizer, **kwargs)
+        self.encoder = model.encoder
+        self.train_datasets = list(train_datasets)
+        self.ranking_loss = ranking_loss
+        self.doc_flops = doc_flops
+        self.query_flops = query_flops
+        self.teacher = teacher
+        self.idf_lr = idf_lr
+        self._stats: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+        self._maxes: dict[str, float] = {}
+        self.last_metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ data
+    def get_train_dataloader(self) -> DataLoader:
+        """Global batches, identical on every rank and sliced by global rank (``data.sampler``)."""
+        sampler = GlobalBatchSampler([len(d) for d in self.train_datasets], self.args.per_device_train_batch_size,
+                                     world_size=world_size(), rank=global_rank(), seed=self.args.seed,
+                                     drop_last=self.args.dataloader_drop_last)
+        if len(sampler) == 0:
+            raise UserError(f"the training data ({len(self.train_dataset)} items) is smaller than one global batch "
+                            f"({self.args.per_device_train_batch_size} x {world_size()} processes)")
+        workers = self.args.dataloader_num_workers
+        return _EpochDataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+                                num_workers=workers, pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
+                                persistent_workers=workers > 0 and self.args.dataloader_persistent_workers)
+
+    # ------------------------------------------------------------------ optimizer
+    def create_optimizer(self, model=None):
+        """AdamW; no weight decay on biases, LayerNorm weights and the IDF vector; IDF at ``idf_lr``."""
+        if self.optimizer is not None:
+            return self.optimizer
+        model = self.model
+        decay_names = set(self.get_decay_parameter_names(model))
+        idf = self.encoder.idf
+        groups = {"decay": [], "no_decay": [], "idf": []}
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            if p is idf:
+                groups["idf"].append(p)
+            elif name in decay_names:
+                groups["decay"].append(p)
+            else:
+                groups["no_decay"].append(p)
+        params = [{"params": groups["decay"], "weight_decay": self.args.weight_decay},
+                  {"params": groups["no_decay"], "weight_decay": 0.0}]
+        if groups["idf"]:
+            params.append({"params": groups["idf"], "weight_decay": 0.0,
+                           "lr": self.idf_lr if self.idf_lr is not None else self.args.learning_rate})
+        params = [g for g in params if g["params"]]
+        self.optimizer = torch.optim.AdamW(params, lr=self.args.learning_rate,
+                                           betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon)
+        logger.info("AdamW: %d tensors with weight decay %g, %d without, %d IDF (lr %s)", len(groups["decay"]),
+                    self.args.weight_decay, len(groups["no_decay"]), len(groups["idf"]),
+                    params[-1].get("lr") if groups["idf"] else "-")
+        return self.optimizer
+
+    # ------------------------------------------------------------------ loss
+    def _teacher_scores(self, queries: list[str], docs: list[str]) -> torch.Tensor:
+        if self.ranking_loss.in_batch:
+            return self.teacher.score_all(queries, docs, gather_tensor=gather_nograd, gather_texts=gather_objects)
+        return self.teacher.score_groups(queries, docs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        q_rep, d_rep = model(inputs["q_input_ids"], inputs["q_attention_mask"],
+                             inputs["d_input_ids"], inputs["d_attention_mask"])
+        b = q_rep.shape[0]
+        k = d_rep.shape[0] // b
+        scores = inputs.get("scores")
+        if self.teacher is not None:
+            scores = self._teacher_scores(inputs["queries"], inputs["docs"])
+        if scores is not None:
+            scores = gather_nograd(scores.to(q_rep.device, torch.float32))
+        elif self.ranking_loss.needs_scores:
+            raise UserError(f"losses {self.ranking_loss.loss_types} need scores: use kd data with a 'scores' "
+                            "column or configure kd_ensemble_teacher_kwargs")
+        q_g = gather_with_grad(q_rep)
+        d_g = gather_with_grad(d_rep)
+        ranking, parts = self.ranking_loss(q_g, d_g, scores)
+        step = self.state.global_step
+        flops_loss, d_flops, lam_d = self.doc_flops(self.encoder.sparsity_view(d_g), k, step)
+        metrics = {"ranking_loss": float(ranking.detach()), "flops_d": float(d_flops.detach()), "lambda_d": lam_d,
+                   **parts}
+        if self.query_flops is not None:
+            q_loss, q_flops, lam_q = self.query_flops(self.encoder.sparsity_view(q_g), 1, step)
+            flops_loss = flops_loss + q_loss
+            metrics.update(flops_q=float(q_flops.detach()), lambda_q=lam_q)
+        metrics["flops_loss"] = float(flops_loss.detach())
+        loss = ranking + flops_loss
+        if not torch.isfinite(loss.detach()):
+            self._diverged(float(loss.detach()), metrics)
+        self._record(metrics, q_g.detach(), d_g.detach())
+        loss = loss * world_size()
+        return (loss, {"q_rep": q_rep, "d_rep": d_rep}) if return_outputs else loss
+
+    # ------------------------------------------------------------------ logging and guards
+    def _record(self, metrics: dict, q: torch.Tensor, d: torch.Tensor) -> None:
+        d_nz = d > 0
+        metrics = dict(metrics, doc_nnz=float(d_nz.sum(1).float().mean()), query_nnz=float((q > 0).sum(1).float().mean()))
+        if d_nz.any():
+            metrics["doc_weight_mean"] = float(d[d_nz].mean())
+            self._maxes["doc_weight_max"] = max(self._maxes.get("doc_weight_max", 0.0), float(d[d_nz].max()))
+        for key, value in metrics.items():
+            acc = self._stats[key]
+            acc[0] += value
+            acc[1] += 1
+
+    def log(self, logs: dict, start_time=None) -> None:
+        w = world_size()
+        for key in ("loss", "train_loss"):  # the returned loss is x W for DDP's gradient mean
+            if key in logs and w > 1:
+                logs[key] = logs[key] / w
+        if self._stats:
+            for key, (total, count) in self._stats.items():
+                logs[key] = total / max(count, 1)
+            logs.update(self._maxes)
+            self._stats.clear()
+            self._maxes.clear()
+            self.last_metrics = dict(logs)
+            self._collapse_guard(logs)
+            if self.is_world_process_zero():
+                shown = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in logs.items()}
+                logger.info("step %d: %s", self.state.global_step, shown)
+        super().log(logs, start_time)
+
+    def _collapse_guard(self, logs: dict) -> None:
+        nnz = logs.get("doc_nnz")
+        if nnz is None or not self.is_world_process_zero():
+            return
+        vocab = self.encoder.vocab_size
+        if nnz < 1:
+            logger.warning("!!! COLLAPSE: documents are empty (mean %.2f non-zeros) at step %d; the FLOPS weight "
+                           "(flops_d_lambda=%g) is too strong for this learning rate", nnz, self.state.global_step,
+                           self.doc_flops.lam)
+        elif nnz > vocab / 2:
+            logger.warning("!!! DENSE: documents use %.0f of %d vocabulary entries at step %d; the FLOPS weight is "
+                           "too weak (or still warming up: flops_d_T=%g)", nnz, vocab, self.state.global_step,
+                           self.doc_flops.T)
+
+    def _diverged(self, value: float, metrics: dict) -> None:
+        step = self.state.global_step
+        path = os.path.join(self.args.output_dir, f"checkpoint-{step}-nonfinite")
+        self.save_model(path)
+        parts = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        raise TrainingDiverged(f"the training loss is {value} at step {step} ({parts}); the model before this step "
+                               f"is saved in {path}. Lower the learning rate, use bf16 instead of fp16, or check "
+                               "the data of this batch")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, output_dir: Optional[str] = None, state_dict=None) -> None:
+        """Self-describing checkpoint (``SparseEncoder.save_pretrained``); teachers are never saved."""
+        output_dir = output_dir or self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        logger.info("saving the sparse encoder to %s", output_dir)
+        self.encoder.save_pretrained(output_dir, safe_serialization=getattr(self.args, "save_safetensors", True))
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None) -> None:
+        from transformers import AutoModelForMaskedLM
+
+        logger.info("loading model weights from %s", resume_from_checkpoint)
+        try:
+            saved = AutoModelForMaskedLM.from_pretrained(resume_from_checkpoint)
+        except OSError as exc:
+            raise UserError(f"cannot resume from {resume_from_checkpoint}: {exc}") from None
+        self.encoder.mlm.load_state_dict(saved.state_dict())
+        idf_path = os.path.join(resume_from_checkpoint, "idf.json")
+        if self.encoder.settings.idf_requires_grad and os.path.isfile(idf_path):
+            self.encoder.idf.data.copy_(idf_vector(load_idf_file(idf_path), self.encoder.tokenizer,
+                                                   self.encoder.vocab_size, source=idf_path))
