@@ -103,7 +103,8 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
 
     ``cache_dir=None`` disables caching (single process only). Under ``torchrun`` every rank
     must call this; rank 0 gets the full batch, the other ranks get None unless ``all_ranks``.
-    Returns ``(vectors)``; the cache entry directory is in ``encode_corpus.last_entry``.
+    After a call, ``encode_corpus.last_entry`` is the cache entry directory and
+    ``encode_corpus.last_hit`` whether it was reused.
     """
     if len(doc_ids) != len(texts):
         raise ValueError(f"{len(doc_ids)} ids for {len(texts)} texts")
@@ -117,6 +118,7 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
     entry = cache_entry_dir(cache_dir, key_parts, key)
     encode_corpus.last_entry = entry
     cached = load_cached(entry, len(doc_ids))
+    encode_corpus.last_hit = cached is not None
     if cached is not None:
         logger.info("corpus vectors loaded from cache %s", entry)
         return cached if (rank == 0 or all_ranks) else None
@@ -160,6 +162,7 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
 
 
 encode_corpus.last_entry = None
+encode_corpus.last_hit = None
 
 
 def _encode(encoder, texts: list[str], batch_size: int, max_length: Optional[int], progress: bool,

@@ -1,0 +1,139 @@
+"""Evaluate one sparse encoder on one BEIR(-format) dataset: encode, index, search, score.
+
+    corpus --encode_corpus (cached, torchrun-sharded)--> doc vectors --Index.add-->
+    queries --encode_queries--> query vectors --(query_prune) Index.search top_k--> run
+    run --metrics.evaluate_run (pytrec_eval, BEIR conventions)--> metrics
+    (queries, docs) --sparsity.sparsity_stats--> flops, q_length, d_length
+
+Only rank 0 indexes, searches and scores; the other ranks help encode and return None.
+Writes ``<out_dir>/results/<dataset>.json`` and ``<out_dir>/runs/<dataset>.trec``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from sparse.data.beir import load_beir, sorted_corpus
+from sparse.evaluation import distributed
+from sparse.evaluation.corpus_cache import corpus_key, encode_corpus, encoder_fingerprint
+from sparse.evaluation.metrics import DEFAULT_METRICS, evaluate_run
+from sparse.evaluation.report import write_json, write_trec_run
+from sparse.evaluation.sparsity import sparsity_stats
+from sparse.retrieval.base import prune_queries
+from sparse.retrieval.embedded import build_index
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalOptions:
+    split: str = "test"
+    top_k: int = 1000
+    engine: str = "embedded"
+    engine_opts: dict = field(default_factory=dict)  # passed to build_index (precision, url, ...)
+    query_prune: float = 0.0
+    cache_dir: Optional[str] = None
+    batch_size: int = 32
+    max_length: int = 512
+    progress: bool = True
+    metrics: tuple = DEFAULT_METRICS
+    index_prefix: str = "sparse-eval"
+    skip_ingest: bool = False
+    delete_index: bool = False
+    write_run: bool = True
+
+
+def index_name(prefix: str, dataset: str, key: str) -> str:
+    """An OpenSearch-legal index name (lowercase, no ``\\/*?"<>| ,#:``) per dataset and model."""
+    name = f"{prefix}-{dataset}-{key[:12]}".lower()
+    return re.sub(r"[^a-z0-9_.+-]", "-", name).lstrip("-_+")
+
+
+def _run_dict(query_ids, hit_ids, hit_scores) -> dict[str, dict[str, float]]:
+    return {qid: dict(zip(ids, scores)) for qid, ids, scores in zip(query_ids, hit_ids, hit_scores)}
+
+
+def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts: EvalOptions,
+                     extra: Optional[dict[str, Any]] = None) -> Optional[dict]:
+    """Evaluate ``encoder`` on ``dataset``; returns the result dict on rank 0, None elsewhere."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    corpus, queries, qrels = load_beir(dataset_dir, opts.split)
+    doc_ids, texts = sorted_corpus(corpus)
+    timings["load_s"] = time.perf_counter() - t
+    logger.info("%s: %d documents, %d queries with qrels (%s split)", dataset, len(doc_ids), len(queries), opts.split)
+
+    t = time.perf_counter()
+    docs = encode_corpus(encoder, doc_ids, texts, opts.cache_dir, key_parts=(dataset,),
+                         batch_size=opts.batch_size, max_length=opts.max_length, progress=opts.progress)
+    timings["encode_corpus_s"] = time.perf_counter() - t
+    if not distributed.is_main():
+        return None
+    cache_entry = encode_corpus.last_entry if opts.cache_dir else None
+
+    query_ids = sorted(queries)
+    t = time.perf_counter()
+    qvecs = encoder.encode_queries([queries[q] for q in query_ids], batch_size=opts.batch_size,
+                                   progress=opts.progress)
+    timings["encode_queries_s"] = time.perf_counter() - t
+    searched = prune_queries(qvecs, opts.query_prune)
+
+    engine_opts = dict(opts.engine_opts)
+    if opts.engine == "opensearch":
+        key = corpus_key(encoder_fingerprint(encoder), doc_ids, texts, opts.max_length, (dataset,))
+        engine_opts.setdefault("index_name", index_name(opts.index_prefix, dataset, key))
+        engine_opts.setdefault("id_to_token", encoder.id_to_token)
+        engine_opts.setdefault("skip_ingest", opts.skip_ingest)
+        engine_opts.setdefault("delete_on_close", opts.delete_index)
+    index = build_index(opts.engine, **engine_opts)
+    try:
+        t = time.perf_counter()
+        if not (opts.engine == "opensearch" and opts.skip_ingest):
+            index.add(doc_ids, docs)
+        elif hasattr(index, "verify_count"):
+            index.verify_count(len(doc_ids))
+        timings["index_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        hit_ids, hit_scores = index.search(searched, opts.top_k)
+        timings["search_s"] = time.perf_counter() - t
+        timings["queries_per_s"] = len(query_ids) / max(timings["search_s"], 1e-9)
+        size = index.size_bytes() if hasattr(index, "size_bytes") else None
+    finally:
+        index.close()
+
+    run = _run_dict(query_ids, hit_ids, hit_scores)
+    metrics = evaluate_run(qrels, run, opts.metrics)
+    sparsity = sparsity_stats(searched, docs)
+    sparsity["index_size_bytes"] = size
+    timings["total_s"] = sum(v for k, v in timings.items() if k.endswith("_s"))
+    result = {
+        "dataset": dataset,
+        "split": opts.split,
+        "metrics": {k: metrics[k] for k in opts.metrics},
+        "counts": {k: metrics[k] for k in ("queries", "queries_evaluated", "queries_without_results",
+                                           "self_hits_dropped")} | {"documents": len(doc_ids)},
+        "sparsity": sparsity,
+        "timings": timings,
+        "corpus_cache": {"entry": cache_entry},
+        "options": {k: v for k, v in asdict(opts).items() if k != "engine_opts"}
+                   | {"engine_opts": {k: v for k, v in opts.engine_opts.items() if k not in _SECRET_OPTS}},
+    }
+    result["corpus_cache"]["hit"] = getattr(encode_corpus, "last_hit", None)
+    if extra:
+        result.update(extra)
+    write_json(os.path.join(out_dir, "results", f"{dataset}.json"), result)
+    if opts.write_run:
+        write_trec_run(os.path.join(out_dir, "runs", f"{dataset}.trec"), run)
+    m = result["metrics"]
+    logger.info("%s: NDCG@10 %.4f  Recall@100 %.4f  flops %.3f  q_len %.1f  d_len %.1f  (%.1fs)",
+                dataset, m.get("NDCG@10", float("nan")), m.get("Recall@100", float("nan")),
+                sparsity["flops"], sparsity["q_length"], sparsity["d_length"], timings["total_s"])
+    return result
+
+
+_SECRET_OPTS = {"password", "http_auth", "user", "id_to_token"}
