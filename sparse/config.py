@@ -125,6 +125,13 @@ class EvalArguments:
     opensearch_query_form: str = "rank_feature"  # or "neural_sparse"
     opensearch_index_prefix: str = "sparse-eval"
     delete_index: bool = False
+    # evaluation/retrieval additions (issue 3): TLS check and timeout of the OpenSearch client
+    # (null = $OPENSEARCH_VERIFY_CERTS / $OPENSEARCH_TIMEOUT, else true / 60 s; user and password
+    # come only from the environment), _bulk chunk size, and whether to write TREC run files
+    opensearch_verify_certs: Optional[bool] = None
+    opensearch_timeout: Optional[float] = None
+    opensearch_bulk_size: int = 500
+    write_run_files: bool = True
 
 
 ALL_SECTIONS = ("model", "data", "eval", "training")
