@@ -1,0 +1,107 @@
+"""Resumable, shardable work in numbered parts, merged at the end into one ``save_to_disk`` dir.
+
+A long job is cut into parts (a fixed number of queries each, in sorted query order, so the
+cut does not depend on the number of processes). Under ``torchrun`` rank r of w does the parts
+i with i mod w = r. A finished part is a ``save_to_disk`` directory ``<output>.parts/part-00012``
+(written to a temporary name, then renamed: a crash never leaves a half part that looks done).
+A rerun skips finished parts; rank 0 waits for every part (through the file system, so no
+process group and no collective timeout is involved), concatenates them in order and writes the
+final directory with ``num_shards`` arrow files (``data-000xx-of-000NN.arrow``,
+``dataset_info.json``, ``state.json``).
+
+``plan.json`` records what the parts were made with; a rerun with other settings is refused
+instead of mixing incompatible parts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Optional
+
+from sparse.errors import UserError
+
+
+class PartStore:
+    def __init__(self, output: str):
+        self.output = os.path.normpath(output)
+        self.root = self.output + ".parts"
+
+    def part_dir(self, i: int) -> str:
+        return os.path.join(self.root, f"part-{i:05d}")
+
+    def is_done(self, i: int) -> bool:
+        return os.path.isfile(os.path.join(self.part_dir(i), "state.json"))
+
+    def check_plan(self, plan: dict) -> None:
+        """Create ``plan.json`` or make sure the existing parts were made with the same plan."""
+        os.makedirs(self.root, exist_ok=True)
+        path = os.path.join(self.root, "plan.json")
+        normalized = json.loads(json.dumps(plan, sort_keys=True, default=str))
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+            if old != normalized:
+                diff = sorted(k for k in set(old) | set(normalized) if old.get(k) != normalized.get(k))
+                raise UserError(f"{self.root} holds parts of a run with other settings ({diff}); "
+                                f"pass --overwrite true to start over")
+            return
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(normalized, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+
+    def save(self, i: int, dataset, stats: dict) -> None:
+        final = self.part_dir(i)
+        tmp = f"{final}.tmp{os.getpid()}"
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+        dataset.save_to_disk(tmp)
+        with open(os.path.join(tmp, "part_stats.json"), "w", encoding="utf-8") as f:
+            json.dump(stats, f)
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+
+    def load(self, i: int):
+        from datasets import load_from_disk
+
+        return load_from_disk(self.part_dir(i))
+
+    def stats(self, i: int) -> dict:
+        with open(os.path.join(self.part_dir(i), "part_stats.json"), encoding="utf-8") as f:
+            return json.load(f)
+
+    def wait_all(self, n_parts: int, timeout: float = 7 * 24 * 3600.0, poll: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            missing = [i for i in range(n_parts) if not self.is_done(i)]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise UserError(f"timed out waiting for parts {missing[:5]} of {self.root}")
+            time.sleep(poll)
+
+    def merge(self, n_parts: int, num_shards: Optional[int] = None):
+        """Concatenate parts 0..n-1 in order into ``output``; returns the merged dataset."""
+        from datasets import concatenate_datasets
+
+        parts = [self.load(i) for i in range(n_parts)]
+        merged = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        if os.path.isdir(self.output):
+            shutil.rmtree(self.output)
+        shards = num_shards or None
+        if shards is not None:
+            shards = max(1, min(int(shards), len(merged)))
+        merged.save_to_disk(self.output, num_shards=shards)
+        return merged
+
+    def remove(self) -> None:
+        if os.path.isdir(self.root):
+            shutil.rmtree(self.root)
+
+
+def assigned_parts(n_parts: int, rank: int, world: int) -> list[int]:
+    return list(range(rank, n_parts, world))
