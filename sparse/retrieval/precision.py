@@ -21,7 +21,7 @@ LUCENE_MIN_NORMAL = np.finfo(np.float32).tiny  # Lucene rejects values below Flo
 
 def fp9(values) -> np.ndarray:
     """Truncate float32 values to the 9 significant bits Lucene ``FeatureField`` stores."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    bits = np.array(values, dtype=np.float32).view(np.uint32)  # a copy, any shape (0-d too)
     return ((bits >> np.uint32(15)) << np.uint32(15)).view(np.float32)
 
 

@@ -1,0 +1,196 @@
+"""``evaluate_beir.py``: evaluate one model, or every checkpoint of a training run, on BEIR sets.
+
+CLI mode  ``evaluate_beir.py --model_name_or_path M --beir_datasets scifact,nfcorpus ...``
+          evaluates M; outputs go to ``<output_dir>/beir_eval<suffix>/``.
+YAML mode ``evaluate_beir.py run.yaml [key=value ...]`` (no ``model_name_or_path`` override)
+          evaluates every ``checkpoint-*`` of the run's ``output_dir`` and the final model saved
+          in ``output_dir`` itself; outputs go to ``<output_dir>/beir_eval<suffix>/<checkpoint>/``
+          plus a table over checkpoints.
+
+The suffix is the reference's: ``_2p`` (two-phase) + ``_<query_prune>`` (if > 0) +
+``_<eval_max_seq_length>`` (if != 512) + ``_<prune_ratio>`` (if set).
+
+Per model: ``results/<dataset>.json``, ``runs/<dataset>.trec``, ``summary.csv`` / ``summary.md``
+(with the average row). At the root: ``eval_config.yaml`` (resolved, credentials redacted) and
+``eval_beir.log``. Under ``torchrun`` every rank encodes a shard of each corpus; rank 0 indexes,
+searches, scores and writes.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import sys
+import time
+from typing import Optional
+
+import yaml
+
+from sparse.config import ResolvedConfig, parse_config, split_overrides
+from sparse.errors import ConfigError, UserError
+from sparse.evaluation import distributed
+from sparse.evaluation.beir_eval import EvalOptions, evaluate_dataset
+from sparse.evaluation.report import write_checkpoint_summary, write_dataset_summary
+from sparse.retrieval.opensearch import redact_url
+
+logger = logging.getLogger("sparse.evaluation")
+
+
+def suffix_of(cfg: ResolvedConfig) -> str:
+    d, m = cfg.data, cfg.model
+    s = "_2p" if d.use_two_phase else ""
+    if d.query_prune and d.query_prune > 0:
+        s += f"_{d.query_prune}"
+    if d.eval_max_seq_length != 512:
+        s += f"_{d.eval_max_seq_length}"
+    if m.prune_ratio is not None:
+        s += f"_{m.prune_ratio}"
+    return s
+
+
+def encoder_settings(cfg: ResolvedConfig) -> dict:
+    """Sparse settings given explicitly (CLI or YAML); a checkpoint's own settings fill the rest."""
+    m, d, given = cfg.model, cfg.data, cfg.explicit_keys
+    pairs = {"inf_free": m.inf_free, "pooling": m.pooling, "prune_ratio": m.prune_ratio,
+             "keep_special_tokens": m.keep_special_tokens, "preprocess_func": m.preprocess_func,
+             "query_max_seq_length": m.query_max_seq_length, "decouple_activation": d.decouple_activation}
+    out = {k: v for k, v in pairs.items() if k in given}
+    if "use_l0" in given or "activation_type" in given:
+        out["activation"] = m.resolved_activation()
+    return out
+
+
+def _step(path: str) -> int:
+    match = re.search(r"checkpoint-(\d+)$", path.rstrip("/"))
+    return int(match.group(1)) if match else -1
+
+
+def models_to_evaluate(cfg: ResolvedConfig, yaml_mode: bool) -> list[tuple[str, str]]:
+    """(label, path) of each model: the checkpoints and final model (YAML mode) or the one model."""
+    if not yaml_mode:
+        if not cfg.model.model_name_or_path:
+            raise ConfigError("--model_name_or_path is required (or give a training YAML to evaluate its checkpoints)")
+        return [("model", cfg.model.model_name_or_path)]
+    out_dir = cfg.training.output_dir
+    ckpts = sorted((p for p in glob.glob(os.path.join(out_dir, "checkpoint-*")) if os.path.isdir(p)), key=_step)
+    models = [(os.path.basename(p), p) for p in ckpts]
+    if os.path.isfile(os.path.join(out_dir, "config.json")):
+        models.append(("final", out_dir))
+    if not models:
+        raise UserError(f"{out_dir} has no checkpoint-* directories and no saved final model; "
+                        f"train first or pass --model_name_or_path")
+    return models
+
+
+def _setup_logging(root: str) -> None:
+    level = logging.INFO if distributed.is_main() else logging.WARNING
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%m/%d/%Y %H:%M:%S")
+    pkg = logging.getLogger("sparse")
+    pkg.setLevel(level)
+    if not any(getattr(h, "_sparse_eval", False) for h in pkg.handlers):
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(fmt)
+        stream._sparse_eval = True
+        pkg.addHandler(stream)
+        if distributed.is_main():
+            os.makedirs(root, exist_ok=True)
+            fh = logging.FileHandler(os.path.join(root, "eval_beir.log"))
+            fh.setFormatter(fmt)
+            fh._sparse_eval = True
+            pkg.addHandler(fh)
+
+
+def redacted_config(cfg: ResolvedConfig) -> dict:
+    data = cfg.to_dict()
+    url = data["eval"].get("opensearch_url")
+    if url:
+        data["eval"]["opensearch_url"] = redact_url(url)
+    return data
+
+
+def eval_options(cfg: ResolvedConfig) -> EvalOptions:
+    e, d = cfg.eval, cfg.data
+    if not 0 <= d.query_prune < 1:
+        raise ConfigError(f"query_prune must be in [0, 1), got {d.query_prune}")
+    if e.eval_top_k < 1:
+        raise ConfigError(f"eval_top_k must be >= 1, got {e.eval_top_k}")
+    if e.engine == "embedded":
+        engine_opts = {"precision": e.index_precision, "progress": True}
+        if d.use_two_phase:
+            raise ConfigError("use_two_phase is an OpenSearch search pipeline; it needs --engine opensearch")
+    else:
+        engine_opts = {"url": e.opensearch_url, "query_form": e.opensearch_query_form,
+                       "two_phase": d.use_two_phase, "verify_certs": e.opensearch_verify_certs,
+                       "timeout": e.opensearch_timeout, "bulk_size": e.opensearch_bulk_size, "progress": True}
+    cache_dir = e.cache_dir or os.environ.get("SPARSE_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "sparse", "corpus_vectors")
+    return EvalOptions(split=e.eval_split, top_k=e.eval_top_k, engine=e.engine, engine_opts=engine_opts,
+                       query_prune=d.query_prune, cache_dir=cache_dir,
+                       batch_size=cfg.training.per_device_eval_batch_size, max_length=d.eval_max_seq_length,
+                       index_prefix=e.opensearch_index_prefix, skip_ingest=d.skip_ingest,
+                       delete_index=e.delete_index, write_run=e.write_run_files)
+
+
+def load_model(cfg: ResolvedConfig, path: str, yaml_mode: bool):
+    import torch
+
+    from sparse.modeling.encoder import SparseEncoder
+
+    m = cfg.model
+    idf_path = None if (yaml_mode and m.idf_requires_grad) else m.idf_path
+    device = f"cuda:{distributed.local_rank()}" if torch.cuda.is_available() else "cpu"
+    return SparseEncoder.from_pretrained(path, settings=encoder_settings(cfg), idf_path=idf_path,
+                                         tokenizer_name=None if yaml_mode else m.tokenizer_name,
+                                         trust_remote_code=m.trust_remote_code, device=device)
+
+
+def main(argv: Optional[list[str]] = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    yaml_mode = bool(argv) and argv[0].endswith((".yaml", ".yml")) and \
+        "model_name_or_path" not in split_overrides(argv[1:])
+    cfg = parse_config(argv, sections=("model", "data", "eval", "training"))
+    from sparse.assets import beir_dataset
+    from transformers import set_seed
+
+    root = os.path.join(cfg.training.output_dir, f"beir_eval{suffix_of(cfg)}")
+    _setup_logging(root)
+    opts = eval_options(cfg)
+    datasets = [s.strip() for s in str(cfg.data.beir_datasets).split(",") if s.strip()]
+    if not datasets:
+        raise ConfigError("beir_datasets is empty")
+    models = models_to_evaluate(cfg, yaml_mode)
+    if distributed.is_main():
+        os.makedirs(root, exist_ok=True)
+        with open(os.path.join(root, "eval_config.yaml"), "w", encoding="utf-8") as f:
+            yaml.safe_dump(redacted_config(cfg), f, sort_keys=False, allow_unicode=True)
+    dataset_dirs = {name: str(beir_dataset(name, cfg.data.beir_dir)) for name in datasets} \
+        if distributed.is_main() else {}
+    distributed.barrier()
+    if not distributed.is_main():  # the main process may have downloaded; resolve again locally
+        dataset_dirs = {name: str(beir_dataset(name, cfg.data.beir_dir)) for name in datasets}
+    set_seed(cfg.training.seed)
+    per_model: dict[str, list[dict]] = {}
+    for label, path in models:
+        t0 = time.perf_counter()
+        logger.info("evaluating %s (%s) on %s", label, path, ", ".join(datasets))
+        encoder = load_model(cfg, path, yaml_mode)
+        out_dir = os.path.join(root, label) if yaml_mode else root
+        results = []
+        for name in datasets:
+            res = evaluate_dataset(encoder, name, dataset_dirs[name], out_dir, opts,
+                                   extra={"model": path, "checkpoint": label, "config": redacted_config(cfg)})
+            if res is not None:
+                results.append(res)
+        if distributed.is_main():
+            avg = write_dataset_summary(out_dir, results)
+            per_model[label] = results
+            logger.info("%s: average NDCG@10 %.4f over %d datasets (%.1fs); table in %s", label,
+                        avg.get("NDCG@10") or float("nan"), len(results), time.perf_counter() - t0,
+                        os.path.join(out_dir, "summary.md"))
+        del encoder
+    if distributed.is_main() and yaml_mode:
+        write_checkpoint_summary(root, per_model)
+        logger.info("table over checkpoints in %s", os.path.join(root, "checkpoints.md"))
+    return per_model
