@@ -101,7 +101,7 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
         t = time.perf_counter()
         hit_ids, hit_scores = index.search(searched, opts.top_k)
         timings["search_s"] = time.perf_counter() - t
-        timings["queries_per_s"] = len(query_ids) / max(timings["search_s"], 1e-9)
+        timings["queries_per_second"] = len(query_ids) / max(timings["search_s"], 1e-9)
         size = index.size_bytes() if hasattr(index, "size_bytes") else None
     finally:
         index.close()
