@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Optional
 
 from sparse.errors import UserError
-from sparse.reproduce.results import LABELS, read_dataset_row
+from sparse.config import split_overrides
+from sparse.reproduce.results import LABELS, eval_results_dir, read_dataset_row
 from sparse.reproduce.runner import launcher, visible_gpus
 from sparse.reproduce.training_log import CURVES, read_training_log
 
@@ -117,28 +118,33 @@ class Demo:
         print(f"\n=== demo step {i}/5: {text}", flush=True)
 
     def _beir_args(self) -> list[str]:
-        return ["--beir_datasets", self.dataset] + (["--beir_dir", self.args.beir_dir] if self.args.beir_dir else [])
+        """Dataset arguments, plus one corpus-vector cache for evaluation and mining: the
+        zero-shot evaluation's corpus encoding is then reused by the mining step."""
+        out = ["--beir_datasets", self.dataset] + (["--beir_dir", self.args.beir_dir] if self.args.beir_dir else [])
+        return out + ["--cache_dir", self.args.cache_dir]
 
     # ------------------------------------------------------------------ steps
     def evaluate(self, i: int, name: str, model: str, idf: Optional[str], key_extra) -> str:
+        """Evaluate into ``<root>/<name>``; returns the results directory (``.../beir_eval<suffix>``)."""
         out = os.path.join(self.root, name)
+        res_dir = eval_results_dir(out, split_overrides(self.args.eval_args))
         key = _digest("eval", model, idf, self.dataset, self.args.eval_args, key_extra)
         self._banner(i, f"evaluate the {name} model on {self.dataset} (test split)")
-        if _stamp_ok(out, key) and read_dataset_row(out, self.dataset) is not None:
+        if _stamp_ok(out, key) and read_dataset_row(res_dir, self.dataset) is not None:
             print(f"reusing {out} (same model and settings; --force to redo)")
             self.reused.append(name)
             self.timings[f"evaluate {name}"] = _stamp_seconds(out) or 0.0
-            return out
+            return res_dir
         cmd = launcher(self.nproc, "evaluate_beir.py") + ["--model_name_or_path", model, "--output_dir", out]
         if idf:
             cmd += ["--idf_path", idf]
         cmd += self._beir_args() + list(self.args.eval_args)
         secs = self._run(f"evaluate {name}", cmd)
-        if read_dataset_row(out, self.dataset) is None:
-            raise UserError(f"evaluate_beir.py finished but wrote no {out}/results/{self.dataset}.json")
+        if read_dataset_row(res_dir, self.dataset) is None:
+            raise UserError(f"evaluate_beir.py finished but wrote no {res_dir}/results/{self.dataset}.json")
         _write_stamp(out, key, secs, model=model)
         self.timings[f"evaluate {name}"] = secs
-        return out
+        return res_dir
 
     def mine(self, i: int) -> str:
         out = self.train_data
@@ -252,6 +258,8 @@ def parse_args(argv=None):
     p.add_argument("--train_set", nargs="*", default=[], metavar="KEY=VALUE", help="training config overrides")
     p.add_argument("--eval_args", nargs="*", default=[], metavar="KEY=VALUE", help="extra evaluate_beir.py arguments")
     p.add_argument("--mine_args", nargs="*", default=[], metavar="KEY=VALUE", help="extra demo_train_data.py arguments")
+    p.add_argument("--cache_dir", default=os.path.join("cache", "corpus"),
+                   help="corpus-vector cache shared by evaluation and mining (default cache/corpus)")
     p.add_argument("--force", action="store_true", help="redo every step (ignore what is cached)")
     p.add_argument("--require_improvement", action="store_true",
                    help="exit with status 1 if fine-tuning did not improve NDCG@10")
