@@ -42,7 +42,7 @@ def test_exact_topk_matches_brute_force(doc_chunk, query_batch):
     docs = random_batch(600, 400, 0.04, seed=1)
     queries = random_batch(25, 400, 0.05, seed=2)
     ids = [f"doc{i:04d}" for i in np.random.default_rng(0).permutation(600)]
-    index = EmbeddedIndex(doc_chunk=doc_chunk, query_batch=query_batch)
+    index = EmbeddedIndex(doc_chunk=doc_chunk, query_batch=query_batch, threads=2)
     index.add(ids[:250], docs.take(range(250)))
     index.add(ids[250:], docs.take(range(250, 600)))
     assert isinstance(index, Index) and len(index) == 600

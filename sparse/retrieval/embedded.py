@@ -1,11 +1,13 @@
 """``EmbeddedIndex``: exact in-process dot-product search over an inverted index (no server).
 
 Documents are kept as an inverted index (vocabulary x documents, CSR: one posting list per
-token) split into chunks of ``doc_chunk`` documents. A batch of ``b`` queries is scored against
-a chunk with one sparse product ``Q (b x V) @ P (V x c)``: only the posting lists of the query
-tokens are touched, and memory is bounded by the ``b x c`` result whatever the corpus size.
-Per query the top ``k`` of each chunk are kept (score > 0, ties by document id) and the chunk
-winners are merged. Scores are accumulated in float32, as Lucene does.
+token) split into chunks of ``doc_chunk`` documents. A query is scored against a chunk by
+scatter-adding ``w_q(t) * w_d(t)`` of its tokens' posting lists into a dense accumulator of the
+chunk's documents (``P[tokens].T @ w_q``): only the query tokens' posting lists are touched, and
+memory per query is bounded by the chunk size whatever the corpus size. Per query the top ``k``
+of each chunk are kept (score > 0, ties by document id) and the chunk winners are merged.
+Queries run in parallel threads (scipy's sparse kernels and numpy release the GIL). Scores are
+accumulated in float32, as Lucene does.
 
 ``precision="opensearch"`` stores document weights truncated to 9 significant bits (see
 ``sparse.retrieval.precision``) so scores equal a cluster's ``rank_features`` scores.
@@ -18,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
@@ -35,7 +38,7 @@ ENGINES = ("embedded", "opensearch")
 
 class EmbeddedIndex:
     def __init__(self, precision: str = "float", query_prune: float = 0.0, doc_chunk: int = 262_144,
-                 query_batch: int = 64, progress: bool = False):
+                 query_batch: int = 16, threads: Optional[int] = None, progress: bool = False):
         if precision not in PRECISIONS:
             raise UserError(f"index precision must be one of {PRECISIONS}, got {precision!r}")
         if not 0 <= query_prune < 1:
@@ -44,6 +47,7 @@ class EmbeddedIndex:
         self.query_prune = float(query_prune)
         self.doc_chunk = int(doc_chunk)
         self.query_batch = int(query_batch)
+        self.threads = int(threads or min(4, os.cpu_count() or 1))
         self.progress = progress
         self._ids: list[str] = []
         self._id_set: set[str] = set()
@@ -123,41 +127,49 @@ class EmbeddedIndex:
         order = np.lexsort((self._id_rank[positions], -scores))[:k]
         return positions[order], scores[order]
 
+    def _search_one(self, tokens: np.ndarray, weights: np.ndarray, k: int) -> tuple[list[str], list[float]]:
+        """Top ``k`` of one query: scatter-add its posting lists into a dense accumulator per chunk."""
+        if len(tokens) == 0:
+            return [], []
+        found = []
+        for start, postings in self._postings:
+            # rows = the query tokens' posting lists; (c x t) @ (t,) = per-document scores
+            scores = postings[tokens].T @ weights
+            hit = np.flatnonzero(scores > 0)
+            if len(hit):
+                found.append(self._top(hit + start, scores[hit], k))
+        if not found:
+            return [], []
+        if len(found) == 1:
+            pos, sc = found[0]
+        else:
+            pos, sc = self._top(np.concatenate([p for p, _ in found]), np.concatenate([s for _, s in found]), k)
+        return [self._ids[i] for i in pos.tolist()], sc.astype(np.float64).tolist()
+
     def search(self, queries: SparseBatch, k: int) -> SearchResult:
+        """Exact top-k per query; queries run in ``threads`` threads (scipy and numpy release the GIL)."""
         k = check_k(k)
         if self.vocab_size is not None and queries.vocab_size != self.vocab_size:
             raise ValueError(f"queries over {queries.vocab_size} tokens, index over {self.vocab_size}")
         self._build()
         queries = prune_queries(queries, self.query_prune)
-        qcsr = queries.to_csr()
-        all_ids: list[list[str]] = []
-        all_scores: list[list[float]] = []
-        bar = tqdm(total=len(queries), desc="search", unit="q", disable=not self.progress)
-        for qs in range(0, len(queries), self.query_batch):
-            qb = qcsr[qs:qs + self.query_batch]
-            found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(qb.shape[0])]
-            for start, postings in self._postings:
-                res = (qb @ postings).tocsr()  # (b x chunk) scores of documents sharing a token
-                for r in range(qb.shape[0]):
-                    s, e = res.indptr[r], res.indptr[r + 1]
-                    if e > s:
-                        pos, sc = self._top(res.indices[s:e].astype(np.int64) + start, res.data[s:e], k)
-                        found[r].append((pos, sc))
-            for parts in found:
-                if not parts:
-                    all_ids.append([])
-                    all_scores.append([])
-                    continue
-                if len(parts) == 1:
-                    pos, sc = parts[0]
-                else:
-                    pos, sc = self._top(np.concatenate([p for p, _ in parts]),
-                                        np.concatenate([s for _, s in parts]), k)
-                all_ids.append([self._ids[i] for i in pos.tolist()])
-                all_scores.append(sc.astype(np.float64).tolist())
-            bar.update(qb.shape[0])
+        rows = [(queries.indices[queries.indptr[i]:queries.indptr[i + 1]].astype(np.int64),
+                 queries.values[queries.indptr[i]:queries.indptr[i + 1]]) for i in range(len(queries))]
+        bar = tqdm(total=len(rows), desc="search", unit="q", disable=not self.progress)
+
+        def run_block(block):
+            out = [self._search_one(toks, w, k) for toks, w in block]
+            bar.update(len(block))
+            return out
+
+        blocks = [rows[i:i + self.query_batch] for i in range(0, len(rows), self.query_batch)]
+        if self.threads > 1 and len(blocks) > 1:
+            with ThreadPoolExecutor(self.threads) as pool:
+                results = [r for block in pool.map(run_block, blocks) for r in block]
+        else:
+            results = [r for block in blocks for r in run_block(block)]
         bar.close()
-        return all_ids, all_scores
+        return [r[0] for r in results], [r[1] for r in results]
 
     def close(self) -> None:
         self._postings = None
