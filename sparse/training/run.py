@@ -85,6 +85,8 @@ def main(argv=None) -> dict:
     from sparse.training.model import SparseTrainingModel
     from sparse.training.trainer import SparseTrainer
 
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")  # torchrun on CPU: DDP over gloo
     cfg = parse_config(argv, sections=("model", "data", "eval", "training"))
     m, d, args = cfg.model, cfg.data, cfg.training
     if "report_to" not in cfg.explicit_keys:
@@ -94,7 +96,7 @@ def main(argv=None) -> dict:
             args.report_to = ["tensorboard"]
         except ImportError:
             pass
-    is_main = args.process_index == 0
+    is_main = args.process_index == 0  # also sets up the process group under torchrun
     setup_logging(args.output_dir, is_main, args.log_level)
     if torch.cuda.device_count() > 1 and args.n_gpu > 1:
         raise ConfigError(f"{torch.cuda.device_count()} GPUs in one process: launch with "
