@@ -169,3 +169,29 @@ def test_sharded_encoding_equals_single_process(tiny_bert, tmp_path):
     assert encode_corpus.last_hit and again.nnz == direct.nnz
     changed = encode_corpus(enc, ids, texts[:-1] + ["red"], cache, ("toy",), batch_size=4, progress=False)
     assert not encode_corpus.last_hit and changed.row(10)[0].tolist() != direct.row(10)[0].tolist()
+
+
+from tests.test_retrieval_opensearch import osmem_url  # noqa: E402,F401  (module-scoped server fixture)
+
+
+def test_opensearch_engine_run_equals_embedded_fp9(tiny_bert, tmp_path, osmem_url):  # noqa: F811
+    mlm, tok = tiny_bert
+    SparseEncoder(mlm, tok).save_pretrained(str(tmp_path / "model"))
+    write_beir(str(tmp_path / "beir" / "toy"), TOY_CORPUS, TOY_QUERIES, TOY_QRELS)
+    base = ["--model_name_or_path", str(tmp_path / "model"), "--beir_datasets", "toy", "--beir_dir",
+            str(tmp_path / "beir"), "--cache_dir", str(tmp_path / "cache"), "--eval_max_seq_length", "32"]
+    evaluate_main(base + ["--output_dir", str(tmp_path / "emb"), "--index_precision", "opensearch"])
+    evaluate_main(base + ["--output_dir", str(tmp_path / "os"), "--engine", "opensearch",
+                          "--opensearch_url", osmem_url])
+    evaluate_main(base + ["--output_dir", str(tmp_path / "reuse"), "--engine", "opensearch",
+                          "--opensearch_url", osmem_url, "--skip_ingest", "true", "--delete_index", "true"])
+    runs = [read_trec_run(str(tmp_path / d / "beir_eval_32" / "runs" / "toy.trec")) for d in ("emb", "os", "reuse")]
+    assert runs[0].keys() == runs[1].keys() == runs[2].keys()
+    for q in runs[0]:
+        assert list(runs[0][q]) == list(runs[1][q]) == list(runs[2][q])
+        np.testing.assert_allclose(list(runs[1][q].values()), list(runs[0][q].values()), rtol=1e-5)
+    res = [json.loads((tmp_path / d / "beir_eval_32" / "results" / "toy.json").read_text()) for d in ("emb", "os")]
+    assert res[1]["metrics"]["NDCG@10"] == pytest.approx(res[0]["metrics"]["NDCG@10"], abs=1e-9)
+    with pytest.raises(Exception, match="does not exist"):  # the reuse run deleted the index
+        evaluate_main(base + ["--output_dir", str(tmp_path / "gone"), "--engine", "opensearch",
+                              "--opensearch_url", osmem_url, "--skip_ingest", "true"])

@@ -121,7 +121,7 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
         "timings": timings,
         "corpus_cache": {"entry": cache_entry},
         "options": {k: v for k, v in asdict(opts).items() if k != "engine_opts"}
-                   | {"engine_opts": {k: v for k, v in opts.engine_opts.items() if k not in _SECRET_OPTS}},
+                   | {"engine_opts": _public_opts(opts.engine_opts)},
     }
     result["corpus_cache"]["hit"] = getattr(encode_corpus, "last_hit", None)
     if extra:
@@ -136,4 +136,14 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
     return result
 
 
-_SECRET_OPTS = {"password", "http_auth", "user", "id_to_token"}
+_SECRET_OPTS = {"password", "http_auth", "user", "id_to_token", "client"}
+
+
+def _public_opts(engine_opts: dict) -> dict:
+    """Engine options fit for a results file: no credentials, the URL without user-info."""
+    from sparse.retrieval.opensearch import redact_url
+
+    out = {k: v for k, v in engine_opts.items() if k not in _SECRET_OPTS}
+    if out.get("url"):
+        out["url"] = redact_url(out["url"])
+    return out
