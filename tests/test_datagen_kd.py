@@ -114,3 +114,39 @@ def test_kd_rows_scores_determinism_and_resume(kd_setup):
 
     with pytest.raises(UserError, match="already holds finished"):
         run_kd(cfg_c, args_c, progress=False, retriever=retriever, teachers=teachers)
+
+
+class Overlap:
+    """A cheap deterministic cross-encoder stand-in: shared lowercase words."""
+
+    is_bi_encoder = False
+
+    def score_pairs(self, queries, docs):
+        import torch
+
+        return torch.tensor([len(set(q.lower().split()) & set(d.lower().split())) for q, d in zip(queries, docs)],
+                            dtype=torch.float32)
+
+
+def test_kd_torchrun_sharding_equals_one_process(kd_setup, monkeypatch):
+    """Ranks do disjoint parts; rank 0 merges them into what one process writes."""
+    from sparse.datagen.miners import BM25Retriever
+    from sparse.datagen.sources import load_source
+
+    root, argv = kd_setup
+    cfg, args = parse_script_args(argv(root / "one"), KDPrepArguments)
+    data = load_source(args.data_dir)
+    retriever = BM25Retriever(data.doc_ids, data.doc_texts, progress=False)
+    run_kd(cfg, args, progress=False, retriever=retriever, teachers=[Overlap()])
+    single = _rows(root / "one")
+    assert len(single) == 6
+
+    cfg2, args2 = parse_script_args(argv(root / "two"), KDPrepArguments)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert run_kd(cfg2, args2, progress=False, retriever=retriever, teachers=[Overlap()]) == {}
+    parts = str(root / "two") + ".parts"
+    assert sorted(os.listdir(parts)) == ["part-00001", "plan.json"]  # 3 parts of 2 queries: rank 1 does part 1
+    monkeypatch.setenv("RANK", "0")
+    stats = run_kd(cfg2, args2, progress=False, retriever=retriever, teachers=[Overlap()])
+    assert stats["rows"] == 6 and _rows(root / "two") == single

@@ -164,11 +164,12 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, te
     """Build (or resume) the KD dataset; returns the stats dict on rank 0, {} on other ranks."""
     from tqdm.auto import tqdm
 
-    from sparse.datagen.mining import _device, index_options
+    from sparse.datagen.mining import _device, corpus_cache_dir, index_options
     from sparse.datagen.sources import load_source
     from sparse.evaluation import distributed
 
     t0 = time.perf_counter()
+    started = time.time()
     data_dir = args.data_dir or _beir_dir(cfg)
     data = load_source(data_dir, args.split, fix_encoding=args.fix_encoding)
     out = output_dir(args, data.name)
@@ -183,11 +184,10 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, te
             shutil.rmtree(out)
     qids = select_queries(data, args.max_queries)
     parts = [qids[s:s + args.queries_per_part] for s in range(0, len(qids), args.queries_per_part)]
-    if rank == 0:
-        store.check_plan(_plan(cfg, args, data, qids))
-    else:
-        _wait_file(os.path.join(store.root, "plan.json"))
-        store.check_plan(_plan(cfg, args, data, qids))
+    if rank != 0 and args.overwrite:
+        # rank 0 deletes the old parts first: wait for the plan it writes afterwards
+        _wait_file(os.path.join(store.root, "plan.json"), newer_than=started - 1)
+    store.check_plan(_plan(cfg, args, data, qids))  # every rank: same plan or a clear error
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     todo = [i for i in assigned_parts(len(parts), rank, world) if not store.is_done(i)]
@@ -200,9 +200,9 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, te
 
             encoder = load_encoder(cfg, device=_device())
             retriever = SparseRetriever(encoder, data.doc_ids, data.doc_texts, engine=cfg.eval.engine,
-                                        cache_dir=cfg.eval.cache_dir or os.path.join("cache", "corpus"),
+                                        cache_dir=corpus_cache_dir(cfg),
                                         key_parts=(data.name,), batch_size=args.batch_size,
-                                        max_length=cfg.data.max_seq_length, index_opts=index_options(cfg),
+                                        max_length=cfg.data.max_seq_length, index_opts=index_options(cfg, f"{data.name}-rank{rank}"),
                                         progress=progress)
         if teachers is None and todo:
             teachers = build_teachers(args, device=_device())
@@ -257,9 +257,9 @@ def _beir_dir(cfg) -> str:
     return dataset_dir(cfg)[1]
 
 
-def _wait_file(path: str, timeout: float = 3600.0) -> None:
+def _wait_file(path: str, timeout: float = 3600.0, newer_than: float = 0.0) -> None:
     deadline = time.monotonic() + timeout
-    while not os.path.isfile(path):
+    while not (os.path.isfile(path) and os.path.getmtime(path) >= newer_than):
         if time.monotonic() > deadline:
             raise UserError(f"timed out waiting for {path}")
         time.sleep(0.5)

@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 class SparseRetriever:
     def __init__(self, encoder, doc_ids: Sequence[str], doc_texts: Sequence[str], engine: str = "embedded",
                  cache_dir: Optional[str] = "cache/corpus", key_parts: Sequence = (), batch_size: int = 32,
-                 max_length: Optional[int] = None, index_opts: Optional[dict] = None, progress: bool = True):
+                 max_length: Optional[int] = None, index_opts: Optional[dict] = None, progress: bool = True,
+                 searcher: bool = True):
         from sparse.evaluation import distributed
         from sparse.evaluation.corpus_cache import encode_corpus
 
@@ -34,10 +35,11 @@ class SparseRetriever:
         self.doc_ids = list(doc_ids)
         vectors = encode_corpus(encoder, self.doc_ids, list(doc_texts), cache_dir, key_parts=key_parts,
                                 batch_size=batch_size, max_length=max_length, progress=progress,
-                                all_ranks=True)
+                                all_ranks=searcher)
         self.cache_entry = encode_corpus.last_entry
         self.rank = distributed.rank()
-        self.index = self._build_index(engine, vectors, index_opts or {})
+        # under torchrun a rank that only helps encoding (``searcher=False``) builds no index
+        self.index = self._build_index(engine, vectors, index_opts or {}) if searcher else None
 
     def _build_index(self, engine: str, vectors, opts: dict):
         from sparse.retrieval import build_index
@@ -58,7 +60,8 @@ class SparseRetriever:
         return self.index.search(qvecs, k)
 
     def close(self) -> None:
-        self.index.close()
+        if self.index is not None:
+            self.index.close()
 
 
 class BM25Retriever:

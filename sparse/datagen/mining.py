@@ -48,21 +48,32 @@ def make_retriever(cfg, args: MiningArguments, data, progress: bool = True):
 
         return BM25Retriever(data.doc_ids, data.doc_texts, progress=progress)
     from sparse.datagen.miners import SparseRetriever
+    from sparse.evaluation import distributed
 
     encoder = load_encoder(cfg, device=_device())
     return SparseRetriever(encoder, data.doc_ids, data.doc_texts, engine=cfg.eval.engine,
-                           cache_dir=cfg.eval.cache_dir or os.path.join("cache", "corpus"),
+                           cache_dir=corpus_cache_dir(cfg),
                            key_parts=(data.name,), batch_size=args.batch_size,
-                           max_length=cfg.data.max_seq_length, index_opts=index_options(cfg),
-                           progress=progress)
+                           max_length=cfg.data.max_seq_length, index_opts=index_options(cfg, data.name),
+                           progress=progress, searcher=distributed.rank() == 0)
 
 
-def index_options(cfg) -> dict:
+def corpus_cache_dir(cfg) -> str:
+    """Where corpus vectors are cached: the same default as ``evaluate_beir.py``, so mining and
+    evaluation of one model on one dataset (same ``max_seq_length``) encode the corpus once."""
+    return (cfg.eval.cache_dir or os.environ.get("SPARSE_CACHE_DIR")
+            or os.path.join(os.path.expanduser("~"), ".cache", "sparse", "corpus_vectors"))
+
+
+def index_options(cfg, name: str = "") -> dict:
+    """Engine options from the eval keys (the OpenSearch index is a scratch one, deleted after)."""
     e = cfg.eval
     if e.engine == "embedded":
         return {"precision": e.index_precision}
-    opts = {"precision": e.index_precision, "url": e.opensearch_url,
-            "index_name": f"{e.opensearch_index_prefix}-mining"}
+    opts = {"url": e.opensearch_url, "query_form": e.opensearch_query_form,
+            "verify_certs": e.opensearch_verify_certs, "timeout": e.opensearch_timeout,
+            "bulk_size": e.opensearch_bulk_size, "delete_on_close": True,
+            "index_name": f"{e.opensearch_index_prefix}-datagen-{name}".lower()}
     return {k: v for k, v in opts.items() if v is not None}
 
 
@@ -99,6 +110,8 @@ def run_mining(cfg, args: MiningArguments, progress: bool = True) -> dict:
     rank = distributed.rank()
     if os.path.isfile(os.path.join(out, "stats.json")) and not args.overwrite:
         raise UserError(f"{out} already holds mined data; pass --overwrite true to replace it")
+    if args.miner == "bm25" and rank != 0:
+        return {}  # BM25 has no corpus encoding to share out
     t0 = time.perf_counter()
     data = load_beir_data(path, args.split)
     retriever = make_retriever(cfg, args, data, progress=progress)
