@@ -70,18 +70,44 @@ def build_teachers(args: KDPrepArguments, device=None) -> list:
     return build_ensemble(kwargs, max_length=args.teacher_max_length, device=device).teachers
 
 
-def raw_teacher_scores(teacher, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]]) -> list[np.ndarray]:
+def _name(teacher) -> str:
+    return getattr(teacher, "teacher_type", type(teacher).__name__)
+
+
+def _embed_in_chunks(embed, texts: list[str], desc: str, progress: bool, chunk: int = 512) -> torch.Tensor:
+    from tqdm.auto import tqdm
+
+    out = []
+    with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress, leave=False) as bar:
+        for s in range(0, len(texts), chunk):
+            out.append(embed(texts[s:s + chunk]).float().cpu())
+            bar.update(len(texts[s:s + chunk]))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def raw_teacher_scores(teacher, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]],
+                       progress: bool = False) -> list[np.ndarray]:
     """One teacher's raw scores: for each query, an array over its documents."""
     if getattr(teacher, "is_bi_encoder", False):
-        distinct = sorted({d for docs in docs_per_query for d in docs})
+        # distinct documents, longest first, so each batch pads to similar lengths
+        distinct = sorted({d for docs in docs_per_query for d in docs}, key=lambda d: (-len(d), d))
         position = {d: i for i, d in enumerate(distinct)}
-        d_emb = teacher.embed_docs(distinct).float().cpu()
-        q_emb = teacher.embed_queries(list(queries)).float().cpu()
+        d_emb = _embed_in_chunks(teacher.embed_docs, distinct, f"{_name(teacher)} docs", progress)
+        q_emb = _embed_in_chunks(teacher.embed_queries, list(queries), f"{_name(teacher)} queries", progress)
         return [(d_emb[[position[d] for d in docs]] @ q_emb[i]).numpy() if docs else np.zeros(0, np.float32)
                 for i, docs in enumerate(docs_per_query)]
     flat_q = [q for q, docs in zip(queries, docs_per_query) for _ in docs]
     flat_d = [d for docs in docs_per_query for d in docs]
-    flat = teacher.score_pairs(flat_q, flat_d).float().cpu().numpy() if flat_q else np.zeros(0, np.float32)
+    from tqdm.auto import tqdm
+
+    chunk = 1024
+    pieces = []
+    with tqdm(total=len(flat_q), desc=f"{_name(teacher)} pairs", unit="pair", disable=not progress,
+              leave=False) as bar:
+        for s in range(0, len(flat_q), chunk):
+            pieces.append(teacher.score_pairs(flat_q[s:s + chunk], flat_d[s:s + chunk]).float().cpu().numpy())
+            bar.update(len(pieces[-1]))
+    flat = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
     bounds = np.cumsum([0] + [len(docs) for docs in docs_per_query])
     return [flat[bounds[i]:bounds[i + 1]] for i in range(len(docs_per_query))]
 
@@ -94,11 +120,12 @@ def normalize_row(scores: np.ndarray) -> np.ndarray:
     return minmax_per_row(torch.from_numpy(np.asarray(scores, np.float32))[None, :])[0].numpy()
 
 
-def ensemble_scores(teachers, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]]):
+def ensemble_scores(teachers, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]],
+                    progress: bool = False):
     """(mean normalized score per query, [teacher][query] normalized scores)."""
     per_teacher = []
     for teacher in teachers:
-        raw = raw_teacher_scores(teacher, queries, docs_per_query)
+        raw = raw_teacher_scores(teacher, queries, docs_per_query, progress)
         per_teacher.append([normalize_row(r) for r in raw])
     means = [np.mean([per_teacher[m][i] for m in range(len(teachers))], axis=0).astype(np.float32)
              for i in range(len(queries))]
@@ -116,7 +143,8 @@ def kd_features(with_teacher_scores: bool):
     return Features(spec)
 
 
-def make_part(qids: Sequence[str], data, text_of: dict, retriever, teachers, args: KDPrepArguments):
+def make_part(qids: Sequence[str], data, text_of: dict, retriever, teachers, args: KDPrepArguments,
+              progress: bool = False):
     """(kd dataset of these queries, part stats)."""
     from datasets import Dataset
 
@@ -125,7 +153,7 @@ def make_part(qids: Sequence[str], data, text_of: dict, retriever, teachers, arg
     dropped = [q for q, ids in zip(qids, hit_ids) if not ids]
     queries = [data.queries[q] for q, _ in kept]
     docs = [[text_of[d] for d in ids] for _, ids in kept]
-    means, per_teacher = ensemble_scores(teachers, queries, docs) if kept else ([], [])
+    means, per_teacher = ensemble_scores(teachers, queries, docs, progress) if kept else ([], [])
     rows = []
     for i, (q, ids) in enumerate(kept):
         row = {"query": queries[i], "q_id": q, "docs": docs[i], "d_ids": list(ids),
@@ -211,7 +239,7 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, te
                disable=not progress)
     for i in todo:
         t = time.perf_counter()
-        ds, stats = make_part(parts[i], data, text_of, retriever, teachers, args)
+        ds, stats = make_part(parts[i], data, text_of, retriever, teachers, args, progress)
         stats["seconds"] = round(time.perf_counter() - t, 2)
         store.save(i, ds, stats)
         bar.update(len(parts[i]))
