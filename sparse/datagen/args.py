@@ -108,17 +108,14 @@ def _validate(args) -> None:
 def encoder_settings(cfg: ResolvedConfig) -> dict[str, Any]:
     """Sparse settings the user set explicitly; everything else comes from the checkpoint.
 
-    So a siamese checkpoint is mined with siamese queries unless ``--inf_free true`` is given
-    (the reference always searched inference-free, its bug 8.15).
+    The same rule as ``evaluate_beir.py`` (one function), so a model mined and evaluated with the
+    same keys has the same fingerprint and its cached corpus vectors are shared. A siamese
+    checkpoint is mined with siamese queries unless ``--inf_free true`` is given (the reference
+    always searched inference-free, its bug 8.15).
     """
-    m, d, given = cfg.model, cfg.data, cfg.explicit_keys
-    pairs = {"inf_free": m.inf_free, "pooling": m.pooling, "prune_ratio": m.prune_ratio,
-             "keep_special_tokens": m.keep_special_tokens, "preprocess_func": m.preprocess_func,
-             "query_max_seq_length": m.query_max_seq_length, "max_seq_length": d.max_seq_length}
-    out = {k: v for k, v in pairs.items() if k in given}
-    if "use_l0" in given or "activation_type" in given:
-        out["activation"] = m.resolved_activation()
-    return out
+    from sparse.evaluation.runner import encoder_settings as shared
+
+    return shared(cfg)
 
 
 def load_encoder(cfg: ResolvedConfig, device: Optional[str] = None):
