@@ -45,6 +45,7 @@ class KDPrepArguments:
     teacher_max_length: int = 512
     teacher_batch_size: int = 32
     teacher_dtype: Optional[str] = None  # fp16 | bf16 | fp32; default half on GPU, fp32 on CPU
+    teacher_trust_remote_code: bool = False  # e.g. Alibaba-NLP/gte-large-en-v1.5
     save_teacher_scores: bool = False  # also store each teacher's normalized scores
     queries_per_part: int = 1000  # unit of work, of torchrun sharding and of resuming
     max_queries: Optional[int] = None  # keep the first N queries (sorted by id), for trials

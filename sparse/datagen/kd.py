@@ -64,7 +64,7 @@ def build_teachers(args: KDPrepArguments, device=None) -> list:
     specs = parse_teacher_specs(args.teachers)
     kwargs = {"types": [k for k, _ in specs], "model_ids": [m for _, m in specs],
               "poolings": args.dense_pooling, "max_lengths": args.teacher_max_length,
-              "batch_size": args.teacher_batch_size}
+              "batch_size": args.teacher_batch_size, "trust_remote_code": args.teacher_trust_remote_code}
     if args.teacher_dtype:
         kwargs["dtype"] = args.teacher_dtype
     return build_ensemble(kwargs, max_length=args.teacher_max_length, device=device).teachers
