@@ -222,7 +222,8 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, te
     skipped = len(assigned_parts(len(parts), rank, world)) - len(todo)
     if skipped:
         logger.info("rank %d: %d finished parts found, not redone", rank, skipped)
-    if todo or retriever is not None:
+    # under torchrun every rank takes part in encoding the corpus, with or without parts to do
+    if todo or world > 1:
         if retriever is None:
             from sparse.datagen.miners import SparseRetriever
 
@@ -230,8 +231,9 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, te
             retriever = SparseRetriever(encoder, data.doc_ids, data.doc_texts, engine=cfg.eval.engine,
                                         cache_dir=corpus_cache_dir(cfg),
                                         key_parts=(data.name,), batch_size=args.batch_size,
-                                        max_length=cfg.data.max_seq_length, index_opts=index_options(cfg, f"{data.name}-rank{rank}"),
-                                        progress=progress)
+                                        max_length=cfg.data.max_seq_length, progress=progress,
+                                        index_opts=index_options(cfg, f"{data.name}-rank{rank}"),
+                                        searcher=bool(todo))
         if teachers is None and todo:
             teachers = build_teachers(args, device=_device())
     text_of = data.text_of()
