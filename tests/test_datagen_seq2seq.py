@@ -68,3 +68,22 @@ def test_from_pretrained_roundtrip(tmp_path):
     assert torch.allclose(loaded.score_pairs(q, d), direct.score_pairs(q, d), atol=1e-6)
     with pytest.raises(UserError, match="cannot load"):
         Seq2SeqTeacher.from_pretrained(str(tmp_path / "missing"))
+
+
+def test_seq2seq_teacher_in_the_kd_ensemble(tmp_path):
+    """data_preparation.py builds it from ``--teachers seq2seq:PATH`` and normalizes its scores per query."""
+    import numpy as np
+
+    from sparse.datagen.args import KDPrepArguments
+    from sparse.datagen.kd import build_teachers, ensemble_scores
+
+    model, tok = tiny_t5(tmp_path)
+    model.save_pretrained(tmp_path / "t5")
+    tok.save_pretrained(tmp_path / "t5")
+    teachers = build_teachers(KDPrepArguments(teachers=[f"seq2seq:{tmp_path / 't5'}"], teacher_max_length=32))
+    assert [t.teacher_type for t in teachers] == ["seq2seq"]
+    means, per = ensemble_scores(teachers, ["the cat", "a dog"], [["the mat", "a bird", "cat"], ["dog", "the"]])
+    raw = teachers[0].score_pairs(["the cat"] * 3, ["the mat", "a bird", "cat"]).numpy()
+    expected = (raw - raw.min()) / (raw.max() - raw.min() + 1e-6)
+    assert np.allclose(per[0][0], expected, atol=1e-5) and np.allclose(means[0], expected, atol=1e-5)
+    assert all(0 <= v <= 1 for row in means for v in row)
