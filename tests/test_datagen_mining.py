@@ -42,8 +42,9 @@ def scifact_subset(scifact_dir, tmp_path_factory):
 
 
 def _mine(tmp, beir_root, *extra):
+    # one corpus-vector cache for the module (next to the subset): later tests reuse the encoding
     argv = ["--beir_dir", beir_root, "--beir_datasets", "scifact_sub", "--output", str(tmp / "out"),
-            "--cache_dir", str(tmp / "cache"), *extra]
+            "--cache_dir", os.path.join(beir_root, "cache"), *extra]
     cfg, args = parse_script_args(argv, MiningArguments)
     return run_mining(cfg, args, progress=False), str(tmp / "out")
 
@@ -114,3 +115,25 @@ def test_mining_errors(tmp_path, scifact_subset):
         _mine(tmp_path, scifact_subset, "--miner", "bm25", "--beir_datasets", "a,b")
     with pytest.raises(UserError, match="split 'dev' is missing"):
         _mine(tmp_path, scifact_subset, "--miner", "bm25", "--split", "dev")
+
+
+def test_opensearch_engine_mines_what_the_embedded_engine_mines(tmp_path, scifact_subset, splade_path, idf_path):
+    """Through a live osmem-server (rank_features, 9-bit weights) = embedded at OpenSearch precision."""
+    import subprocess
+
+    from datasets import load_from_disk
+    from osmem_server import resolve_binary
+
+    common = ["--model_name_or_path", splade_path, "--idf_path", idf_path, "--max_seq_length", "128",
+              "--top_k", "20"]
+    _mine(tmp_path / "emb", scifact_subset, *common, "--index_precision", "opensearch")
+    proc = subprocess.Popen([resolve_binary(), "--addr", "127.0.0.1:0", "--no-ja"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = json.loads(proc.stdout.readline())["url"]
+        _mine(tmp_path / "os", scifact_subset, *common, "--engine", "opensearch", "--opensearch_url", url)
+    finally:
+        proc.stdin.close()  # osmem exits when stdin closes
+        proc.wait(timeout=10)
+    emb, os_rows = load_from_disk(str(tmp_path / "emb" / "out")), load_from_disk(str(tmp_path / "os" / "out"))
+    assert len(emb) > 0 and emb.to_list() == os_rows.to_list()
