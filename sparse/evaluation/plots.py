@@ -131,7 +131,7 @@ def plot_pareto(rows: Sequence[Mapping], path: str, x: str = "flops", y: str = "
     groups: dict[str, list[Mapping]] = {}
     for r in rows:
         groups.setdefault(str(r.get(group, "")), []).append(r)
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     markers = "osD^v<>Pp*Xh"
     for i, (name, members) in enumerate(groups.items()):
@@ -156,7 +156,7 @@ def plot_pareto(rows: Sequence[Mapping], path: str, x: str = "flops", y: str = "
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title=group, title_fontsize=8)
     if title:
         ax.set_title(title)
     return _save(fig, path)
