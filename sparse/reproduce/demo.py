@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -177,6 +178,8 @@ class Demo:
             self.reused.append("train")
             self.timings["train"] = _stamp_seconds(out) or 0.0
             return self.final_model(out)
+        if os.path.isdir(out):  # the demo's own directory: no stale checkpoints or logs of an older run
+            shutil.rmtree(out)
         secs = self._run("train", launcher(self.nproc, "train_ir.py") + [config] + overrides)
         model = self.final_model(out)
         if model is None:

@@ -6,7 +6,8 @@
 
 1. train with ``torchrun --nproc_per_node=<visible GPUs> train_ir.py <cfg>`` (plain
    ``python train_ir.py <cfg>`` without a GPU), unless the run's final model exists and its
-   ``reproduce_train.done`` stamp matches the config (a changed config trains again);
+   ``reproduce_train.done`` stamp matches the config (a changed config trains again); an
+   interrupted run resumes from its latest ``checkpoint-*``;
 2. evaluate the final model with ``evaluate_beir.py --output_dir <run>`` on the chosen
    datasets, unless every dataset already has ``<run>/beir_eval<suffix>/results/<dataset>.json``;
 3. at the end (also after failures), aggregate every run into ``results.{json,csv,md}`` and
@@ -84,8 +85,22 @@ def is_evaluated(run: grid_mod.Run, datasets: list[str]) -> bool:
     return all(os.path.isfile(result_path(agg.eval_dir(run), ds)) for ds in datasets)
 
 
+def latest_checkpoint(output_dir: str) -> Optional[str]:
+    steps = []
+    for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
+        tail = name[len("checkpoint-"):] if name.startswith("checkpoint-") else ""
+        if tail.isdigit() and os.path.isfile(os.path.join(output_dir, name, "trainer_state.json")):
+            steps.append(int(tail))
+    return os.path.join(output_dir, f"checkpoint-{max(steps)}") if steps else None
+
+
 def train_command(run: grid_mod.Run, nproc: int) -> list[str]:
-    return launcher(nproc, "train_ir.py") + [run.config_path]
+    """Train; an interrupted run (checkpoints but no stamp) resumes from its latest checkpoint."""
+    cmd = launcher(nproc, "train_ir.py") + [run.config_path]
+    ckpt = latest_checkpoint(run.output_dir)
+    if ckpt and not os.path.isfile(os.path.join(run.output_dir, TRAIN_STAMP)):
+        cmd.append(f"resume_from_checkpoint={ckpt}")
+    return cmd
 
 
 def eval_command(run: grid_mod.Run, datasets: list[str], nproc: int, beir_dir: Optional[str],
