@@ -31,7 +31,7 @@ from sparse.errors import ConfigError, UserError  # noqa: F401  (re-exported)
 
 
 
-NULL_STRINGS = {"null", "none", "None", "~", ""}
+NULL_STRINGS = {"null", "Null", "NULL", "None", "~", ""}  # "none" stays a string (report_to: none)
 
 ACTIVATION_TYPES = ("relu", "l1_relu", "l2_relu", "l3_relu")
 POOLING_TYPES = ("max", "sum")

@@ -78,3 +78,8 @@ def test_invalid_values_are_rejected():
 def test_split_overrides_rejects_garbage():
     with pytest.raises(ConfigError, match="cannot parse"):
         split_overrides(["lonely"])
+
+
+def test_report_to_none_stays_a_string(tmp_path):
+    cfg = parse_config(["report_to=none", f"output_dir={tmp_path}"])
+    assert cfg.training.report_to in ([], ["none"], "none")  # HF normalises "none" to no reporter
