@@ -399,14 +399,20 @@ def validate(cfg: ResolvedConfig) -> None:
 def parse_config(argv: list[str] | None = None, sections=("model", "data", "eval", "training"),
                  extra_known: tuple[str, ...] = ()) -> ResolvedConfig:
     """Entry-point parser: ``[cfg.yaml] [key=value | --key value ...]``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    values, source = read_values(sys.argv[1:] if argv is None else argv)
+    return resolve(values, sections=sections, source=source, extra_known=extra_known)
+
+
+def read_values(argv: list[str]) -> tuple[dict[str, Any], Optional[str]]:
+    """The flat key/value mapping of ``[cfg.yaml] [overrides ...]`` and the YAML path (or None)."""
+    argv = list(argv)
     values: dict[str, Any] = {}
     source = None
     if argv and argv[0].endswith((".yaml", ".yml")):
         source = argv.pop(0)
         values.update(load_yaml(source))
     values.update(split_overrides(argv))
-    return resolve(values, sections=sections, source=source, extra_known=extra_known)
+    return values, source
 
 
 def run_cli(main):

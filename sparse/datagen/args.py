@@ -65,15 +65,9 @@ def _fields(cls) -> dict[str, Any]:
 
 def parse_script_args(argv, cls):
     """(ResolvedConfig of model/data/eval keys, instance of ``cls``) from ``argv``."""
-    from sparse.config import load_yaml, resolve, split_overrides
+    from sparse.config import read_values, resolve
 
-    argv = list(argv)
-    values: dict[str, Any] = {}
-    source = None
-    if argv and argv[0].endswith((".yaml", ".yml")):
-        source = argv.pop(0)
-        values.update(load_yaml(source))
-    values.update(split_overrides(argv))
+    values, source = read_values(argv)
     own = _fields(cls)
     mine = {k: coerce_value(k, values.pop(k), own[k]) for k in list(values) if k in own}
     cfg: ResolvedConfig = resolve(values, sections=("model", "data", "eval"), source=source)

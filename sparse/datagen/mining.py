@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict
 
 from sparse.datagen.args import MiningArguments, load_encoder
-from sparse.datagen.negatives import MiningStats, build_posnegs_rows, write_rows
+from sparse.datagen.negatives import build_posnegs_rows, write_rows
 from sparse.datagen.sources import load_beir_data
 from sparse.errors import UserError
 

@@ -12,7 +12,7 @@ import csv
 import json
 import math
 import os
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 METRIC_COLUMNS = ("NDCG@10", "NDCG@100", "Recall@100", "Recall@1000", "MRR@10", "MAP@100")
 SPARSITY_COLUMNS = ("flops", "q_length", "d_length")

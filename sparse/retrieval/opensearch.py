@@ -33,7 +33,6 @@ errors); afterwards the indexed count must equal the number of documents added, 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from typing import Any, Optional, Sequence

@@ -19,7 +19,6 @@ non-finite loss saves ``checkpoint-<step>-nonfinite`` and stops with ``TrainingD
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import defaultdict
 from typing import Optional
