@@ -1,6 +1,8 @@
 """Sparse siamese MLM teacher (reference ``BiSparseModel``), type ``sparse``.
 
-Queries and documents both go through the masked-LM:
+Queries and documents both go through the masked-LM, encoded by the toolkit's own
+``SparseEncoder`` (one implementation of the formula, with its fast length-sorted, screened
+projection):
 
     w_j(x) = max_l ( log(1 + relu(logit_{l,j})) * mask_l ),  w_j = 0 for special tokens j,
     score(q, d) = w(q) . w(d)
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from sparse.modeling.encoder import SparseEncoder, SparseSettings
 from sparse.teachers.base import BiEncoderTeacher, register_teacher
 
 
@@ -17,8 +20,8 @@ from sparse.teachers.base import BiEncoderTeacher, register_teacher
 class SparseTeacher(BiEncoderTeacher):
     def __init__(self, model, tokenizer, **kwargs):
         super().__init__(model, tokenizer, **kwargs)
-        special = sorted(set(i for i in tokenizer.all_special_ids if i is not None))
-        self.special_ids = torch.tensor(special, dtype=torch.long, device=self.device)
+        settings = SparseSettings(inf_free=False, max_seq_length=self.max_length)
+        self.encoder = SparseEncoder(self.model, tokenizer, settings).to(self.device).eval()
 
     @classmethod
     def load(cls, model_id, tokenizer_id=None, trust_remote_code=False, **kwargs):
@@ -29,10 +32,6 @@ class SparseTeacher(BiEncoderTeacher):
         return cls(model, tok, name=model_id, **kwargs)
 
     def _embed_batch(self, texts):
-        enc = self._tokenize(texts)
-        enc.pop("token_type_ids", None)
-        logits = self.model(**enc).logits.float()
-        weights = torch.log1p(torch.relu(logits)) * enc["attention_mask"].unsqueeze(-1).float()
-        rep = weights.amax(dim=1)
-        special = self.special_ids[self.special_ids < rep.shape[1]]
-        return rep.index_fill(1, special, 0.0)
+        half = self.dtype if self.dtype != torch.float32 else None
+        vectors = self.encoder.encode_documents(list(texts), batch_size=len(texts), autocast_dtype=half)
+        return vectors.to_dense().to(self.device)
