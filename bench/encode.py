@@ -17,6 +17,7 @@ import time
 import torch
 
 from sparse.assets import beir_dataset, idf_file, splade_model
+from sparse.data.beir import doc_text
 from sparse.modeling.encoder import SparseEncoder
 
 
@@ -45,8 +46,7 @@ def main() -> None:
     texts = []
     with open(beir_dataset("scifact") / "corpus.jsonl", encoding="utf-8") as f:
         for line, _ in zip(f, range(args.docs)):
-            doc = json.loads(line)
-            texts.append((doc["title"] + " " + doc["text"]).strip())
+            texts.append(doc_text(json.loads(line)))
     print(f"{len(texts)} SciFact documents, batch {args.batch_size}, max_length {args.max_length}, "
           f"torch threads {torch.get_num_threads()}")
     rows = []

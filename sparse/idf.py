@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Iterator
 
+from sparse.data.beir import doc_text
 from sparse.errors import UserError
 from sparse.modeling.idf import compute_idf
 
@@ -32,7 +33,7 @@ def iter_corpus(path: str) -> Iterator[str]:
                     doc = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{path}:{n} is not valid JSON: {exc}") from None
-                yield (str(doc.get("title") or "") + " " + str(doc.get("text") or "")).strip()
+                yield doc_text(doc)
             elif path.endswith(".tsv"):
                 yield line.split("\t", 1)[-1]
             else:

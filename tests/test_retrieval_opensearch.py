@@ -52,6 +52,20 @@ def random_batch(n, density, seed, scale=3.0):
     return SparseBatch.from_csr(m.astype(np.float32))
 
 
+def assert_matches_embedded_fp9(index, ids, docs, queries, k):
+    """``index`` (empty, deleted on close) holds every document and returns the same top-k and
+    scores as EmbeddedIndex in 9-bit mode."""
+    index.add(ids, docs)
+    assert len(index) == len(docs) and index.count() == len(docs)
+    embedded = EmbeddedIndex(precision="opensearch")
+    embedded.add(ids, docs)
+    got, want = index.search(queries, k), embedded.search(queries, k)
+    index.close()
+    assert got[0] == want[0]
+    for a, b in zip(got[1], want[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def _name():
     return f"test-{uuid.uuid4().hex[:10]}"
 
@@ -62,15 +76,7 @@ def test_rank_feature_form_equals_embedded_fp9(osmem_url):
     queries = random_batch(15, 0.06, seed=2, scale=1.0)
     ids = [f"d{i:03d}" for i in range(len(docs))]
     index = OpenSearchIndex(_name(), TOKENS, url=osmem_url, bulk_size=128, delete_on_close=True)
-    index.add(ids, docs)
-    assert len(index) == len(docs) and index.count() == len(docs)
-    embedded = EmbeddedIndex(precision="opensearch")
-    embedded.add(ids, docs)
-    got, want = index.search(queries, 25), embedded.search(queries, 25)
-    index.close()
-    assert got[0] == want[0]
-    for a, b in zip(got[1], want[1]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert_matches_embedded_fp9(index, ids, docs, queries, 25)
     # the special tokens (".", "##.", "50%", non-ASCII) were used by some query and document
     used = set(queries.indices.tolist()) & set(docs.indices.tolist())
     assert used & {3, 4, 5, 7}
@@ -210,14 +216,7 @@ def test_real_cluster_matches_embedded_fp9(form):
     queries = random_batch(10, 0.06, seed=7, scale=1.0)
     ids = [f"d{i:03d}" for i in range(300)]
     index = OpenSearchIndex(_name(), TOKENS, query_form=form, delete_on_close=True)
-    index.add(ids, docs)
-    embedded = EmbeddedIndex(precision="opensearch")
-    embedded.add(ids, docs)
-    got, want = index.search(queries, 20), embedded.search(queries, 20)
-    index.close()
-    assert got[0] == want[0]
-    for a, b in zip(got[1], want[1]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert_matches_embedded_fp9(index, ids, docs, queries, 20)
 
 
 @real

@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from sparse.errors import UserError
 from sparse.modeling.activations import activation_depth, l0_transform, saturate
@@ -293,7 +294,7 @@ class SparseEncoder(nn.Module):
         max_length = max_length or self.settings.max_seq_length
         n = len(texts)
         parts: list[Optional[SparseBatch]] = [None] * n
-        bar = _progress(progress, n, desc)
+        bar = tqdm(total=n, desc=desc, unit="text", smoothing=0.1, disable=not progress)
         was_training = self.training
         self.eval()
         try:
@@ -430,19 +431,3 @@ def _stack_rows(parts, vocab_size: int) -> SparseBatch:
     indices = np.concatenate([p[0] for p in parts]) if lengths.sum() else np.zeros(0, np.int32)
     values = np.concatenate([p[1] for p in parts]) if lengths.sum() else np.zeros(0, np.float32)
     return SparseBatch(indptr, indices, values, vocab_size)
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(enabled: bool, total: int, desc: str):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="text", smoothing=0.1)

@@ -28,11 +28,7 @@ def global_rank() -> int:
 
 def gather_nograd(x: torch.Tensor) -> torch.Tensor:
     """All ranks' x (same shape everywhere) concatenated along dim 0 in global-rank order."""
-    if not is_distributed():
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.detach().contiguous())
-    return torch.cat(parts)
+    return gather_with_grad(x.detach())
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
