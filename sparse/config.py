@@ -1,7 +1,7 @@
 """Configuration: dataclasses for model / data / eval settings, YAML files and CLI overrides.
 
-The reference implementation's YAML keys keep their names and meanings (see
-``shared/reference/reference-behaviour.md`` section 2), so its configs run here unchanged.
+The reference implementation's YAML keys (those of its argument dataclasses) keep their names
+and meanings, so its configs run here unchanged.
 A config is one flat YAML mapping; every key belongs to one (or more) of the argument
 dataclasses. Command-line overrides come after the YAML path as ``key=value`` or
 ``--key value``; values are parsed as YAML scalars (``true``, ``1e-3``, ``[a, b]``, ``null``).
@@ -26,18 +26,10 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from sparse.errors import ConfigError, UserError  # noqa: F401  (re-exported)
-
-
-
+from sparse.errors import ConfigError, UserError, read_user_file  # noqa: F401  (errors re-exported)
 
 NULL_STRINGS = {"null", "Null", "NULL", "None", "~", ""}  # "none" stays a string (report_to: none)
 
-ACTIVATION_TYPES = ("relu", "l1_relu", "l2_relu", "l3_relu")
-POOLING_TYPES = ("max", "sum")
-PREPROCESS_FUNCS = ("to_lower", "blank_prefix", "blank_prefix_lower")
-DATA_TYPES = ("kd", "posnegs", "kd-ids")
-LOSS_TYPES = ("infonce", "kldiv", "marginmse")
 DEFAULT_BEIR_DATASETS = (
     "trec-covid,nfcorpus,nq,hotpotqa,fiqa,arguana,webis-touche2020,dbpedia-entity,scidocs,"
     "fever,climate-fever,scifact,quora"
@@ -99,7 +91,13 @@ class DataArguments:
     first_rank_thresh: int = 10000
     swap_times: int = 0
     temperature: float = 1.0
+    score_norm: str = "std"  # distillation losses see student scores with the teacher's spread; "none" = reference
     score_scale: float = 1.0  # scales dataset scores (unused in the reference; used here)
+    # training health (new): train_log.jsonl, vocabulary activity window, collapse watch
+    health_window: int = 100
+    collapse_ratio: float = 0.5
+    target_doc_nnz: Optional[float] = None  # a document size the FLOPS regularizer is meant to reach
+    stop_on_collapse: bool = False
     beir_dir: str = "data/beir"
     beir_datasets: str = DEFAULT_BEIR_DATASETS
     miracl_dir: Optional[str] = None  # accepted, unused (reference dead key)
@@ -258,13 +256,9 @@ def split_overrides(argv: list[str]) -> dict[str, Any]:
 
 
 def load_yaml(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    """The mapping of a YAML config file (empty for an empty file)."""
+    data = read_user_file(path, yaml.safe_load, yaml.YAMLError, "config file not found: {path}",
+                          "{path} is not valid YAML: {exc}", ConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -285,6 +279,8 @@ def _fields_of(cls) -> dict[str, Any]:
 
 @dataclass
 class ResolvedConfig:
+    """The resolved argument groups of one run, where they came from, and which keys were given explicitly."""
+
     model: ModelArguments
     data: DataArguments
     eval: EvalArguments
@@ -363,37 +359,45 @@ def resolve(values: dict[str, Any], sections=("model", "data", "eval"), source: 
     return cfg
 
 
+def _check_one_of(key: str, value, allowed: tuple, entries: bool = False) -> None:
+    if value not in allowed:
+        what = f"{key} entries must be among" if entries else f"{key} must be one of"
+        raise ConfigError(f"{what} {allowed}, got {value!r}")
+
+
 def validate(cfg: ResolvedConfig) -> None:
+    """Check the values of the keys; the allowed names come from the modules that implement them."""
+    # imported here: those modules import torch / numpy, and none of them imports this one
+    from sparse.data.datasets import DATA_TYPES
+    from sparse.losses import FLOPS_FORMS, LOSS_TYPES
+    from sparse.modeling.activations import ACTIVATIONS
+    from sparse.modeling.encoder import POOLINGS, PREPROCESS_FUNCS
+    from sparse.retrieval.base import ENGINES
+    from sparse.retrieval.opensearch import QUERY_FORMS
+    from sparse.retrieval.precision import PRECISIONS
+
     m, d, e = cfg.model, cfg.data, cfg.eval
     m.resolved_activation()
-    if m.activation_type not in ACTIVATION_TYPES:
-        raise ConfigError(f"activation_type must be one of {ACTIVATION_TYPES}, got {m.activation_type!r}")
-    if m.pooling not in POOLING_TYPES:
-        raise ConfigError(f"pooling must be one of {POOLING_TYPES}, got {m.pooling!r}")
-    if m.preprocess_func is not None and m.preprocess_func not in PREPROCESS_FUNCS:
-        raise ConfigError(f"preprocess_func must be one of {PREPROCESS_FUNCS} or null, got {m.preprocess_func!r}")
+    _check_one_of("activation_type", m.activation_type, ACTIVATIONS)
+    _check_one_of("pooling", m.pooling, POOLINGS)
+    if m.preprocess_func is not None:
+        _check_one_of("preprocess_func", m.preprocess_func, tuple(PREPROCESS_FUNCS))
     if m.prune_ratio is not None and not 0 <= m.prune_ratio < 1:
         raise ConfigError(f"prune_ratio must be in [0, 1), got {m.prune_ratio}")
-    if d.data_type not in DATA_TYPES:
-        raise ConfigError(f"data_type must be one of {DATA_TYPES}, got {d.data_type!r}")
+    _check_one_of("data_type", d.data_type, DATA_TYPES)
     for name in d.loss_types:
-        if name not in LOSS_TYPES:
-            raise ConfigError(f"loss_types entries must be among {LOSS_TYPES}, got {name!r}")
+        _check_one_of("loss_types", name, LOSS_TYPES, entries=True)
     if d.loss_weights is not None and len(d.loss_weights) != len(d.loss_types):
         raise ConfigError("loss_weights needs one weight per entry of loss_types")
-    if d.flops_form not in ("grouped", "mean"):
-        raise ConfigError(f"flops_form must be 'grouped' or 'mean', got {d.flops_form!r}")
+    _check_one_of("flops_form", d.flops_form, FLOPS_FORMS)
     if d.lelu_alpha is not None:
         raise ConfigError("lelu_alpha (old reference 'lelu' activation) is not supported; "
-                          "use activation_type relu/l1_relu/l2_relu/l3_relu")
+                          f"use activation_type {'/'.join(ACTIVATIONS)}")
     if d.swap_times < 0:
         raise ConfigError("swap_times must be a non-negative integer count")
-    if e.engine not in ("embedded", "opensearch"):
-        raise ConfigError(f"engine must be 'embedded' or 'opensearch', got {e.engine!r}")
-    if e.index_precision not in ("float", "opensearch"):
-        raise ConfigError(f"index_precision must be 'float' or 'opensearch', got {e.index_precision!r}")
-    if e.opensearch_query_form not in ("rank_feature", "neural_sparse"):
-        raise ConfigError("opensearch_query_form must be 'rank_feature' or 'neural_sparse'")
+    _check_one_of("engine", e.engine, ENGINES)
+    _check_one_of("index_precision", e.index_precision, PRECISIONS)
+    _check_one_of("opensearch_query_form", e.opensearch_query_form, QUERY_FORMS)
 
 
 def parse_config(argv: list[str] | None = None, sections=("model", "data", "eval", "training"),

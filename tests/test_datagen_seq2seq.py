@@ -75,14 +75,15 @@ def test_seq2seq_teacher_in_the_kd_ensemble(tmp_path):
     import numpy as np
 
     from sparse.datagen.args import KDPrepArguments
-    from sparse.datagen.kd import build_teachers, ensemble_scores
+    from sparse.datagen.kd import build_kd_ensemble
 
     model, tok = tiny_t5(tmp_path)
     model.save_pretrained(tmp_path / "t5")
     tok.save_pretrained(tmp_path / "t5")
-    teachers = build_teachers(KDPrepArguments(teachers=[f"seq2seq:{tmp_path / 't5'}"], teacher_max_length=32))
+    ensemble = build_kd_ensemble(KDPrepArguments(teachers=[f"seq2seq:{tmp_path / 't5'}"], teacher_max_length=32))
+    teachers = ensemble.teachers
     assert [t.teacher_type for t in teachers] == ["seq2seq"]
-    means, per = ensemble_scores(teachers, ["the cat", "a dog"], [["the mat", "a bird", "cat"], ["dog", "the"]])
+    means, per = ensemble.score_candidates(["the cat", "a dog"], [["the mat", "a bird", "cat"], ["dog", "the"]])
     raw = teachers[0].score_pairs(["the cat"] * 3, ["the mat", "a bird", "cat"]).numpy()
     expected = (raw - raw.min()) / (raw.max() - raw.min() + 1e-6)
     assert np.allclose(per[0][0], expected, atol=1e-5) and np.allclose(means[0], expected, atol=1e-5)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from sparse.config import ConfigError
-from sparse.datagen.args import KDPrepArguments, MiningArguments, encoder_settings, parse_script_args
+from sparse.corpus import explicit_sparse_settings
+from sparse.datagen.args import KDPrepArguments, MiningArguments, parse_script_args
 from sparse.datagen.negatives import (DROP_FEW_NEGATIVES, DROP_NO_POSITIVE, build_posnegs_rows, query_rng,
                                       select_negatives)
 from sparse.datagen.parts import PartStore, assigned_parts
@@ -70,9 +71,9 @@ def test_args_parse_and_validate(tmp_path):
                                    "--negatives_per_query", "5", "--sampling", "random"], MiningArguments)
     assert (args.top_k, args.negatives_per_query, args.sampling) == (20, 5, "random")
     assert cfg.model.model_name_or_path == "m" and cfg.data.beir_datasets == "scifact"
-    assert encoder_settings(cfg) == {}  # nothing explicit: the checkpoint decides (inf_free included)
+    assert explicit_sparse_settings(cfg) == {}  # nothing explicit: the checkpoint decides (inf_free included)
     cfg, _ = parse_script_args(["--model_name_or_path", "m", "--inf_free", "false"], MiningArguments)
-    assert encoder_settings(cfg) == {"inf_free": False}
+    assert explicit_sparse_settings(cfg) == {"inf_free": False}
     with pytest.raises(ConfigError, match="sampling"):
         parse_script_args(["--sampling", "best"], MiningArguments)
     with pytest.raises(ConfigError, match="unknown config key 'top_kk'"):
@@ -129,7 +130,7 @@ def test_prescored_join(tmp_path):
 
 
 def test_normalized_scores_per_query():
-    from sparse.datagen.kd import ensemble_scores
+    from sparse.teachers import TeacherEnsemble
 
     class Fake:
         is_bi_encoder = False
@@ -142,7 +143,8 @@ def test_normalized_scores_per_query():
 
             return torch.tensor([self.scale * len(q) * len(d) for q, d in zip(queries, docs)], dtype=torch.float32)
 
-    means, per = ensemble_scores([Fake(1.0), Fake(-5.0)], ["ab", "abcd"], [["x", "xyz", "xy"], ["x", "x"]])
+    ensemble = TeacherEnsemble([Fake(1.0), Fake(-5.0)], 1.0)
+    means, per = ensemble.score_candidates(["ab", "abcd"], [["x", "xyz", "xy"], ["x", "x"]])
     assert np.allclose(per[0][0], [0, 1, 0.5], atol=1e-5) and np.allclose(per[1][0], [1, 0, 0.5], atol=1e-5)
     assert np.allclose(means[0], [0.5, 0.5, 0.5], atol=1e-5)
     assert np.allclose(per[0][1], [0, 0]) and len(means[1]) == 2  # constant row: zeros, not NaN

@@ -7,28 +7,29 @@ evaluation's numbers."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
 from sparse.reproduce.subset import make_subset
-from tests.test_plots_figures import assert_real_png
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAST = re.compile(r"^NDCG@10 zero-shot (\d\.\d{4}) -> fine-tuned (\d\.\d{4})$")
 
 
-def _demo(root, *extra):
-    cmd = [sys.executable, "-m", "sparse.reproduce.demo", "--dataset", "scifact_mini",
-           "--beir_dir", str(root / "beir"), "--output_root", str(root / "demo"),
-           "--train_data", str(root / "scifact_mini_train"), "--nproc", "0", "--cache_dir", str(root / "cache"),
-           "--train_set", "max_steps=3", "save_steps=3", "logging_steps=1", "per_device_train_batch_size=4",
-           "max_seq_length=64", "warmup_steps=1",
-           "--eval_args", "eval_max_seq_length=96", "--mine_args", "max_seq_length=96", "top_k=10", *extra]
+def _demo(root, probe, *extra):
+    """Run the demo; ``probe`` (conftest ``figure_probe``) also writes each figure's data as
+    ``<png>.figure.json``."""
+    cmd = probe("sparse.reproduce.demo", "--dataset", "scifact_mini",
+                "--beir_dir", str(root / "beir"), "--output_root", str(root / "demo"),
+                "--train_data", str(root / "scifact_mini_train"), "--nproc", "0", "--cache_dir", str(root / "cache"),
+                "--train_set", "max_steps=3", "save_steps=3", "logging_steps=1", "per_device_train_batch_size=4",
+                "max_seq_length=64", "warmup_steps=1",
+                "--eval_args", "eval_max_seq_length=96", "--mine_args", "max_seq_length=96", "top_k=10", *extra)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -36,12 +37,12 @@ def _demo(root, *extra):
 
 
 @pytest.mark.slow
-def test_demo_pipeline_on_a_subset(tmp_path, scifact_dir, splade_path, idf_path):
+def test_demo_pipeline_on_a_subset(tmp_path, scifact_dir, splade_path, idf_path, figure_probe, real_png):
     if not os.path.isfile(os.path.join(REPO, "config", "scifact_demo.yaml")):
         pytest.fail("config/scifact_demo.yaml is missing")
     make_subset(scifact_dir, str(tmp_path / "beir" / "scifact_mini"), queries=8, distractors=24,
                 splits=("test", "train"))
-    out = _demo(tmp_path)
+    out = _demo(tmp_path, figure_probe)
     lines = out.strip().splitlines()
     m = LAST.match(lines[-1])
     assert m, lines[-3:]
@@ -59,11 +60,32 @@ def test_demo_pipeline_on_a_subset(tmp_path, scifact_dir, splade_path, idf_path)
     for side in ("zero_shot", "fine_tuned"):
         for key in ("NDCG@10", "Recall@100", "flops", "d_length", "q_length"):
             assert format(res[side][key], ".4f") in report and format(res[side][key], ".4f") in out
-    assert_real_png(str(tmp_path / "demo" / "report" / "before_after.png"), min_w=600)
-    assert_real_png(str(tmp_path / "demo" / "report" / "training_curves.png"), min_w=600)
+    report_dir = tmp_path / "demo" / "report"
+    real_png(str(report_dir / "before_after.png"), min_w=600)
+    real_png(str(report_dir / "training_curves.png"), min_w=600)
+    # the bars are the two evaluations' numbers, one panel per table metric
+    bars = json.load(open(report_dir / "before_after.png.figure.json"))
+    panels = [("NDCG@10", "metrics", "NDCG@10"), ("Recall@100", "metrics", "Recall@100"), ("FLOPS", "sparsity", "flops"),
+              ("mean doc length", "sparsity", "d_length"), ("mean query length", "sparsity", "q_length")]
+    assert [ax["title"] for ax in bars["axes"]] == [title for title, _, _ in panels]
+    for ax, (_, part, key) in zip(bars["axes"], panels, strict=True):
+        assert [b["height"] for b in ax["bars"]] == pytest.approx([zs[part][key], ft[part][key]], rel=1e-12)
+        assert ax["xticklabels"] == ["zero-shot", "fine-tuned"]
+    # the curves are the fine-tuning run's logged values (HF trainer state of its last checkpoint)
+    state = max(glob.glob(str(tmp_path / "demo" / "model" / "checkpoint-*" / "trainer_state.json")),
+                key=lambda p: int(re.search(r"checkpoint-(\d+)", p).group(1)))
+    logged = [r for r in json.load(open(state))["log_history"] if "ranking_loss" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3]
+    curves = json.load(open(report_dir / "training_curves.png.figure.json"))
+    series = [("ranking loss", "ranking_loss"), ("FLOPS loss (lambda x FLOPS)", "flops_loss"),
+              ("mean document length (non-zeros)", "doc_nnz")]
+    assert [ax["title"] for ax in curves["axes"]] == [title for title, _ in series]
+    for ax, (_, key) in zip(curves["axes"], series, strict=True):
+        (line,) = ax["lines"]
+        assert line["x"] == [1.0, 2.0, 3.0] and line["y"] == pytest.approx([r[key] for r in logged], rel=1e-6)
     assert os.path.isfile(tmp_path / "scifact_mini_train" / "dataset_info.json")
 
-    again = _demo(tmp_path)
+    again = _demo(tmp_path, figure_probe)
     assert again.count("reusing ") == 4
     assert "train_ir.py" not in again and "evaluate_beir.py" not in again and "demo_train_data.py" not in again
     assert again.strip().splitlines()[-1] == lines[-1]

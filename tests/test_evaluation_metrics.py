@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -70,24 +69,8 @@ def test_trec_run_round_trip(tmp_path):
     assert read_trec_run(path) == run
 
 
-def write_beir(root, corpus, queries, qrels, split="test"):
-    os.makedirs(os.path.join(root, "qrels"), exist_ok=True)
-    with open(os.path.join(root, "corpus.jsonl"), "w") as f:
-        for did, doc in corpus.items():
-            f.write(json.dumps({"_id": did, **doc}) + "\n")
-    with open(os.path.join(root, "queries.jsonl"), "w") as f:
-        for qid, text in queries.items():
-            f.write(json.dumps({"_id": qid, "text": text, "metadata": {}}) + "\n")
-    with open(os.path.join(root, "qrels", f"{split}.tsv"), "w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for qid, docs in qrels.items():
-            for did, g in docs.items():
-                f.write(f"{qid}\t{did}\t{g}\n")
-    return root
-
-
-def test_load_beir_keeps_queries_with_qrels(tmp_path):
-    root = write_beir(str(tmp_path / "ds"), {"d2": {"title": "T", "text": "body"}, "d1": {"title": "", "text": " x "}},
+def test_load_beir_keeps_queries_with_qrels(tmp_path, beir_writer):
+    root = beir_writer(str(tmp_path / "ds"), {"d2": {"title": "T", "text": "body"}, "d1": {"title": "", "text": " x "}},
                       {"q1": "first", "q2": "second"}, {"q1": {"d1": 1, "d2": 0}})
     corpus, queries, qrels = load_beir(root, "test")
     assert queries == {"q1": "first"} and qrels == {"q1": {"d1": 1, "d2": 0}}

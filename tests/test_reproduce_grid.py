@@ -13,7 +13,6 @@ from sparse.config import load_yaml, resolve
 from sparse.errors import UserError
 from sparse.evaluation import report
 from sparse.reproduce import aggregate, grid
-from tests.test_plots_figures import assert_real_png
 
 PAPER_BLOCKS = {  # reference-behaviour.md 7.3
     "mask_vary_threshold": 11, "mask+activation_vary_threshold": 11, "mask+activation_vary_lambda": 9,
@@ -105,7 +104,7 @@ def _fake_result(ndcg, flops, d_length):
             "sparsity": {"flops": flops, "q_length": 8.0, "d_length": d_length}}
 
 
-def test_aggregate_synthetic_results(tmp_path):
+def test_aggregate_synthetic_results(tmp_path, captured_figures, real_png):
     runs = grid.generate(output_root=str(tmp_path), per_block=2, overrides={"beir_datasets": "scifact,nfcorpus"})
     assert len(runs) == 14
     assert aggregate.eval_dir(runs[0]) == os.path.join(runs[0].output_dir, "beir_eval")  # evaluated at 512 tokens
@@ -136,4 +135,22 @@ def test_aggregate_synthetic_results(tmp_path):
                 assert format(row[col], ".4f") in md
     assert md.count("\n| ") == 15  # header + 14 runs
     assert "![FLOPS vs NDCG@10](pareto.png)" in md
-    assert_real_png(out["png"], min_w=600)
+    real_png(out["png"], min_w=600)
+    check_pareto_figure(captured_figures[os.path.abspath(out["png"])], rows)
+
+
+def check_pareto_figure(fig, rows):
+    """The Pareto plot shows the rows: one line per method through its non-dominated
+    (FLOPS, NDCG@10 avg) points, cheapest first, every run labelled at its point."""
+    (ax,) = fig["axes"]
+    plotted = [r for r in rows if r["status"] == "done" and r["FLOPS"] is not None]
+    groups = {}
+    for r in plotted:
+        groups.setdefault(str(r["method"]), []).append((r["FLOPS"], r["NDCG@10 avg"]))
+    assert ax["legend"] == [f"{m} ({len(pts)})" for m, pts in groups.items()]
+    assert len(ax["lines"]) == len(groups)
+    for line, pts in zip(ax["lines"], groups.values(), strict=True):
+        front = sorted(p for p in pts if not any(q != p and q[0] <= p[0] and q[1] >= p[1] for q in pts))
+        assert line["x"] == pytest.approx([x for x, _ in front]) and line["y"] == pytest.approx([y for _, y in front])
+    assert sorted((t["text"], round(t["xy"][0], 9), round(t["xy"][1], 9)) for t in ax["texts"]) == \
+        sorted((str(r["run"]), round(r["FLOPS"], 9), round(r["NDCG@10 avg"], 9)) for r in plotted)

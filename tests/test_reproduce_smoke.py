@@ -7,12 +7,10 @@ import csv
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
 from sparse.reproduce.subset import make_subset
-from tests.test_plots_figures import assert_real_png
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,12 +31,14 @@ def mini(tmp_path_factory, scifact_dir, splade_path, idf_path):
     return root
 
 
-def _run(root, *extra):
-    cmd = [sys.executable, "-m", "sparse.reproduce.runner", "--smoke", "--only", "baseline,mask_vary_threshold",
-           "--output_root", str(root / "out"), "--beir_datasets", "scifact_mini", "--beir_dir", str(root / "beir"),
-           "--nproc", "0", "--set", f"train_file={root / 'train'}", "max_steps=2", "save_steps=2",
-           "logging_steps=1", "per_device_train_batch_size=4", "max_seq_length=64", "eval_max_seq_length=96",
-           *extra]
+def _run(root, probe, *extra):
+    """Run the smoke grid; ``probe`` (conftest ``figure_probe``) also writes each figure's data as
+    ``<png>.figure.json``."""
+    cmd = probe("sparse.reproduce.runner", "--smoke", "--only", "baseline,mask_vary_threshold",
+                "--output_root", str(root / "out"), "--beir_datasets", "scifact_mini", "--beir_dir", str(root / "beir"),
+                "--nproc", "0", "--set", f"train_file={root / 'train'}", "max_steps=2", "save_steps=2",
+                "logging_steps=1", "per_device_train_batch_size=4", "max_seq_length=64", "eval_max_seq_length=96",
+                *extra)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -46,8 +46,8 @@ def _run(root, *extra):
 
 
 @pytest.mark.slow
-def test_two_config_smoke_grid_and_resume(mini):
-    out = _run(mini)
+def test_two_config_smoke_grid_and_resume(mini, figure_probe, real_png):
+    out = _run(mini, figure_probe)
     assert "trained 2, evaluated 2" in out and "failed 0" in out
     root = mini / "out"
     rows = json.load(open(root / "results.json"))
@@ -64,10 +64,17 @@ def test_two_config_smoke_grid_and_resume(mini):
     md = open(root / "results.md").read()
     for r in rows:
         assert format(r["NDCG@10 avg"], ".4f") in md and format(r["FLOPS"], ".4f") in md
-    assert_real_png(str(root / "pareto.png"), min_w=600)
+    real_png(str(root / "pareto.png"), min_w=600)
+    # the plot shows the two runs: one method each, a one-point line at (FLOPS, NDCG@10 avg), labelled
+    (ax,) = json.load(open(root / "pareto.png.figure.json"))["axes"]
+    assert ax["legend"] == [f"{r['method']} (1)" for r in rows]
+    for line, r in zip(ax["lines"], rows, strict=True):
+        assert line["x"] == pytest.approx([r["FLOPS"]]) and line["y"] == pytest.approx([r["NDCG@10 avg"]])
+    assert [(t["text"], t["xy"]) for t in ax["texts"]] == [(r["run"], pytest.approx([r["FLOPS"], r["NDCG@10 avg"]]))
+                                                          for r in rows]
     cfg = open(root / "configs" / "baseline" / "0.01.yaml").read()
     assert "flops_d_lambda: 0.01" in cfg and "max_steps: 2" in cfg
 
-    again = _run(mini)
+    again = _run(mini, figure_probe)
     assert "trained 0, evaluated 0, reused 2 trained / 2 evaluated" in again
     assert "train_ir.py" not in again and "evaluate_beir.py" not in again

@@ -1,4 +1,4 @@
-"""OpenSearchIndex against a live osmem-server (started here on 127.0.0.1, a free port).
+"""OpenSearchIndex against a live osmem-server (``osmem_url``: conftest, 127.0.0.1, a free port).
 
 osmem serves rank_features, _bulk and rank_feature queries with Lucene's 9-bit scoring, so the
 rank_feature form must give the same top-k and scores as EmbeddedIndex(precision="opensearch").
@@ -8,9 +8,7 @@ when OPENSEARCH_URL is set.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import uuid
 
 import numpy as np
@@ -26,24 +24,6 @@ from sparse.retrieval.opensearch import (OpenSearchIndex, connection_settings, f
 VOCAB = 300
 TOKENS = [f"tok{i}" for i in range(VOCAB)]
 TOKENS[3], TOKENS[4], TOKENS[5], TOKENS[6], TOKENS[7] = ".", "##.", "50%", "[CLS]", "é.x"
-
-
-@pytest.fixture(scope="module")
-def osmem_url():
-    from osmem_server import resolve_binary
-
-    proc = subprocess.Popen([resolve_binary(), "--addr", "127.0.0.1:0", "--no-ja"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = proc.stdout.readline()
-        url = json.loads(line)["url"]
-        yield url
-    finally:
-        proc.stdin.close()  # osmem exits when stdin closes
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def random_batch(n, density, seed, scale=3.0):

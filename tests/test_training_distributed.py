@@ -17,18 +17,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_tiny_mlm
 
 REPO = Path(__file__).resolve().parent.parent
 WORDS = "the cat dog sat on mat a bird flew over house red blue green is big small".split()
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
+def assets(tmp_path_factory, tiny_mlm_factory):
     import datasets
 
     root = tmp_path_factory.mktemp("ddp")
-    model, tok = make_tiny_mlm(root, "bert", seed=3)
+    model, tok = tiny_mlm_factory(root, "bert", seed=3)
     model.config.hidden_dropout_prob = 0.0  # no randomness besides the data order
     model.config.attention_probs_dropout_prob = 0.0
     model.save_pretrained(root / "model")

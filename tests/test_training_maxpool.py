@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sparse.modeling.encoder import SparseEncoder, SparseSettings
-from sparse.training.maxpool import fused_document_forward, supports_fused
+from sparse.modeling.maxpool import fused_document_forward, supports_fused
 
 
 def test_fused_forward_and_backward_match_plain(tiny_bert):

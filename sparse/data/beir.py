@@ -14,7 +14,7 @@ import csv
 import glob
 import json
 import os
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from sparse.errors import UserError
 
@@ -32,6 +32,28 @@ def sorted_corpus(corpus: Corpus) -> tuple[list[str], list[str]]:
     """Document ids in sorted order and their texts (``doc_text``)."""
     ids = sorted(corpus)
     return ids, [doc_text(corpus[i]) for i in ids]
+
+
+def iter_corpus_texts(path: str) -> Iterator[str]:
+    """Document texts of a BEIR ``corpus.jsonl`` (``doc_text``), a ``.tsv`` collection (id<TAB>text,
+    MS MARCO style) or a plain text file (one document per line); blank lines are skipped."""
+    if not os.path.isfile(path):
+        raise UserError(f"corpus file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            if path.endswith(".jsonl"):
+                try:
+                    doc = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path}:{n} is not valid JSON: {exc}") from None
+                yield doc_text(doc)
+            elif path.endswith(".tsv"):
+                yield line.split("\t", 1)[-1]
+            else:
+                yield line
 
 
 def _read_jsonl(path: str) -> Iterable[tuple[int, dict]]:

@@ -13,6 +13,8 @@ import torch
 
 
 class TrainingCollator:
+    """Batches training items into the student's tensors plus the raw texts (see the module docstring)."""
+
     def __init__(self, tokenize, max_seq_length: int, query_max_seq_length: int | None = None):
         """``tokenize(texts, max_length) -> {input_ids, attention_mask}`` (``SparseEncoder.tokenize``)."""
         self.tokenize = tokenize

@@ -1,4 +1,4 @@
-"""Training datasets: ``posnegs`` and ``kd`` rows, read lazily from Arrow (reference section 4.3).
+"""Training datasets: ``posnegs`` and ``kd`` rows, read lazily from Arrow (the reference's item construction).
 
 Sources: a ``datasets`` ``save_to_disk`` directory or a JSONL file (converted to a memory-mapped
 Arrow cache by ``datasets``). Only a small integer index lives in Python; rows are read from
@@ -97,6 +97,8 @@ class _ItemIndex:
 
 
 class PosNegsDataset:
+    """``posnegs`` rows as items of one positive and ``sample_num_one_query`` negatives (module docstring)."""
+
     data_type = "posnegs"
 
     def __init__(self, ds, sample_num: int, source: str = "posnegs data"):
@@ -142,6 +144,8 @@ def partial_shuffle(n: int, swap_times: int, rng: np.random.Generator) -> np.nda
 
 
 class KDDataset:
+    """``kd`` rows as items of ``sample_num_one_query`` strided documents with their scores (module docstring)."""
+
     data_type = "kd"
 
     def __init__(self, ds, sample_num: int, swap_times: int = 0, first_rank_thresh: Optional[int] = None,
@@ -198,6 +202,11 @@ class KDDataset:
         docs = [r["docs"][j] for j in pick]
         scores = [float(r["scores"][j]) * self.score_scale for j in pick] if self.has_scores else None
         return {"query": r["query"], "docs": docs, "scores": scores}
+
+
+# ``kd-ids`` (the reference's rows of ids whose texts came from a remote service) is a valid
+# data_type that training refuses with a message (``sparse.training.run.check_config``).
+DATA_TYPES = (KDDataset.data_type, PosNegsDataset.data_type, "kd-ids")
 
 
 def build_dataset(path: str, data_type: str, sample_num: int, swap_times: int = 0,

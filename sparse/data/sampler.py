@@ -19,6 +19,8 @@ import numpy as np
 
 
 class GlobalBatchSampler:
+    """Batches of item indices: the same global batches on every rank, this rank's slice of each."""
+
     def __init__(self, sizes: Sequence[int], batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 42,
                  drop_last: bool = True, shuffle: bool = True):
         if batch_size < 1:

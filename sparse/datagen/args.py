@@ -31,6 +31,10 @@ class MiningArguments:
     output: Optional[str] = None  # default data/<name>_train
     batch_size: int = 32  # encoding batch size
     overwrite: bool = False
+    bm25_k1: float = 0.9  # --miner bm25: sparse.retrieval.bm25 settings (Anserini's k1, b)
+    bm25_b: float = 0.4
+    bm25_stemmer: Optional[str] = "english"  # PyStemmer language; null: no stemming
+    bm25_stopwords: Optional[str] = "en"  # bm25s stop word list; null: keep every word
 
 
 @dataclass
@@ -56,6 +60,16 @@ class KDPrepArguments:
     output: Optional[str] = None  # default data/<name>_kd
     batch_size: int = 32  # encoding batch size of the retriever
     overwrite: bool = False
+    # candidates: the union of these retrievers' top_k per query (sparse/datagen/candidates.py)
+    candidates: list = dataclasses.field(default_factory=lambda: ["student"])  # student | bm25 | dense:MODEL
+    include_positives: Optional[bool] = None  # add the qrels positives; null: true unless candidates=[student]
+    write_posnegs: Optional[str] = None  # also write teacher-filtered posnegs rows to this directory
+    negative_margin: float = 0.1  # posnegs: drop candidates scored >= (lowest positive's score - margin)
+    min_negatives: int = 1  # posnegs: a query with fewer negatives left is dropped (and counted)
+    bm25_k1: float = 0.9  # BM25 candidates and the bm25 teacher (sparse.retrieval.bm25)
+    bm25_b: float = 0.4
+    bm25_stemmer: Optional[str] = "english"  # PyStemmer language; null: no stemming
+    bm25_stopwords: Optional[str] = "en"  # bm25s stop word list; null: keep every word
 
 
 def _fields(cls) -> dict[str, Any]:
@@ -94,30 +108,23 @@ def _validate(args) -> None:
     if isinstance(args, KDPrepArguments):
         if args.queries_per_part < 1:
             raise ConfigError("queries_per_part must be >= 1")
-        if args.dense_pooling not in ("mean", "cls"):
-            raise ConfigError(f"dense_pooling must be 'mean' or 'cls', got {args.dense_pooling!r}")
+        from sparse.teachers.dense import POOLINGS
+
+        if args.dense_pooling not in POOLINGS:
+            raise ConfigError(f"dense_pooling must be one of {POOLINGS}, got {args.dense_pooling!r}")
         if args.max_queries is not None and args.max_queries < 1:
             raise ConfigError("max_queries must be >= 1 or null")
+        from sparse.datagen.candidates import check_candidate_args
+
+        check_candidate_args(args)
+    if hasattr(args, "bm25_k1"):
+        bm25_params(args)  # checks k1 and b
 
 
-def encoder_settings(cfg: ResolvedConfig) -> dict[str, Any]:
-    """Sparse settings the user set explicitly; everything else comes from the checkpoint.
+def bm25_params(args):
+    """The ``BM25Params`` of the ``bm25_*`` keys."""
+    from sparse.retrieval.bm25 import BM25Params
 
-    The same rule as ``evaluate_beir.py`` (one function), so a model mined and evaluated with the
-    same keys has the same fingerprint and its cached corpus vectors are shared. A siamese
-    checkpoint is mined with siamese queries unless ``--inf_free true`` is given (the reference
-    always searched inference-free, its bug 8.15).
-    """
-    from sparse.evaluation.runner import encoder_settings as shared
+    return BM25Params.from_dict({"k1": args.bm25_k1, "b": args.bm25_b, "stemmer": args.bm25_stemmer,
+                                 "stopwords": args.bm25_stopwords})
 
-    return shared(cfg)
-
-
-def load_encoder(cfg: ResolvedConfig, device: Optional[str] = None):
-    from sparse.modeling.encoder import SparseEncoder
-
-    if not cfg.model.model_name_or_path:
-        raise ConfigError("--model_name_or_path is required")
-    return SparseEncoder.from_pretrained(cfg.model.model_name_or_path, settings=encoder_settings(cfg),
-                                         idf_path=cfg.model.idf_path, tokenizer_name=cfg.model.tokenizer_name,
-                                         trust_remote_code=cfg.model.trust_remote_code, device=device)

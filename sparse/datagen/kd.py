@@ -4,16 +4,22 @@ For every query q of the split (queries with qrels, sorted by id):
 
   1. D(q) = the top ``top_k`` documents of the **whole collection** for q, retrieved with the
      given sparse model (corpus encoded once, cached and shared with evaluation; ``Index``
-     search), best first, ties by doc id; a query with no hit is dropped and counted;
+     search), best first, ties by doc id; a query with no hit is dropped and counted. With
+     ``--candidates`` D(q) is instead the union of several retrievers' top-k (student, bm25,
+     dense:MODEL), plus the judged positives with ``--include_positives``, listed by ensemble
+     score (``sparse.datagen.candidates``, which also builds the ``--write_posnegs`` rows);
   2. every teacher m scores every pair (q, d), d in D(q): bi-encoders (dense, sparse) embed q
      and each distinct document once, cross-encoders and seq2seq models read every pair;
   3. per query and per teacher the scores are min-max normalized over D(q)
      (``sparse.teachers.minmax_per_row``: (s - min) / (max - min + 1e-6), in [0, 1));
   4. score(q, d) = mean over teachers of the normalized scores, also in [0, 1].
 
-The reference (``data_preparation.py`` on l0_enhance, section 2.10) normalized over batches of
-50 pairs that mixed queries, retrieved from the ~10 passages attached to each query rather than
-the collection, and could not run (bug 8.21); none of that is reproduced.
+Steps 2-4 are ``TeacherEnsemble.score_candidates`` (``sparse.teachers.ensemble``, the same
+ensemble as online distillation) with ``score_scale`` 1.
+
+The reference's ``data_preparation.py`` (l0_enhance branch) normalized over batches of 50 pairs
+that mixed queries, scored only the ~10 passages attached to each query rather than a retrieval
+over the collection, and could not run as committed; none of that is reproduced.
 
 Rows are ``kd`` / ``kd-ids`` rows: ``{query, q_id, docs, d_ids, scores}`` (+ ``teacher_scores``
 [teacher][doc] with ``--save_teacher_scores``). Work is cut into parts of ``queries_per_part``
@@ -33,103 +39,65 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from sparse.datagen.args import KDPrepArguments, load_encoder
+from sparse.corpus import corpus_cache_dir, distributed
+from sparse.datagen.args import KDPrepArguments
 from sparse.datagen.parts import PartStore, assigned_parts
 from sparse.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
-TEACHER_TYPES = ("dense", "sparse", "cross", "seq2seq")
+KD_SCORE_SCALE = 1.0  # the stored scores stay in [0, 1); training scales them with its score_scale key
 DROP_NO_HITS = "no document retrieved (the query shares no token with the collection)"
 
 
 # ------------------------------------------------------------------------------ teachers
 def parse_teacher_specs(specs: Sequence[str]) -> list[tuple[str, str]]:
-    """``["dense:PATH", "cross:ID", ...]`` -> [(type, model id)]."""
+    """``["dense:PATH", "cross:ID", "bm25", ...]`` -> [(type, model id)]; types come from the teacher
+    registry. A type that needs no model (``bm25``: the collection being processed) may stand alone
+    (model id None)."""
+    from sparse.teachers import TEACHER_TYPES, teacher_types
+
+    known = teacher_types()
     out = []
     for spec in specs or []:
         kind, sep, model = str(spec).partition(":")
-        if not sep or not model or kind not in TEACHER_TYPES:
-            raise ConfigError(f"teacher {spec!r} must be TYPE:MODEL with TYPE one of {TEACHER_TYPES}")
-        out.append((kind, model))
+        optional = kind in known and not getattr(TEACHER_TYPES[kind], "needs_model_id", True)
+        if kind not in known or (not optional and (not sep or not model)) or (sep and not model):
+            raise ConfigError(f"teacher {spec!r} must be TYPE:MODEL with TYPE one of {known} (bm25 alone: "
+                              "the statistics of the collection being processed)")
+        out.append((kind, model or None))
     if not out:
         raise ConfigError("--teachers is required: e.g. --teachers dense:PATH,sparse:PATH "
-                          f"(types {TEACHER_TYPES})")
+                          f"(types {known})")
     return out
 
 
-def build_teachers(args: KDPrepArguments, device=None) -> list:
+def build_kd_ensemble(args: KDPrepArguments, device=None, bm25_index=None, cache_dir=None):
+    """The ``TeacherEnsemble`` of ``--teachers`` (score_scale ``KD_SCORE_SCALE``).
+
+    ``bm25`` teachers take the ``--bm25_*`` settings; a bare ``bm25`` scores with ``bm25_index``
+    (the ``BM25Index`` of the collection being processed).
+    """
+    from sparse.datagen.args import bm25_params
     from sparse.teachers import build_ensemble
 
     specs = parse_teacher_specs(args.teachers)
+    options = []
+    for kind, model in specs:
+        if kind != "bm25":
+            options.append(None)
+            continue
+        if model is None and bm25_index is None:
+            raise ConfigError("teacher 'bm25' without a collection needs the collection's BM25 index")
+        opts = {**asdict(bm25_params(args)), "cache_dir": cache_dir}
+        options.append({**opts, "index": bm25_index} if model is None else opts)
     kwargs = {"types": [k for k, _ in specs], "model_ids": [m for _, m in specs],
               "poolings": args.dense_pooling, "max_lengths": args.teacher_max_length,
-              "batch_size": args.teacher_batch_size, "trust_remote_code": args.teacher_trust_remote_code}
+              "batch_size": args.teacher_batch_size, "trust_remote_code": args.teacher_trust_remote_code,
+              "score_scale": KD_SCORE_SCALE, "teacher_options": options}
     if args.teacher_dtype:
         kwargs["dtype"] = args.teacher_dtype
-    return build_ensemble(kwargs, max_length=args.teacher_max_length, device=device).teachers
-
-
-def _name(teacher) -> str:
-    return getattr(teacher, "teacher_type", type(teacher).__name__)
-
-
-def _embed_in_chunks(embed, texts: list[str], desc: str, progress: bool, chunk: int = 512) -> torch.Tensor:
-    from tqdm.auto import tqdm
-
-    out = []
-    with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress, leave=False) as bar:
-        for s in range(0, len(texts), chunk):
-            out.append(embed(texts[s:s + chunk]).float().cpu())
-            bar.update(len(texts[s:s + chunk]))
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-def raw_teacher_scores(teacher, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]],
-                       progress: bool = False) -> list[np.ndarray]:
-    """One teacher's raw scores: for each query, an array over its documents."""
-    if getattr(teacher, "is_bi_encoder", False):
-        # distinct documents, longest first, so each batch pads to similar lengths
-        distinct = sorted({d for docs in docs_per_query for d in docs}, key=lambda d: (-len(d), d))
-        position = {d: i for i, d in enumerate(distinct)}
-        d_emb = _embed_in_chunks(teacher.embed_docs, distinct, f"{_name(teacher)} docs", progress)
-        q_emb = _embed_in_chunks(teacher.embed_queries, list(queries), f"{_name(teacher)} queries", progress)
-        return [(d_emb[[position[d] for d in docs]] @ q_emb[i]).numpy() if docs else np.zeros(0, np.float32)
-                for i, docs in enumerate(docs_per_query)]
-    flat_q = [q for q, docs in zip(queries, docs_per_query) for _ in docs]
-    flat_d = [d for docs in docs_per_query for d in docs]
-    from tqdm.auto import tqdm
-
-    chunk = 1024
-    pieces = []
-    with tqdm(total=len(flat_q), desc=f"{_name(teacher)} pairs", unit="pair", disable=not progress,
-              leave=False) as bar:
-        for s in range(0, len(flat_q), chunk):
-            pieces.append(teacher.score_pairs(flat_q[s:s + chunk], flat_d[s:s + chunk]).float().cpu().numpy())
-            bar.update(len(pieces[-1]))
-    flat = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-    bounds = np.cumsum([0] + [len(docs) for docs in docs_per_query])
-    return [flat[bounds[i]:bounds[i + 1]] for i in range(len(docs_per_query))]
-
-
-def normalize_row(scores: np.ndarray) -> np.ndarray:
-    from sparse.teachers import minmax_per_row
-
-    if len(scores) == 0:
-        return scores.astype(np.float32)
-    return minmax_per_row(torch.from_numpy(np.asarray(scores, np.float32))[None, :])[0].numpy()
-
-
-def ensemble_scores(teachers, queries: Sequence[str], docs_per_query: Sequence[Sequence[str]],
-                    progress: bool = False):
-    """(mean normalized score per query, [teacher][query] normalized scores)."""
-    per_teacher = []
-    for teacher in teachers:
-        raw = raw_teacher_scores(teacher, queries, docs_per_query, progress)
-        per_teacher.append([normalize_row(r) for r in raw])
-    means = [np.mean([per_teacher[m][i] for m in range(len(teachers))], axis=0).astype(np.float32)
-             for i in range(len(queries))]
-    return means, per_teacher
+    return build_ensemble(kwargs, max_length=args.teacher_max_length, device=device)
 
 
 # ------------------------------------------------------------------------------ one part
@@ -143,28 +111,67 @@ def kd_features(with_teacher_scores: bool):
     return Features(spec)
 
 
-def make_part(qids: Sequence[str], data, text_of: dict, retriever, teachers, args: KDPrepArguments,
-              progress: bool = False):
-    """(kd dataset of these queries, part stats)."""
+def rows_dataset(rows: list[dict], features):
+    """A ``Dataset`` of ``rows`` with these columns; no rows gives an empty dataset that keeps them."""
     from datasets import Dataset
 
+    return Dataset.from_dict({k: [r[k] for r in rows] for k in features}, features=features)
+
+
+def make_part(qids: Sequence[str], data, text_of: dict, retriever, ensemble, args: KDPrepArguments,
+              progress: bool = False):
+    """(kd dataset of these queries, part stats, posnegs (dataset, ``MiningStats`` dict) or None);
+    ``ensemble`` is a ``TeacherEnsemble``. Candidates, their order and the posnegs filter:
+    ``sparse.datagen.candidates``."""
+    from sparse.datagen.candidates import build_filtered_posnegs, ensemble_order, wants_positives
+
     hit_ids, _ = retriever.search([data.queries[q] for q in qids], args.top_k)
+    added, absent = 0, 0
+    if wants_positives(args):  # the judged positives join the candidates, so the teachers score them
+        hit_ids = [list(ids) for ids in hit_ids]
+        for q, ids in zip(qids, hit_ids):
+            have = set(ids)
+            positives = [d for d, g in sorted(data.qrels.get(q, {}).items()) if g > 0]
+            extra = [d for d in positives if d in text_of and d not in have]
+            ids.extend(extra)
+            added += len(extra)
+            absent += sum(1 for d in positives if d not in text_of)
     kept = [(q, ids) for q, ids in zip(qids, hit_ids) if ids]
     dropped = [q for q, ids in zip(qids, hit_ids) if not ids]
     queries = [data.queries[q] for q, _ in kept]
     docs = [[text_of[d] for d in ids] for _, ids in kept]
-    means, per_teacher = ensemble_scores(teachers, queries, docs, progress) if kept else ([], [])
+    means, per_teacher = ensemble.score_candidates(queries, docs, progress) if kept else ([], [])
+    if ensemble_order(args):  # best ensemble score first, ties by doc id
+        for i, (q, ids) in enumerate(kept):
+            order = np.lexsort((np.asarray(ids), -means[i]))
+            kept[i] = (q, [ids[j] for j in order])
+            docs[i] = [docs[i][j] for j in order]
+            means[i] = means[i][order]
+            for m in range(len(per_teacher)):
+                per_teacher[m][i] = per_teacher[m][i][order]
     rows = []
     for i, (q, ids) in enumerate(kept):
         row = {"query": queries[i], "q_id": q, "docs": docs[i], "d_ids": list(ids),
                "scores": means[i].tolist()}
         if args.save_teacher_scores:
-            row["teacher_scores"] = [per_teacher[m][i].tolist() for m in range(len(teachers))]
+            row["teacher_scores"] = [per_teacher[m][i].tolist() for m in range(len(ensemble.teachers))]
         rows.append(row)
-    ds = Dataset.from_list(rows, features=kd_features(args.save_teacher_scores))
+    ds = rows_dataset(rows, kd_features(args.save_teacher_scores))
     stats = {"queries_in": len(qids), "rows": len(rows), "docs": int(sum(len(d) for d in docs)),
-             "dropped": {DROP_NO_HITS: dropped} if dropped else {}}
-    return ds, stats
+             "dropped": {DROP_NO_HITS: dropped} if dropped else {}, "positives_added": added}
+    if absent:
+        stats["positives_not_in_collection"] = absent  # judged positives the corpus lacks: not added
+    if getattr(retriever, "last_hits", None):
+        stats["retriever_hits"] = dict(retriever.last_hits)
+    posnegs = None
+    if args.write_posnegs:
+        from sparse.datagen.negatives import posnegs_features
+
+        scored = {q: (ids, means[i]) for i, (q, ids) in enumerate(kept)}
+        prow, pstats = build_filtered_posnegs(qids, data.queries, data.qrels, scored, text_of,
+                                              args.negative_margin, args.min_negatives)
+        posnegs = (rows_dataset(prow, posnegs_features()), pstats.to_dict())
+    return ds, stats, posnegs
 
 
 # ------------------------------------------------------------------------------ the run
@@ -188,28 +195,35 @@ def output_dir(args: KDPrepArguments, name: str) -> str:
     return args.output or os.path.join("data", f"{name}_kd")
 
 
-def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, teachers=None) -> dict:
-    """Build (or resume) the KD dataset; returns the stats dict on rank 0, {} on other ranks."""
+def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, ensemble=None) -> dict:
+    """Build (or resume) the KD dataset; returns the stats dict on rank 0, {} on other ranks.
+
+    ``retriever`` and ``ensemble`` (a ``TeacherEnsemble``) default to the ones the arguments describe.
+    """
     from tqdm.auto import tqdm
 
-    from sparse.datagen.mining import _device, corpus_cache_dir, index_options
+    from sparse.datagen.mining import index_options
     from sparse.datagen.sources import load_source
-    from sparse.evaluation import distributed
 
     t0 = time.perf_counter()
     started = time.time()
     data_dir = args.data_dir or _beir_dir(cfg)
     data = load_source(data_dir, args.split, fix_encoding=args.fix_encoding)
     out = output_dir(args, data.name)
-    rank, world = distributed.rank(), distributed.world_size()
+    rank, world = distributed.launch_rank(), distributed.launch_world_size()
     store = PartStore(out)
     if os.path.isfile(os.path.join(out, "stats.json")):
         if not args.overwrite:
             raise UserError(f"{out} already holds finished KD data; pass --overwrite true to rebuild it")
+    pstore = PartStore(args.write_posnegs) if args.write_posnegs else None
+    if pstore is not None and os.path.isfile(os.path.join(pstore.output, "stats.json")) and not args.overwrite:
+        raise UserError(f"{pstore.output} already holds finished posnegs data; pass --overwrite true to rebuild it")
     if args.overwrite and rank == 0:
-        store.remove()
-        if os.path.isdir(out):
-            shutil.rmtree(out)
+        for st in (store, pstore):
+            if st is not None:
+                st.remove()
+                if os.path.isdir(st.output):
+                    shutil.rmtree(st.output)
     qids = select_queries(data, args.max_queries)
     parts = [qids[s:s + args.queries_per_part] for s in range(0, len(qids), args.queries_per_part)]
     if rank != 0 and args.overwrite:
@@ -224,25 +238,32 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, te
         logger.info("rank %d: %d finished parts found, not redone", rank, skipped)
     # under torchrun every rank takes part in encoding the corpus, with or without parts to do
     if todo or world > 1:
-        if retriever is None:
-            from sparse.datagen.miners import SparseRetriever
+        from sparse.datagen.candidates import build_candidate_retriever, parse_candidates
 
-            encoder = load_encoder(cfg, device=_device())
-            retriever = SparseRetriever(encoder, data.doc_ids, data.doc_texts, engine=cfg.eval.engine,
-                                        cache_dir=corpus_cache_dir(cfg),
-                                        key_parts=(data.name,), batch_size=args.batch_size,
-                                        max_length=cfg.data.max_seq_length, progress=progress,
-                                        index_opts=index_options(cfg, f"{data.name}-rank{rank}"),
-                                        searcher=bool(todo))
-        if teachers is None and todo:
-            teachers = build_teachers(args, device=_device())
+        bm25_index = None  # one BM25 index of the collection, for bm25 candidates and a bare bm25 teacher
+        if todo and ((retriever is None and ("bm25", None) in parse_candidates(args.candidates))
+                     or (ensemble is None and ("bm25", None) in parse_teacher_specs(args.teachers))):
+            from sparse.datagen.args import bm25_params
+            from sparse.retrieval.bm25 import BM25Index
+
+            bm25_index = BM25Index(data.doc_ids, data.doc_texts, bm25_params(args), cache_dir=corpus_cache_dir(cfg),
+                                   label=data.name, progress=progress)
+        if ensemble is None and todo:
+            ensemble = build_kd_ensemble(args, device=distributed.local_device(), bm25_index=bm25_index,
+                                         cache_dir=corpus_cache_dir(cfg))
+        if retriever is None:
+            retriever = build_candidate_retriever(cfg, args, data, ensemble, bm25_index, progress=progress,
+                                                  searcher=bool(todo),
+                                                  index_opts=index_options(cfg, f"{data.name}-rank{rank}"))
     text_of = data.text_of()
     bar = tqdm(total=sum(len(parts[i]) for i in todo), desc=f"kd queries (rank {rank})", unit="query",
                disable=not progress)
     for i in todo:
         t = time.perf_counter()
-        ds, stats = make_part(parts[i], data, text_of, retriever, teachers, args, progress)
+        ds, stats, posnegs = make_part(parts[i], data, text_of, retriever, ensemble, args, progress)
         stats["seconds"] = round(time.perf_counter() - t, 2)
+        if pstore is not None:
+            pstore.save(i, *posnegs)  # before the kd part: a finished kd part implies its posnegs part
         store.save(i, ds, stats)
         bar.update(len(parts[i]))
     bar.close()
@@ -254,6 +275,8 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, te
     stats.update({"dataset": data.name, "data_dir": data_dir, "split": args.split, "corpus_size": len(data.doc_ids),
                   "teachers": list(args.teachers or []), "top_k": args.top_k, "rows_written": len(merged),
                   "seconds_this_run": round(time.perf_counter() - t0, 1), "resumed_parts": skipped})
+    if pstore is not None:
+        stats["posnegs"] = _finish_posnegs(pstore, len(parts), args, cfg, data.name)
     _write_json(os.path.join(out, "kd_config.json"), {"kd": asdict(args), **cfg.to_dict()})
     _write_json(os.path.join(out, "stats.json"), stats)
     store.remove()
@@ -264,12 +287,39 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, te
     return stats
 
 
+def _finish_posnegs(pstore: PartStore, n_parts: int, args: KDPrepArguments, cfg, name: str) -> dict:
+    """Merge the posnegs parts into ``--write_posnegs`` (rows + ``stats.json``, as ``demo_train_data.py``)."""
+    from sparse.datagen.candidates import merge_mining_stats
+
+    merged = pstore.merge(n_parts, args.num_shards)
+    mstats = merge_mining_stats([pstore.stats(i) for i in range(n_parts)])
+    mstats.extra.update({"dataset": name, "split": args.split, "candidates": list(args.candidates),
+                         "teachers": list(args.teachers or []), "negative_margin": args.negative_margin,
+                         "top_k": args.top_k})
+    _write_json(os.path.join(pstore.output, "prep_config.json"), {"kd": asdict(args), **cfg.to_dict()})
+    mstats.save(os.path.join(pstore.output, "stats.json"))
+    pstore.remove()
+    msg = f"{pstore.output}: {mstats.summary()}"
+    logger.info(msg)
+    print(msg)
+    if not len(merged):
+        logger.warning("%s holds no posnegs rows (%s)", pstore.output, mstats.summary())
+    return {"output": pstore.output, "rows": mstats.rows, "queries_kept": mstats.queries_kept,
+            "queries_dropped": mstats.to_dict()["queries_dropped"], "mean_negatives": round(mstats.mean_negatives, 3)}
+
+
 def _merge_stats(store: PartStore, n_parts: int) -> dict:
-    total = {"queries_in": 0, "rows": 0, "docs": 0, "dropped": {}, "seconds_parts": 0.0}
+    total = {"queries_in": 0, "rows": 0, "docs": 0, "dropped": {}, "seconds_parts": 0.0, "positives_added": 0}
     for i in range(n_parts):
         s = store.stats(i)
         for k in ("queries_in", "rows", "docs"):
             total[k] += s[k]
+        total["positives_added"] += s.get("positives_added", 0)
+        if s.get("positives_not_in_collection"):
+            total["positives_not_in_collection"] = total.get("positives_not_in_collection", 0) + \
+                s["positives_not_in_collection"]
+        for name, hits in s.get("retriever_hits", {}).items():
+            total.setdefault("retriever_hits", {})[name] = total.get("retriever_hits", {}).get(name, 0) + hits
         total["seconds_parts"] += s.get("seconds", 0.0)
         for reason, ids in s["dropped"].items():
             entry = total["dropped"].setdefault(reason, {"count": 0, "examples": []})

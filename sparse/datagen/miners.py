@@ -3,12 +3,13 @@
 Both return, per query, ``(doc ids, scores)`` of the top k, best first, ties broken by doc id.
 
 * ``SparseRetriever`` never encodes or searches by itself: the corpus goes through the shared
-  cached, torchrun-sharded ``sparse.evaluation.corpus_cache.encode_corpus`` (so evaluation
-  and mining of the same model and corpus encode it once), queries through
+  cached, torchrun-sharded ``sparse.corpus.encode_corpus`` (so evaluation and mining of the
+  same model and corpus encode it once), queries through
   ``SparseEncoder.encode_queries`` (inference-free or siamese, as the checkpoint says), and the
   search through ``sparse.retrieval.build_index`` (``embedded`` or ``opensearch``).
-* ``BM25Retriever`` uses ``bm25s`` (Lucene BM25, k1=1.5, b=0.75, English stop words; the
-  Snowball stemmer when ``PyStemmer`` is installed).
+* ``BM25Retriever`` is the toolkit's one BM25, ``sparse.retrieval.bm25.BM25Index`` (bm25s, Lucene
+  BM25; defaults k1=0.9, b=0.4, English stop words, the English Snowball stemmer of PyStemmer),
+  its index cached under ``cache_dir`` when one is given.
 """
 
 from __future__ import annotations
@@ -22,32 +23,37 @@ logger = logging.getLogger(__name__)
 
 
 class SparseRetriever:
-    def __init__(self, encoder, doc_ids: Sequence[str], doc_texts: Sequence[str], engine: str = "embedded",
-                 cache_dir: Optional[str] = "cache/corpus", key_parts: Sequence = (), batch_size: int = 32,
+    """Top-k documents of the sparse model: corpus vectors from ``encode_corpus``, search by an ``Index``.
+
+    ``cache_dir`` is where corpus vectors are cached (None: no cache, one process only).
+    """
+
+    def __init__(self, encoder, doc_ids: Sequence[str], doc_texts: Sequence[str], *, cache_dir: Optional[str],
+                 engine: str = "embedded", key_parts: Sequence = (), batch_size: int = 32,
                  max_length: Optional[int] = None, index_opts: Optional[dict] = None, progress: bool = True,
                  searcher: bool = True):
-        from sparse.evaluation import distributed
-        from sparse.evaluation.corpus_cache import encode_corpus
+        from sparse.corpus import distributed, encode_corpus
 
         self.encoder = encoder
         self.batch_size = batch_size
         self.progress = progress
         self.doc_ids = list(doc_ids)
-        vectors = encode_corpus(encoder, self.doc_ids, list(doc_texts), cache_dir, key_parts=key_parts,
+        encoded = encode_corpus(encoder, self.doc_ids, list(doc_texts), cache_dir, key_parts=key_parts,
                                 batch_size=batch_size, max_length=max_length, progress=progress,
                                 all_ranks=searcher)
-        self.cache_entry = encode_corpus.last_entry
-        self.rank = distributed.rank()
+        self.cache_entry = encoded.entry
+        self.rank = distributed.launch_rank()
         # under torchrun a rank that only helps encoding (``searcher=False``) builds no index
-        self.index = self._build_index(engine, vectors, index_opts or {}) if searcher else None
+        self.index = self._build_index(engine, encoded.vectors, index_opts or {}) if searcher else None
 
     def _build_index(self, engine: str, vectors, opts: dict):
-        from sparse.retrieval import build_index
+        from sparse.retrieval import index_class
 
-        if engine == "opensearch":
+        engine_cls = index_class(engine)
+        if engine_cls.needs_token_names:
             opts = {"id_to_token": self.encoder.id_to_token, **opts}
         try:
-            index = build_index(engine, **opts)
+            index = engine_cls(**opts)
         except TypeError as exc:
             raise UserError(f"cannot create the {engine} index with options {sorted(opts)}: {exc}") from None
         index.add(self.doc_ids, vectors)
@@ -65,44 +71,22 @@ class SparseRetriever:
 
 
 class BM25Retriever:
-    def __init__(self, doc_ids: Sequence[str], doc_texts: Sequence[str], k1: float = 1.5, b: float = 0.75,
-                 progress: bool = True):
-        import bm25s
+    """Top-k documents by BM25 (``sparse.retrieval.bm25.BM25Index``), for mining without a sparse model.
 
-        self._bm25s = bm25s
-        self.doc_ids = list(doc_ids)
-        self.stemmer = _stemmer()
-        self.progress = progress
-        tokens = bm25s.tokenize(list(doc_texts), stopwords="en", stemmer=self.stemmer, show_progress=progress)
-        self.model = bm25s.BM25(k1=k1, b=b, method="lucene")
-        self.model.index(tokens, show_progress=progress)
+    ``params``: a ``BM25Params`` (default k1=0.9, b=0.4, English stop words and stemmer);
+    ``cache_dir``: where the index is cached (None: not cached); ``label`` names the cache entry.
+    """
+
+    def __init__(self, doc_ids: Sequence[str], doc_texts: Sequence[str], params=None,
+                 cache_dir: Optional[str] = None, label: str = "corpus", progress: bool = True, index=None):
+        from sparse.retrieval.bm25 import BM25Index
+
+        self.index = index if index is not None else BM25Index(doc_ids, doc_texts, params, cache_dir=cache_dir,
+                                                               label=label, progress=progress)
+        self.doc_ids = self.index.doc_ids
 
     def search(self, query_texts: Sequence[str], k: int) -> tuple[list[list[str]], list[list[float]]]:
-        from sparse.retrieval.base import rank_hits
-
-        if not query_texts:
-            return [], []
-        # the vocabulary of the index, so unseen query words are ignored, not errors
-        tokens = self._bm25s.tokenize(list(query_texts), stopwords="en", stemmer=self.stemmer,
-                                      return_ids=False, show_progress=False)
-        depth = min(len(self.doc_ids), k + 16)  # a margin so ties at the k-th place sort by id
-        docs, scores = self.model.retrieve(tokens, k=depth, show_progress=self.progress, n_threads=0)
-        out_ids, out_scores = [], []
-        for row_docs, row_scores in zip(docs, scores):
-            hits = [(self.doc_ids[int(d)], float(s)) for d, s in zip(row_docs, row_scores) if s > 0]
-            ids, vals = rank_hits([h[0] for h in hits], [h[1] for h in hits], k)
-            out_ids.append(ids)
-            out_scores.append(vals)
-        return out_ids, out_scores
+        return self.index.search(query_texts, k)
 
     def close(self) -> None:
-        self.model = None
-
-
-def _stemmer():
-    try:
-        import Stemmer  # PyStemmer, optional
-
-        return Stemmer.Stemmer("english").stemWord
-    except ImportError:
-        return None
+        pass  # the index may be shared (KD candidates and the bm25 teacher): dropped with the last reference

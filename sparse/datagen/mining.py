@@ -19,7 +19,8 @@ import shutil
 import time
 from dataclasses import asdict
 
-from sparse.datagen.args import MiningArguments, load_encoder
+from sparse.corpus import corpus_cache_dir, distributed, load_encoder
+from sparse.datagen.args import MiningArguments
 from sparse.datagen.negatives import build_posnegs_rows, write_rows
 from sparse.datagen.sources import load_beir_data
 from sparse.errors import UserError
@@ -44,25 +45,19 @@ def output_dir(args: MiningArguments, name: str) -> str:
 
 def make_retriever(cfg, args: MiningArguments, data, progress: bool = True):
     if args.miner == "bm25":
+        from sparse.datagen.args import bm25_params
         from sparse.datagen.miners import BM25Retriever
 
-        return BM25Retriever(data.doc_ids, data.doc_texts, progress=progress)
+        return BM25Retriever(data.doc_ids, data.doc_texts, bm25_params(args), cache_dir=corpus_cache_dir(cfg),
+                             label=data.name, progress=progress)
     from sparse.datagen.miners import SparseRetriever
-    from sparse.evaluation import distributed
 
-    encoder = load_encoder(cfg, device=_device())
+    encoder = load_encoder(cfg, device=distributed.local_device())
     return SparseRetriever(encoder, data.doc_ids, data.doc_texts, engine=cfg.eval.engine,
                            cache_dir=corpus_cache_dir(cfg),
                            key_parts=(data.name,), batch_size=args.batch_size,
                            max_length=cfg.data.max_seq_length, index_opts=index_options(cfg, data.name),
-                           progress=progress, searcher=distributed.rank() == 0)
-
-
-def corpus_cache_dir(cfg) -> str:
-    """Where corpus vectors are cached: the same default as ``evaluate_beir.py``, so mining and
-    evaluation of one model on one dataset (same ``max_seq_length``) encode the corpus once."""
-    return (cfg.eval.cache_dir or os.environ.get("SPARSE_CACHE_DIR")
-            or os.path.join(os.path.expanduser("~"), ".cache", "sparse", "corpus_vectors"))
+                           progress=progress, searcher=distributed.is_launch_main())
 
 
 def index_options(cfg, name: str = "") -> dict:
@@ -75,16 +70,6 @@ def index_options(cfg, name: str = "") -> dict:
             "bulk_size": e.opensearch_bulk_size, "delete_on_close": True,
             "index_name": f"{e.opensearch_index_prefix}-datagen-{name}".lower()}
     return {k: v for k, v in opts.items() if v is not None}
-
-
-def _device():
-    import torch
-
-    from sparse.evaluation import distributed
-
-    if torch.cuda.is_available():
-        return f"cuda:{distributed.local_rank()}"
-    return "cpu"
 
 
 def search_all(retriever, query_texts: list[str], k: int, progress: bool = True):
@@ -103,11 +88,9 @@ def search_all(retriever, query_texts: list[str], k: int, progress: bool = True)
 
 def run_mining(cfg, args: MiningArguments, progress: bool = True) -> dict:
     """Mine and write; returns the stats dict (rank 0) or {} (other ranks)."""
-    from sparse.evaluation import distributed
-
     name, path = dataset_dir(cfg)
     out = output_dir(args, name)
-    rank = distributed.rank()
+    rank = distributed.launch_rank()
     if os.path.isfile(os.path.join(out, "stats.json")) and not args.overwrite:
         raise UserError(f"{out} already holds mined data; pass --overwrite true to replace it")
     if args.miner == "bm25" and rank != 0:

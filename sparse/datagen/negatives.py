@@ -1,4 +1,4 @@
-"""From retrieved candidates to ``posnegs`` rows (reference ``demo_train_data.py``, section 2.8).
+"""From retrieved candidates to ``posnegs`` rows (as the reference's ``demo_train_data.py`` builds them).
 
 For a query q with qrels R(q) (any grade) and positives P(q) = {d in R(q): grade > 0}:
 
@@ -53,6 +53,8 @@ def select_negatives(candidates: Sequence[str], judged: set, skip_top: int = 0,
 
 @dataclass
 class MiningStats:
+    """Counts of a mining run: queries in and kept, rows, negatives per row, and what was dropped why."""
+
     queries_in: int = 0
     queries_kept: int = 0
     rows: int = 0
@@ -134,14 +136,19 @@ def build_posnegs_rows(query_ids: Sequence[str], queries: dict, qrels: dict, ret
     return rows, stats
 
 
+def posnegs_features():
+    """The columns of a ``posnegs`` row: ``{query, pos, negs, query_id, pos_id, neg_ids}``."""
+    from datasets import Features, List, Value
+
+    return Features({"query": Value("string"), "pos": Value("string"), "negs": List(Value("string")),
+                     "query_id": Value("string"), "pos_id": Value("string"), "neg_ids": List(Value("string"))})
+
+
 def write_rows(rows: list[dict], output: str, stats: MiningStats, extra_files: Optional[dict] = None) -> None:
     """``save_to_disk`` directory plus ``stats.json`` (written last: it marks a finished output)."""
-    from datasets import Dataset, Features, List, Value
+    from datasets import Dataset
 
-    features = Features({"query": Value("string"), "pos": Value("string"), "negs": List(Value("string")),
-                         "query_id": Value("string"), "pos_id": Value("string"),
-                         "neg_ids": List(Value("string"))})
-    ds = Dataset.from_list(rows, features=features)
+    ds = Dataset.from_list(rows, features=posnegs_features())
     ds.save_to_disk(output)
     for name, content in (extra_files or {}).items():
         with open(os.path.join(output, name), "w", encoding="utf-8") as f:

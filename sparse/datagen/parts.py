@@ -25,6 +25,8 @@ from sparse.errors import UserError
 
 
 class PartStore:
+    """The numbered parts of one resumable job under ``<output>.parts/`` and their merge into ``<output>``."""
+
     def __init__(self, output: str):
         self.output = os.path.normpath(output)
         self.root = self.output + ".parts"
@@ -58,7 +60,7 @@ class PartStore:
         tmp = f"{final}.tmp{os.getpid()}"
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)
-        dataset.save_to_disk(tmp)
+        dataset.save_to_disk(tmp, num_shards=1 if not len(dataset) else None)  # an empty part: 1 empty shard
         with open(os.path.join(tmp, "part_stats.json"), "w", encoding="utf-8") as f:
             json.dump(stats, f)
         if os.path.isdir(final):
@@ -93,8 +95,8 @@ class PartStore:
         if os.path.isdir(self.output):
             shutil.rmtree(self.output)
         shards = num_shards or None
-        if shards is not None:
-            shards = max(1, min(int(shards), len(merged)))
+        if shards is not None or not len(merged):
+            shards = max(1, min(int(shards or 1), len(merged)))
         merged.save_to_disk(self.output, num_shards=shards)
         return merged
 

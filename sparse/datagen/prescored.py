@@ -1,5 +1,5 @@
 """Join published pre-scored id lists with collection texts (reference
-``prepare_msmarco_hard_negatives.py``, section 2.9).
+``prepare_msmarco_hard_negatives.py``).
 
 Input rows ``{query: query id, docs: [doc ids], scores: [floats]}`` (e.g. the Hugging Face set
 ``opensearch-project/msmarco-hard-negatives``: MS MARCO train queries, top-100 candidates,

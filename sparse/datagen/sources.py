@@ -23,6 +23,8 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 @dataclass
 class RetrievalData:
+    """One split of a retrieval dataset: the sorted corpus, the queries that have qrels, and the qrels."""
+
     name: str
     doc_ids: list[str]  # sorted
     doc_texts: list[str]

@@ -1,1 +1,2 @@
-"""BEIR evaluation: corpus-vector cache, metrics (pytrec_eval, BEIR conventions), sparsity, reports."""
+"""BEIR evaluation: encode (through ``sparse.corpus``), index, search, metrics (pytrec_eval, BEIR
+conventions), sparsity statistics and reports."""

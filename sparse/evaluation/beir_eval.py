@@ -18,20 +18,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from sparse.corpus import corpus_key, distributed, encode_corpus, encoder_fingerprint
 from sparse.data.beir import load_beir, sorted_corpus
-from sparse.evaluation import distributed
-from sparse.evaluation.corpus_cache import corpus_key, encode_corpus, encoder_fingerprint
 from sparse.evaluation.metrics import DEFAULT_METRICS, evaluate_run
 from sparse.evaluation.report import write_json, write_trec_run
 from sparse.evaluation.sparsity import sparsity_stats
 from sparse.retrieval.base import prune_queries
-from sparse.retrieval.embedded import build_index
+from sparse.retrieval.embedded import index_class
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class EvalOptions:
+    """How one dataset is evaluated: split, depth, engine and its options, caching, batching, outputs."""
+
     split: str = "test"
     top_k: int = 1000
     engine: str = "embedded"
@@ -68,13 +69,12 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
     timings["load_s"] = time.perf_counter() - t
     logger.info("%s: %d documents, %d queries with qrels (%s split)", dataset, len(doc_ids), len(queries), opts.split)
 
-    t = time.perf_counter()
-    docs = encode_corpus(encoder, doc_ids, texts, opts.cache_dir, key_parts=(dataset,),
-                         batch_size=opts.batch_size, max_length=opts.max_length, progress=opts.progress)
-    timings["encode_corpus_s"] = time.perf_counter() - t
-    if not distributed.is_main():
+    encoded = encode_corpus(encoder, doc_ids, texts, opts.cache_dir, key_parts=(dataset,),
+                            batch_size=opts.batch_size, max_length=opts.max_length, progress=opts.progress)
+    timings["encode_corpus_s"] = encoded.seconds
+    if not distributed.is_launch_main():
         return None
-    cache_entry = encode_corpus.last_entry if opts.cache_dir else None
+    docs = encoded.vectors
 
     query_ids = sorted(queries)
     t = time.perf_counter()
@@ -83,26 +83,28 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
     timings["encode_queries_s"] = time.perf_counter() - t
     searched = prune_queries(qvecs, opts.query_prune)
 
+    engine = index_class(opts.engine)
     engine_opts = dict(opts.engine_opts)
-    if opts.engine == "opensearch":
-        key = corpus_key(encoder_fingerprint(encoder), doc_ids, texts, opts.max_length, (dataset,))
+    if engine.persistent:  # a named index per dataset and model, reusable with skip_ingest
+        key = encoded.key or corpus_key(encoder_fingerprint(encoder), doc_ids, texts, opts.max_length, (dataset,))
         engine_opts.setdefault("index_name", index_name(opts.index_prefix, dataset, key))
-        engine_opts.setdefault("id_to_token", encoder.id_to_token)
         engine_opts.setdefault("skip_ingest", opts.skip_ingest)
         engine_opts.setdefault("delete_on_close", opts.delete_index)
-    index = build_index(opts.engine, **engine_opts)
+    if engine.needs_token_names:
+        engine_opts.setdefault("id_to_token", encoder.id_to_token)
+    index = engine(**engine_opts)
     try:
         t = time.perf_counter()
-        if not (opts.engine == "opensearch" and opts.skip_ingest):
-            index.add(doc_ids, docs)
-        elif hasattr(index, "verify_count"):
+        if engine.persistent and opts.skip_ingest:
             index.verify_count(len(doc_ids))
+        else:
+            index.add(doc_ids, docs)
         timings["index_s"] = time.perf_counter() - t
         t = time.perf_counter()
         hit_ids, hit_scores = index.search(searched, opts.top_k)
         timings["search_s"] = time.perf_counter() - t
         timings["queries_per_second"] = len(query_ids) / max(timings["search_s"], 1e-9)
-        size = index.size_bytes() if hasattr(index, "size_bytes") else None
+        size = index.size_bytes()
     finally:
         index.close()
 
@@ -119,11 +121,10 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
                                            "self_hits_dropped")} | {"documents": len(doc_ids)},
         "sparsity": sparsity,
         "timings": timings,
-        "corpus_cache": {"entry": cache_entry},
+        "corpus_cache": {"entry": encoded.entry, "hit": encoded.cache_hit if encoded.entry else None},
         "options": {k: v for k, v in asdict(opts).items() if k != "engine_opts"}
                    | {"engine_opts": _public_opts(opts.engine_opts)},
     }
-    result["corpus_cache"]["hit"] = getattr(encode_corpus, "last_hit", None)
     if extra:
         result.update(extra)
     write_json(os.path.join(out_dir, "results", f"{dataset}.json"), result)

@@ -29,8 +29,8 @@ from typing import Optional
 import yaml
 
 from sparse.config import ResolvedConfig, parse_config, split_overrides
+from sparse.corpus import corpus_cache_dir, distributed, load_encoder
 from sparse.errors import ConfigError, UserError
-from sparse.evaluation import distributed
 from sparse.evaluation.beir_eval import EvalOptions, evaluate_dataset
 from sparse.evaluation.report import write_checkpoint_summary, write_dataset_summary
 from sparse.retrieval.opensearch import redact_url
@@ -48,18 +48,6 @@ def suffix_of(cfg: ResolvedConfig) -> str:
     if m.prune_ratio is not None:
         s += f"_{m.prune_ratio}"
     return s
-
-
-def encoder_settings(cfg: ResolvedConfig) -> dict:
-    """Sparse settings given explicitly (CLI or YAML); a checkpoint's own settings fill the rest."""
-    m, d, given = cfg.model, cfg.data, cfg.explicit_keys
-    pairs = {"inf_free": m.inf_free, "pooling": m.pooling, "prune_ratio": m.prune_ratio,
-             "keep_special_tokens": m.keep_special_tokens, "preprocess_func": m.preprocess_func,
-             "query_max_seq_length": m.query_max_seq_length, "decouple_activation": d.decouple_activation}
-    out = {k: v for k, v in pairs.items() if k in given}
-    if "use_l0" in given or "activation_type" in given:
-        out["activation"] = m.resolved_activation()
-    return out
 
 
 def _step(path: str) -> int:
@@ -85,7 +73,7 @@ def models_to_evaluate(cfg: ResolvedConfig, yaml_mode: bool) -> list[tuple[str, 
 
 
 def _setup_logging(root: str) -> None:
-    level = logging.INFO if distributed.is_main() else logging.WARNING
+    level = logging.INFO if distributed.is_launch_main() else logging.WARNING
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%m/%d/%Y %H:%M:%S")
     pkg = logging.getLogger("sparse")
     pkg.setLevel(level)
@@ -94,7 +82,7 @@ def _setup_logging(root: str) -> None:
         stream.setFormatter(fmt)
         stream._sparse_eval = True
         pkg.addHandler(stream)
-        if distributed.is_main():
+        if distributed.is_launch_main():
             os.makedirs(root, exist_ok=True)
             fh = logging.FileHandler(os.path.join(root, "eval_beir.log"))
             fh.setFormatter(fmt)
@@ -124,26 +112,17 @@ def eval_options(cfg: ResolvedConfig) -> EvalOptions:
         engine_opts = {"url": e.opensearch_url, "query_form": e.opensearch_query_form,
                        "two_phase": d.use_two_phase, "verify_certs": e.opensearch_verify_certs,
                        "timeout": e.opensearch_timeout, "bulk_size": e.opensearch_bulk_size, "progress": True}
-    cache_dir = e.cache_dir or os.environ.get("SPARSE_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "sparse", "corpus_vectors")
     return EvalOptions(split=e.eval_split, top_k=e.eval_top_k, engine=e.engine, engine_opts=engine_opts,
-                       query_prune=d.query_prune, cache_dir=cache_dir,
+                       query_prune=d.query_prune, cache_dir=corpus_cache_dir(cfg),
                        batch_size=cfg.training.per_device_eval_batch_size, max_length=d.eval_max_seq_length,
                        index_prefix=e.opensearch_index_prefix, skip_ingest=d.skip_ingest,
                        delete_index=e.delete_index, write_run=e.write_run_files)
 
 
 def load_model(cfg: ResolvedConfig, path: str, yaml_mode: bool):
-    import torch
-
-    from sparse.modeling.encoder import SparseEncoder
-
-    m = cfg.model
-    idf_path = None if (yaml_mode and m.idf_requires_grad) else m.idf_path
-    device = f"cuda:{distributed.local_rank()}" if torch.cuda.is_available() else "cpu"
-    return SparseEncoder.from_pretrained(path, settings=encoder_settings(cfg), idf_path=idf_path,
-                                         tokenizer_name=None if yaml_mode else m.tokenizer_name,
-                                         trust_remote_code=m.trust_remote_code, device=device)
+    """The encoder of one checkpoint; in YAML mode its own tokenizer, and its own (trained) IDF if learned."""
+    return load_encoder(cfg, path, device=distributed.local_device(),
+                        config_idf=not (yaml_mode and cfg.model.idf_requires_grad), config_tokenizer=not yaml_mode)
 
 
 def main(argv: Optional[list[str]] = None) -> dict:
@@ -161,14 +140,14 @@ def main(argv: Optional[list[str]] = None) -> dict:
     if not datasets:
         raise ConfigError("beir_datasets is empty")
     models = models_to_evaluate(cfg, yaml_mode)
-    if distributed.is_main():
+    if distributed.is_launch_main():
         os.makedirs(root, exist_ok=True)
         with open(os.path.join(root, "eval_config.yaml"), "w", encoding="utf-8") as f:
             yaml.safe_dump(redacted_config(cfg), f, sort_keys=False, allow_unicode=True)
     dataset_dirs = {name: str(beir_dataset(name, cfg.data.beir_dir)) for name in datasets} \
-        if distributed.is_main() else {}
+        if distributed.is_launch_main() else {}
     distributed.barrier()
-    if not distributed.is_main():  # the main process may have downloaded; resolve again locally
+    if not distributed.is_launch_main():  # the main process may have downloaded; resolve again locally
         dataset_dirs = {name: str(beir_dataset(name, cfg.data.beir_dir)) for name in datasets}
     set_seed(cfg.training.seed)
     per_model: dict[str, list[dict]] = {}
@@ -183,14 +162,14 @@ def main(argv: Optional[list[str]] = None) -> dict:
                                    extra={"model": path, "checkpoint": label, "config": redacted_config(cfg)})
             if res is not None:
                 results.append(res)
-        if distributed.is_main():
+        if distributed.is_launch_main():
             avg = write_dataset_summary(out_dir, results)
             per_model[label] = results
             logger.info("%s: average NDCG@10 %.4f over %d datasets (%.1fs); table in %s", label,
                         avg.get("NDCG@10") or float("nan"), len(results), time.perf_counter() - t0,
                         os.path.join(out_dir, "summary.md"))
         del encoder
-    if distributed.is_main() and yaml_mode:
+    if distributed.is_launch_main() and yaml_mode:
         write_checkpoint_summary(root, per_model)
         logger.info("table over checkpoints in %s", os.path.join(root, "checkpoints.md"))
     return per_model

@@ -1,4 +1,4 @@
-"""Sparsity figures of an evaluation (reference ``evaluate_beir`` statistics, section 5.3).
+"""Sparsity figures of an evaluation (the statistics the reference's ``evaluate_beir.py`` reports).
 
 With p_q(t) the fraction of queries in which token t is active (weight > 0) and p_d(t) the
 fraction of documents in which it is active:

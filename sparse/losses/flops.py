@@ -22,6 +22,8 @@ from typing import Optional
 
 import torch
 
+FLOPS_FORMS = ("grouped", "mean")
+
 
 def flops_lambda(step: int, lam: float, T: float) -> float:
     if T and step < T:
@@ -45,7 +47,7 @@ def flops(rep: torch.Tensor, groups: int = 1, threshold: Optional[float] = None,
     if form == "mean":
         return (masked.mean(dim=0) ** 2).sum()
     if form != "grouped":
-        raise ValueError(f"flops form must be 'grouped' or 'mean', got {form!r}")
+        raise ValueError(f"flops form must be one of {FLOPS_FORMS}, got {form!r}")
     n = rep.shape[0] // groups
     return (masked.view(n, groups, -1).mean(dim=0) ** 2).sum()
 

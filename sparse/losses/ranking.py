@@ -9,6 +9,16 @@ Student scores (no scaling besides the temperature tau):
   in-batch:  S[i, n] = q_i . d_n  for every doc n   -> (B, B*k)
 
 Teacher scores T must have the same shape as the student scores.
+
+Score normalization of the distillation losses (``score_norm``, kldiv and marginmse):
+  "std" (default): each row of student scores is standardized and given the teacher row's spread,
+      S'[i, j] = (S[i, j] - mean_j S[i]) / (std_j S[i] + eps) * std_j T[i]
+  so the loss depends only on how the student orders and spaces its documents, not on the overall
+  size of its scores. Without it, a student whose scores are spread wider than the teacher's
+  (inference-free scores are sums of IDF x weight, often 2-3x the teacher's spread) lowers the KL
+  fastest by shrinking every document weight, and a weight that reaches zero behind the ReLU never
+  comes back: documents collapse (docs/training.md has the measurements).
+  "none": the raw scores, as the reference did.
 """
 
 from __future__ import annotations
@@ -25,6 +35,16 @@ def student_scores(q: torch.Tensor, d: torch.Tensor, in_batch: bool) -> torch.Te
     if d.shape[0] % b:
         raise ValueError(f"{d.shape[0]} documents do not split into groups for {b} queries")
     return torch.einsum("bkv,bv->bk", d.view(b, d.shape[0] // b, -1), q)
+
+
+SCORE_NORMS = ("std", "none")
+
+
+def normalize_student(student: torch.Tensor, teacher: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Student rows standardized, then scaled to the teacher row's standard deviation ("std" above)."""
+    centered = student - student.mean(dim=1, keepdim=True)
+    spread = teacher.to(student.dtype).std(dim=1, unbiased=False, keepdim=True)
+    return centered / (student.std(dim=1, unbiased=False, keepdim=True) + eps) * spread
 
 
 def infonce_loss(q: torch.Tensor, d: torch.Tensor, in_batch: bool = False,
@@ -80,14 +100,19 @@ def _check_shapes(student, teacher):
                          " (in-batch mode needs teacher scores against every document of the global batch)")
 
 
-NEEDS_SCORES = {"infonce": False, "kldiv": True, "marginmse": True}
+NEEDS_SCORES = {"infonce": False, "kldiv": True, "marginmse": True}  # loss name -> needs teacher scores
+LOSS_TYPES = tuple(NEEDS_SCORES)
 
 
 class RankingLoss:
     """Weighted sum of the configured losses: ranking_loss_weight * sum_l w_l * L_l."""
 
     def __init__(self, loss_types, weights=None, in_batch: bool = False, temperature: float = 1.0,
-                 exclude_other_positives: bool = False, ranking_loss_weight: float = 1.0):
+                 exclude_other_positives: bool = False, ranking_loss_weight: float = 1.0,
+                 score_norm: str = "std"):
+        if score_norm not in SCORE_NORMS:
+            raise ValueError(f"score_norm must be one of {SCORE_NORMS}, got {score_norm!r}")
+        self.score_norm = score_norm
         unknown = [t for t in loss_types if t not in NEEDS_SCORES]
         if unknown:
             raise ValueError(f"unknown loss types {unknown}; choose from {sorted(NEEDS_SCORES)}")
@@ -114,6 +139,8 @@ class RankingLoss:
                     raise ValueError(f"loss {name!r} needs teacher scores: use kd data with scores or a teacher")
                 if student is None:
                     student = student_scores(q, d, self.in_batch)
+                    if self.score_norm == "std":
+                        student = normalize_student(student, scores)
                 fn = kldiv_loss if name == "kldiv" else marginmse_loss
                 value = fn(student, scores, self.temperature)
             parts[f"loss_{name}"] = float(value.detach())

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 ACTIVATION_DEPTH = {"relu": 1, "l1_relu": 2, "l2_relu": 3, "l3_relu": 4}
+ACTIVATIONS = tuple(ACTIVATION_DEPTH)  # the activation names, in table order
 
 
 def activation_depth(name: str) -> int:

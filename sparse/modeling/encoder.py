@@ -70,16 +70,20 @@ class SparseSettings:
         return cls(**data)
 
 
+POOLINGS = ("max", "sum")
+PREPROCESS_FUNCS = {  # preprocess_func name -> what it does to a text before tokenization
+    "to_lower": lambda t: t.lower(),
+    "blank_prefix": lambda t: " " + t,
+    "blank_prefix_lower": lambda t: " " + t.lower(),
+}
+
+
 def _preprocess(texts: Sequence[str], func: Optional[str]) -> list[str]:
     if func is None:
         return list(texts)
-    if func == "to_lower":
-        return [t.lower() for t in texts]
-    if func == "blank_prefix":
-        return [" " + t for t in texts]
-    if func == "blank_prefix_lower":
-        return [" " + t.lower() for t in texts]
-    raise UserError(f"unknown preprocess_func {func!r}")
+    if func not in PREPROCESS_FUNCS:
+        raise UserError(f"unknown preprocess_func {func!r}")
+    return [PREPROCESS_FUNCS[func](t) for t in texts]
 
 
 class _PassThrough(nn.Module):
@@ -88,7 +92,7 @@ class _PassThrough(nn.Module):
 
 
 @contextlib.contextmanager
-def _vocab_projection_detached(mlm):
+def vocab_projection_detached(mlm):
     """Run the MLM without its final vocabulary projection and hand that projection back.
 
     The model then returns the hidden states that would enter the projection, so the caller
@@ -117,6 +121,8 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
 
 
 class SparseEncoder(nn.Module):
+    """A masked-LM as a sparse encoder: document vectors from the MLM, query vectors from the IDF or the MLM."""
+
     def __init__(self, mlm, tokenizer, settings: SparseSettings | None = None,
                  idf: Optional[torch.Tensor] = None):
         super().__init__()
@@ -163,7 +169,7 @@ class SparseEncoder(nn.Module):
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     # ---------------------------------------------------------------- shared post-processing
-    def _finish(self, pooled: torch.Tensor, activation: str) -> torch.Tensor:
+    def finish_pooled(self, pooled: torch.Tensor, activation: str) -> torch.Tensor:
         """Steps 3-5 of the module docstring on pooled, saturated weights (n, V)."""
         out = l0_transform(pooled, activation_depth(activation) - 1)
         if not self.settings.keep_special_tokens and len(self.special_ids):
@@ -187,7 +193,7 @@ class SparseEncoder(nn.Module):
         logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
         weights = saturate(logits.float()) * attention_mask.unsqueeze(-1).to(torch.float32)
         pooled = weights.amax(dim=1) if self.settings.pooling == "max" else weights.sum(dim=1)
-        return self._finish(pooled, self.settings.scoring_activation)
+        return self.finish_pooled(pooled, self.settings.scoring_activation)
 
     def inference_free_dense(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """relu(idf) on the unique non-special tokens of each query; gradient flows into the IDF."""
@@ -205,7 +211,7 @@ class SparseEncoder(nn.Module):
     # ---------------------------------------------------------------- inference
     def _encode_mlm_batch(self, input_ids, attention_mask, token_chunk: int, projection: str) -> torch.Tensor:
         """Pooled weights (B, V) projecting only real tokens, ``token_chunk`` at a time."""
-        with _vocab_projection_detached(self.mlm) as decoder:
+        with vocab_projection_detached(self.mlm) as decoder:
             hidden = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
         mask = attention_mask.bool()
         flat = hidden[mask]
@@ -310,7 +316,7 @@ class SparseEncoder(nn.Module):
                     attention = batch["attention_mask"].to(self.device)
                     with _autocast(self.device, autocast_dtype):
                         pooled = self._encode_mlm_batch(input_ids, attention, token_chunk, projection)
-                    rows = SparseBatch.from_dense(self._finish(pooled, self.settings.scoring_activation))
+                    rows = SparseBatch.from_dense(self.finish_pooled(pooled, self.settings.scoring_activation))
                     for j, i in enumerate(idx):
                         parts[block_start + i] = _single_row(rows, j)
                     bar.update(len(idx))

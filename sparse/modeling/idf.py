@@ -1,4 +1,4 @@
-"""IDF weights for inference-free queries: load, save and compute.
+"""IDF weights for inference-free queries: load, save and compute (the one IDF module).
 
 File format (the OpenSearch models' ``idf.json``): a JSON object ``{token_string: weight}``.
 Tokens of the vocabulary missing from the file get 1.0, as the reference does, so a model
@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from typing import Iterable
 
 import torch
 
-from sparse.errors import UserError
+from sparse.errors import UserError, read_user_file
 
 
 def vocab_of(tokenizer) -> dict[str, int]:
@@ -31,13 +30,9 @@ def vocab_of(tokenizer) -> dict[str, int]:
 
 
 def load_idf_file(path: str) -> dict[str, float]:
-    if not os.path.isfile(path):
-        raise UserError(f"IDF file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"IDF file {path} is not valid JSON: {exc}") from None
+    """Read an ``idf.json``: a JSON object mapping token strings to numbers."""
+    data = read_user_file(path, json.load, json.JSONDecodeError, "IDF file not found: {path}",
+                          "IDF file {path} is not valid JSON: {exc}")
     if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
         raise UserError(f"IDF file {path} must be a JSON object mapping tokens to numbers")
     return {str(k): float(v) for k, v in data.items()}
@@ -74,9 +69,15 @@ def idf_to_dict(vector: torch.Tensor, tokenizer) -> dict[str, float]:
     return {inv[i]: w for i, w in enumerate(vec) if i in inv}
 
 
-def save_idf(vector: torch.Tensor, tokenizer, path: str) -> None:
+def write_idf_file(idf: dict[str, float], path: str) -> None:
+    """Write ``{token: weight}`` as an ``idf.json`` (UTF-8, tokens unescaped)."""
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(idf_to_dict(vector, tokenizer), f, ensure_ascii=False)
+        json.dump(idf, f, ensure_ascii=False)
+
+
+def save_idf(vector: torch.Tensor, tokenizer, path: str) -> None:
+    """Write a model's IDF vector as an ``idf.json`` over its tokenizer's vocabulary."""
+    write_idf_file(idf_to_dict(vector, tokenizer), path)
 
 
 def bm25_idf(n_docs: int, df: int) -> float:

@@ -18,6 +18,8 @@ import torch
 
 @dataclass
 class SparseBatch:
+    """n sparse vectors over a vocabulary in CSR layout (see the module docstring)."""
+
     indptr: np.ndarray
     indices: np.ndarray
     values: np.ndarray

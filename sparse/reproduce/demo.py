@@ -80,6 +80,8 @@ def _stamp_seconds(directory: str) -> Optional[float]:
 
 
 class Demo:
+    """The demo's steps, their shared settings, timings and which outputs were reused."""
+
     def __init__(self, args):
         self.args = args
         self.root = args.output_root

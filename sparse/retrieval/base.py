@@ -10,22 +10,36 @@ returns, per query, the ``k`` documents with the highest score, best first. Only
 share at least one token with the query (score > 0) are returned, as an inverted index does, so
 a query may get fewer than ``k`` hits. Ties are broken by document id (ascending string order),
 so a ranking is a pure function of the data.
+
+Engines differ in what callers must know about them; each says so through class attributes
+(readable before an index is built, via ``index_class(engine)``) instead of callers testing the
+engine's name or type:
+
+* ``persistent``: the documents live in a named index outside this process (a cluster); it can
+  outlive the process and be searched again without ingesting (``verify_count``), and it needs an
+  ``index_name``, ``skip_ingest`` and ``delete_on_close`` when built;
+* ``needs_token_names``: the engine addresses vocabulary entries by token string, so it is built
+  with ``id_to_token`` (the encoder's token of every vocabulary id).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from sparse.modeling.vectors import SparseBatch
 
 SearchResult = tuple[list[list[str]], list[list[float]]]
+ENGINES = ("embedded", "opensearch")  # the engine names of ``build_index``
 
 
 @runtime_checkable
 class Index(Protocol):
     """What an engine offers. ``add`` may be called several times; ids must be unique."""
+
+    persistent: bool
+    needs_token_names: bool
 
     def add(self, ids: list[str], vectors: SparseBatch) -> None:
         """Index ``vectors[i]`` under ``ids[i]``."""
@@ -35,6 +49,12 @@ class Index(Protocol):
 
     def close(self) -> None:
         """Release resources (connections, memory); the index may not be used afterwards."""
+
+    def size_bytes(self) -> Optional[int]:
+        """Storage of the indexed documents in bytes, or None where the engine cannot tell."""
+
+    def verify_count(self, expected: int) -> None:
+        """Persistent engines: use the documents already indexed, which must number ``expected``."""
 
     def __len__(self) -> int:
         """Number of documents indexed."""

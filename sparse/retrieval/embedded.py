@@ -29,14 +29,18 @@ from tqdm.auto import tqdm
 
 from sparse.errors import UserError
 from sparse.modeling.vectors import SparseBatch
-from sparse.retrieval.base import SearchResult, check_k, prune_queries
+from sparse.retrieval.base import ENGINES, SearchResult, check_k, prune_queries
 from sparse.retrieval.precision import PRECISIONS, store_values
 
 FORMAT_VERSION = 1
-ENGINES = ("embedded", "opensearch")
 
 
 class EmbeddedIndex:
+    """Exact in-process search over an inverted index (see the module docstring)."""
+
+    persistent = False  # documents live in this process only
+    needs_token_names = False  # works on vocabulary ids
+
     def __init__(self, precision: str = "float", query_prune: float = 0.0, doc_chunk: int = 262_144,
                  query_batch: int = 16, threads: Optional[int] = None, progress: bool = False):
         if precision not in PRECISIONS:
@@ -171,6 +175,9 @@ class EmbeddedIndex:
         bar.close()
         return [r[0] for r in results], [r[1] for r in results]
 
+    def verify_count(self, expected: int) -> None:
+        raise UserError("the embedded index lives in this process: there are no indexed documents to reuse")
+
     def close(self) -> None:
         self._postings = None
         self._docs = None
@@ -216,12 +223,17 @@ class EmbeddedIndex:
         return index
 
 
-def build_index(engine: str = "embedded", **opts):
-    """Create an engine by name: ``embedded`` (EmbeddedIndex) or ``opensearch`` (OpenSearchIndex)."""
+def index_class(engine: str) -> type:
+    """The ``Index`` class of an engine name: ``embedded`` (EmbeddedIndex) or ``opensearch`` (OpenSearchIndex)."""
     if engine == "embedded":
-        return EmbeddedIndex(**opts)
+        return EmbeddedIndex
     if engine == "opensearch":
         from sparse.retrieval.opensearch import OpenSearchIndex
 
-        return OpenSearchIndex(**opts)
+        return OpenSearchIndex
     raise UserError(f"engine must be one of {ENGINES}, got {engine!r}")
+
+
+def build_index(engine: str = "embedded", **opts):
+    """Create an engine by name (``index_class``) with its options."""
+    return index_class(engine)(**opts)

@@ -143,6 +143,11 @@ def connection_settings(url: Optional[str] = None, user: Optional[str] = None, p
 
 # --------------------------------------------------------------------------- the index
 class OpenSearchIndex:
+    """The ``Index`` protocol over a ``rank_features`` index of an OpenSearch cluster (see the module docstring)."""
+
+    persistent = True  # a named index on the cluster, reusable with skip_ingest
+    needs_token_names = True  # rank_features are keyed by token strings
+
     def __init__(self, index_name: str, id_to_token: Sequence[str], url: Optional[str] = None,
                  user: Optional[str] = None, password: Optional[str] = None,
                  verify_certs: Optional[bool] = None, timeout: Optional[float] = None,

@@ -6,15 +6,21 @@ A teacher scores (query, document) pairs without gradients:
 * bi-encoders (dense, sparse) also ``score_matrix(queries, docs) -> (nq, nd)``; other teachers
   get a generic ``score_matrix`` that scores every pair.
 
-Types are registered in ``TEACHER_TYPES`` with ``@register_teacher("name")``. ``build_teacher``
-imports ``sparse.teachers.<type>`` on first use of an unknown type, so a module such as
+Types are registered in ``TEACHER_TYPES`` with ``@register_teacher("name")``; that registry is
+the one list of teacher types (``teacher_types()``). ``build_teacher`` imports
+``sparse.teachers.<type>`` on first use of an unknown type, so a module such as
 ``sparse/teachers/seq2seq.py`` registers itself just by existing.
+
+A new type: a module ``sparse/teachers/<type>.py`` with a ``@register_teacher("<type>")`` subclass
+of ``Teacher`` (or ``BiEncoderTeacher``) that has a ``load(model_id, **kwargs)`` classmethod and
+``score_pairs`` (bi-encoders: ``_embed_batch``); heavy imports belong inside ``load``.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import pkgutil
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -27,12 +33,27 @@ TEACHER_TYPES: dict[str, type] = {}
 
 
 def register_teacher(name: str) -> Callable[[type], type]:
+    """Class decorator: register a teacher class under ``name`` (its ``teacher_type``)."""
+
     def wrap(cls: type) -> type:
         TEACHER_TYPES[name] = cls
         cls.teacher_type = name
         return cls
 
     return wrap
+
+
+NOT_TEACHER_MODULES = {"base", "ensemble"}
+
+
+def teacher_types() -> tuple[str, ...]:
+    """Every registered teacher type, after importing each module of ``sparse/teachers/`` once."""
+    import sparse.teachers as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in NOT_TEACHER_MODULES:
+            importlib.import_module(f"sparse.teachers.{module.name}")
+    return tuple(sorted(TEACHER_TYPES))
 
 
 def minmax_per_row(scores: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -143,8 +164,8 @@ def build_teacher(type: str, model_id: str, tokenizer_id: Optional[str] = None, 
             if exc.name != f"sparse.teachers.{type}":
                 raise
     if type not in TEACHER_TYPES:
-        raise ConfigError(f"unknown teacher type {type!r}; known types: {sorted(TEACHER_TYPES)}")
-    if not model_id:
+        raise ConfigError(f"unknown teacher type {type!r}; known types: {list(teacher_types())}")
+    if not model_id and getattr(TEACHER_TYPES[type], "needs_model_id", True):
         raise ConfigError(f"teacher of type {type!r} needs a model id")
     try:
         return TEACHER_TYPES[type].load(model_id, tokenizer_id=tokenizer_id or model_id, max_length=max_length,

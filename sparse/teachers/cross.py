@@ -14,6 +14,8 @@ from sparse.teachers.base import Teacher, register_teacher
 
 @register_teacher("cross")
 class CrossEncoderTeacher(Teacher):
+    """Cross-encoder teacher: one forward pass per (query, document) pair (module docstring)."""
+
     @classmethod
     def load(cls, model_id, tokenizer_id=None, trust_remote_code=False, **kwargs):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer

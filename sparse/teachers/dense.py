@@ -13,12 +13,16 @@ import torch
 from sparse.errors import ConfigError
 from sparse.teachers.base import BiEncoderTeacher, register_teacher
 
+POOLINGS = ("cls", "mean")
+
 
 @register_teacher("dense")
 class DenseTeacher(BiEncoderTeacher):
+    """Dense bi-encoder teacher: pooled, L2-normalized ``AutoModel`` states; the score is their cosine."""
+
     def __init__(self, model, tokenizer, pooling: str = "cls", **kwargs):
-        if pooling not in ("cls", "mean"):
-            raise ConfigError(f"dense teacher pooling must be 'cls' or 'mean', got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"dense teacher pooling must be one of {POOLINGS}, got {pooling!r}")
         super().__init__(model, tokenizer, **kwargs)
         self.pooling = pooling
 

@@ -18,6 +18,8 @@ from sparse.teachers.base import BiEncoderTeacher, register_teacher
 
 @register_teacher("sparse")
 class SparseTeacher(BiEncoderTeacher):
+    """Siamese sparse MLM teacher: queries and documents both encoded by the masked-LM (module docstring)."""
+
     def __init__(self, model, tokenizer, **kwargs):
         super().__init__(model, tokenizer, **kwargs)
         settings = SparseSettings(inf_free=False, max_seq_length=self.max_length)

@@ -3,7 +3,7 @@
 One ``forward`` computes both sides, so DDP sees a single forward per backward (as the
 reference's ``ModelWrapper``). It returns the scored representations and the views the sparsity
 regularizer sees (``SparseEncoder.sparsity_view``: the l0-activated weights when
-``decouple_activation``). With max pooling the MLM side runs through ``maxpool.py`` (projection
+``decouple_activation``). With max pooling the MLM side runs through ``sparse.modeling.maxpool`` (projection
 fused with pooling, exact sparse backward); ``fused: False`` uses ``SparseEncoder.forward``.
 """
 
@@ -12,10 +12,12 @@ from __future__ import annotations
 from torch import nn
 
 from sparse.modeling.encoder import SparseEncoder
-from sparse.training.maxpool import fused_document_forward, supports_fused
+from sparse.modeling.maxpool import fused_document_forward, supports_fused
 
 
 class SparseTrainingModel(nn.Module):
+    """The encoder as the Trainer sees it: ``forward`` returns (q_rep, d_rep) for one batch."""
+
     accepts_loss_kwargs = False  # the Trainer divides the loss by gradient_accumulation_steps
 
     def __init__(self, encoder: SparseEncoder, fused: bool = True):

@@ -19,7 +19,8 @@ import time
 import torch
 
 from sparse.config import ConfigError, ResolvedConfig, parse_config
-from sparse.training.distributed import global_rank
+from sparse.corpus import sparse_settings
+from sparse.corpus.distributed import group_rank, launch_world_size
 
 logger = logging.getLogger("sparse.train")
 
@@ -39,15 +40,6 @@ def setup_logging(output_dir: str, is_main: bool, level: str = "info") -> None:
     transformers.utils.logging.set_verbosity(logging.WARNING)  # its per-file save messages drown ours
     transformers.utils.logging.disable_default_handler()
     transformers.utils.logging.enable_propagation()
-
-
-def encoder_settings(cfg: ResolvedConfig) -> dict:
-    m, d = cfg.model, cfg.data
-    return {"inf_free": m.inf_free, "activation": m.resolved_activation(), "pooling": m.pooling,
-            "prune_ratio": m.prune_ratio, "keep_special_tokens": m.keep_special_tokens,
-            "max_seq_length": d.max_seq_length, "query_max_seq_length": m.query_max_seq_length,
-            "preprocess_func": m.preprocess_func, "decouple_activation": d.decouple_activation,
-            "idf_requires_grad": m.idf_requires_grad}
 
 
 def check_config(cfg: ResolvedConfig) -> None:
@@ -82,10 +74,11 @@ def main(argv=None) -> dict:
     from sparse.losses.flops import FlopsRegularizer
     from sparse.losses.ranking import RankingLoss
     from sparse.modeling.encoder import SparseEncoder
+    from sparse.training.health import TrainingHealth
     from sparse.training.model import SparseTrainingModel
     from sparse.training.trainer import SparseTrainer
 
-    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if not torch.cuda.is_available() and launch_world_size() > 1:
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")  # torchrun on CPU: DDP over gloo
     cfg = parse_config(argv, sections=("model", "data", "eval", "training"))
     m, d, args = cfg.model, cfg.data, cfg.training
@@ -106,10 +99,10 @@ def main(argv=None) -> dict:
     if is_main:
         path = cfg.save(args.output_dir, "train_config.yaml")
         logger.info("resolved config written to %s", path)
-    logger.info("process %d of %d, device %s", global_rank(), args.world_size, args.device)
+    logger.info("process %d of %d, device %s", group_rank(), args.world_size, args.device)
     set_seed(args.seed)
 
-    encoder = SparseEncoder.from_pretrained(m.model_name_or_path, settings=encoder_settings(cfg), idf_path=m.idf_path,
+    encoder = SparseEncoder.from_pretrained(m.model_name_or_path, settings=sparse_settings(cfg), idf_path=m.idf_path,
                                             tokenizer_name=m.tokenizer_name, trust_remote_code=m.trust_remote_code)
     encoder.train()
     logger.info("student: %s, %d parameters, settings %s", m.model_name_or_path,
@@ -119,12 +112,15 @@ def main(argv=None) -> dict:
                               d.score_scale) for p in dataset_paths(d.train_file, d.train_file_dir)]
     ranking = RankingLoss(d.loss_types, d.loss_weights, in_batch=d.use_in_batch_negatives, temperature=d.temperature,
                           exclude_other_positives=d.infonce_exclude_other_positives,
-                          ranking_loss_weight=d.ranking_loss_weight)
+                          ranking_loss_weight=d.ranking_loss_weight, score_norm=d.score_norm)
     teacher = None
     if d.kd_ensemble_teacher_kwargs:
         from sparse.teachers.ensemble import build_ensemble
 
         teacher = build_ensemble(d.kd_ensemble_teacher_kwargs, max_length=d.max_seq_length, device=args.device)
+        from sparse.teachers.bm25 import fit_on_training_data
+
+        fit_on_training_data(teacher, datasets)  # a bm25 teacher without a collection: the training documents
     elif ranking.needs_scores and not all(getattr(ds, "has_scores", False) for ds in datasets):
         raise ConfigError(f"loss_types {d.loss_types} need teacher scores, but the {d.data_type} data has no 'scores' "
                           "column and kd_ensemble_teacher_kwargs is empty")
@@ -132,8 +128,12 @@ def main(argv=None) -> dict:
     query_flops = None if m.inf_free else FlopsRegularizer(d.flops_q_lambda, d.flops_q_T, d.flops_threshold,
                                                            d.flops_form)
     collator = TrainingCollator(encoder.tokenize, d.max_seq_length, m.query_max_seq_length)
+    health = TrainingHealth(encoder.vocab_size, args.output_dir if is_main else None, window=d.health_window,
+                            collapse_ratio=d.collapse_ratio, target_doc_nnz=d.target_doc_nnz)
     trainer = SparseTrainer(SparseTrainingModel(encoder), args, datasets, collator, ranking, doc_flops, query_flops,
-                            teacher=teacher, idf_lr=d.idf_lr)
+                            teacher=teacher, idf_lr=d.idf_lr, health=health, stop_on_collapse=d.stop_on_collapse)
+    if is_main and not args.resume_from_checkpoint and health.path and os.path.isfile(health.path):
+        os.remove(health.path)  # a fresh run starts a fresh log; a resumed one appends
     start = time.time()
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     wall = time.time() - start

@@ -1,4 +1,4 @@
-"""``SparseTrainer``: the HF ``Trainer`` with the method's training step (reference section 4.1).
+"""``SparseTrainer``: the HF ``Trainer`` with the method's training step (the reference trainer's ``compute_loss``).
 
 One step, for the local batch of B queries with k documents each:
   1. online teacher scores, if a teacher ensemble is configured (they replace dataset scores);
@@ -7,7 +7,7 @@ One step, for the local batch of B queries with k documents each:
   4. ranking  = ranking_loss_weight * sum_l w_l * L_l(q_g, d_g, scores_g)       (``losses.ranking``)
      flops    = lambda_d(s) * FLOPS(view(d_g), G=k)  [+ lambda_q(s) * FLOPS(view(q_g), G=1) siamese]
   5. return (ranking + flops) * W, so DDP's gradient mean equals the single-process gradient
-     of the global batch (``distributed.py``).
+     of the global batch (``sparse.corpus.distributed``).
 
 Every ``logging_steps`` the averages since the last log of the ranking and FLOPS losses, the
 current lambdas, the mean non-zeros per document / query and the mean / max non-zero document
@@ -27,13 +27,14 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
+from sparse.corpus.distributed import (gather_nograd, gather_objects, gather_with_grad, group_rank,
+                                       group_world_size)
 from sparse.data.sampler import ConcatItems, GlobalBatchSampler
 from sparse.errors import UserError
 from sparse.losses.flops import FlopsRegularizer
 from sparse.losses.ranking import RankingLoss
 from sparse.modeling.idf import idf_vector, load_idf_file
-from sparse.training.distributed import (gather_nograd, gather_objects, gather_with_grad, global_rank,
-                                         world_size)
+from sparse.training.health import TrainingHealth
 from sparse.training.model import SparseTrainingModel
 
 logger = logging.getLogger(__name__)
@@ -49,10 +50,12 @@ class _EpochDataLoader(DataLoader):
 
 
 class SparseTrainer(Trainer):
+    """The HF ``Trainer`` with this method's loss, global-batch sampling, optimizer groups and checkpoints."""
+
     def __init__(self, model: SparseTrainingModel, args, train_datasets: list, data_collator,
                  ranking_loss: RankingLoss, doc_flops: FlopsRegularizer,
                  query_flops: Optional[FlopsRegularizer] = None, teacher=None, idf_lr: Optional[float] = None,
-                 **kwargs):
+                 health: Optional[TrainingHealth] = None, stop_on_collapse: bool = False, **kwargs):
         super().__init__(model=model, args=args, train_dataset=ConcatItems(train_datasets),
                          data_collator=data_collator, processing_class=model.encoder.tokenizer, **kwargs)
         self.encoder = model.encoder
@@ -65,16 +68,18 @@ class SparseTrainer(Trainer):
         self._stats: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         self._maxes: dict[str, float] = {}
         self.last_metrics: dict[str, float] = {}
+        self.health = health or TrainingHealth(self.encoder.vocab_size, None)
+        self.stop_on_collapse = stop_on_collapse
 
     # ------------------------------------------------------------------ data
     def get_train_dataloader(self) -> DataLoader:
         """Global batches, identical on every rank and sliced by global rank (``data.sampler``)."""
         sampler = GlobalBatchSampler([len(d) for d in self.train_datasets], self.args.per_device_train_batch_size,
-                                     world_size=world_size(), rank=global_rank(), seed=self.args.seed,
+                                     world_size=group_world_size(), rank=group_rank(), seed=self.args.seed,
                                      drop_last=self.args.dataloader_drop_last)
         if len(sampler) == 0:
             raise UserError(f"the training data ({len(self.train_dataset)} items) is smaller than one global batch "
-                            f"({self.args.per_device_train_batch_size} x {world_size()} processes)")
+                            f"({self.args.per_device_train_batch_size} x {group_world_size()} processes)")
         workers = self.args.dataloader_num_workers
         return _EpochDataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
                                 num_workers=workers, pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
@@ -98,10 +103,10 @@ class SparseTrainer(Trainer):
                 groups["decay"].append(p)
             else:
                 groups["no_decay"].append(p)
-        params = [{"params": groups["decay"], "weight_decay": self.args.weight_decay},
-                  {"params": groups["no_decay"], "weight_decay": 0.0}]
+        params = [{"name": "decay", "params": groups["decay"], "weight_decay": self.args.weight_decay},
+                  {"name": "no_decay", "params": groups["no_decay"], "weight_decay": 0.0}]
         if groups["idf"]:
-            params.append({"params": groups["idf"], "weight_decay": 0.0,
+            params.append({"name": "idf", "params": groups["idf"], "weight_decay": 0.0,
                            "lr": self.idf_lr if self.idf_lr is not None else self.args.learning_rate})
         params = [g for g in params if g["params"]]
         self.optimizer = torch.optim.AdamW(params, lr=self.args.learning_rate,
@@ -146,7 +151,9 @@ class SparseTrainer(Trainer):
         if not torch.isfinite(loss.detach()):
             self._diverged(float(loss.detach()), metrics)
         self._record(metrics, q_g.detach(), d_g.detach())
-        loss = loss * world_size()
+        if model.training:
+            self.health.observe(d_g.detach())
+        loss = loss * group_world_size()
         return (loss, {"q_rep": q_rep, "d_rep": d_rep}) if return_outputs else loss
 
     # ------------------------------------------------------------------ logging and guards
@@ -162,7 +169,7 @@ class SparseTrainer(Trainer):
             acc[1] += 1
 
     def log(self, logs: dict, start_time=None) -> None:
-        w = world_size()
+        w = group_world_size()
         for key in ("loss", "train_loss"):  # the returned loss is x W for DDP's gradient mean
             if key in logs and w > 1:
                 logs[key] = logs[key] / w
@@ -172,10 +179,15 @@ class SparseTrainer(Trainer):
             logs.update(self._maxes)
             self._stats.clear()
             self._maxes.clear()
+            if self.optimizer is not None:
+                for i, group in enumerate(self.optimizer.param_groups):
+                    logs[f"lr_{group.get('name', i)}"] = group["lr"]
+            logs["vocab_inactive"] = self.health.inactive_fraction()
             self.last_metrics = dict(logs)
             self._collapse_guard(logs)
             if self.is_world_process_zero():
-                shown = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in logs.items()}
+                self.health.write(self.state.global_step, logs)
+                shown = {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in logs.items()}
                 logger.info("step %d: %s", self.state.global_step, shown)
         super().log(logs, start_time)
 
@@ -183,14 +195,17 @@ class SparseTrainer(Trainer):
         nnz = logs.get("doc_nnz")
         if nnz is None or not self.is_world_process_zero():
             return
-        vocab = self.encoder.vocab_size
-        if nnz < 1:
-            logger.warning("!!! COLLAPSE: documents are empty (mean %.2f non-zeros) at step %d; the FLOPS weight "
-                           "(flops_d_lambda=%g) is too strong for this learning rate", nnz, self.state.global_step,
-                           self.doc_flops.lam)
-        elif nnz > vocab / 2:
+        step = self.state.global_step
+        warning = self.health.check(step, nnz)
+        if warning:
+            logger.warning(warning)
+            if self.stop_on_collapse:
+                logger.warning("stop_on_collapse: stopping at step %d; the model is saved to %s", step,
+                               self.args.output_dir)
+                self.control.should_training_stop = True
+        elif nnz > self.encoder.vocab_size / 2:
             logger.warning("!!! DENSE: documents use %.0f of %d vocabulary entries at step %d; the FLOPS weight is "
-                           "too weak (or still warming up: flops_d_T=%g)", nnz, vocab, self.state.global_step,
+                           "too weak (or still warming up: flops_d_T=%g)", nnz, self.encoder.vocab_size, step,
                            self.doc_flops.T)
 
     def _diverged(self, value: float, metrics: dict) -> None:

@@ -1,4 +1,4 @@
-"""Memory- and time-saving document forward for training: vocabulary projection fused with max pooling.
+"""Memory- and time-saving document forward (used in training): vocabulary projection fused with max pooling.
 
 The document vector of the encoder (``SparseEncoder.forward`` with max pooling) is
 
@@ -22,10 +22,12 @@ import torch
 from torch import nn
 
 from sparse.modeling.activations import saturate
-from sparse.modeling.encoder import SparseEncoder, _vocab_projection_detached
+from sparse.modeling.encoder import SparseEncoder, vocab_projection_detached
 
 
 class MaxPoolProjection(torch.autograd.Function):
+    """max over real tokens of the vocabulary logits, with the exact sparse backward of the module docstring."""
+
     @staticmethod
     def forward(ctx, hidden, mask, weight, bias, chunk_elems: int = 1 << 26):
         b, length, _ = hidden.shape
@@ -64,13 +66,14 @@ class MaxPoolProjection(torch.autograd.Function):
 
 
 def supports_fused(encoder: SparseEncoder) -> bool:
+    """Whether ``fused_document_forward`` applies: max pooling and a linear vocabulary projection."""
     decoder = encoder.mlm.get_output_embeddings()
     return encoder.settings.pooling == "max" and isinstance(decoder, nn.Linear)
 
 
 def fused_document_forward(encoder: SparseEncoder, input_ids, attention_mask) -> torch.Tensor:
     """Same output as ``encoder(input_ids, attention_mask)`` for max pooling, with the sparse backward."""
-    with _vocab_projection_detached(encoder.mlm) as decoder:
+    with vocab_projection_detached(encoder.mlm) as decoder:
         hidden = encoder.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
         pooled = MaxPoolProjection.apply(hidden, attention_mask, decoder.weight, decoder.bias)
-    return encoder._finish(saturate(pooled), encoder.settings.scoring_activation)
+    return encoder.finish_pooled(saturate(pooled), encoder.settings.scoring_activation)

@@ -8,7 +8,8 @@ The cache entry of a corpus lives in ``<cache_dir>/<label>-<key>/`` where ``key`
 
 so a changed model, dataset or truncation length never reuses stale vectors. A complete entry
 holds ``vectors.npz`` (a ``SparseBatch`` in the caller's document order) and ``meta.json``
-(written last: it marks the entry complete).
+(written last: it marks the entry complete). An entry that cannot be read, or holds another
+number of vectors than the corpus has documents, is encoded again, with a warning that says why.
 
 With ``WORLD_SIZE = w > 1`` rank r encodes positions r, r+w, ... and writes
 ``shard-r-of-w.npz``; rank 0 waits for every shard, interleaves them back into document order,
@@ -23,19 +24,33 @@ import logging
 import os
 import re
 import time
-from dataclasses import asdict
+import zipfile
+from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 
+from sparse.corpus import distributed
+from sparse.data.digest import corpus_digest
 from sparse.errors import UserError
-from sparse.evaluation import distributed
 from sparse.modeling.vectors import SparseBatch
 
 logger = logging.getLogger(__name__)
 
 VECTORS = "vectors.npz"
 META = "meta.json"
+
+
+@dataclass
+class CorpusVectors:
+    """What ``encode_corpus`` returns: the document vectors and how they were obtained."""
+
+    vectors: Optional[SparseBatch]  # in the order of ``ids``; None on a rank that only helped encode
+    ids: list[str]
+    cache_hit: bool  # loaded from a complete cache entry, not encoded
+    seconds: float  # wall time of the call (hashing, loading or encoding, merging shards)
+    entry: Optional[str] = None  # the cache entry directory (None without a cache)
+    key: Optional[str] = None  # the hash of model + corpus behind ``entry`` (None without a cache)
 
 
 def encoder_fingerprint(encoder) -> str:
@@ -51,14 +66,8 @@ def encoder_fingerprint(encoder) -> str:
 
 def corpus_key(fingerprint: str, doc_ids: Sequence[str], texts: Sequence[str], max_length: Optional[int],
                key_parts: Sequence = ()) -> str:
-    h = hashlib.blake2b(digest_size=12)
-    h.update(json.dumps([fingerprint, list(map(str, key_parts)), max_length, len(doc_ids)]).encode())
-    for doc_id, text in zip(doc_ids, texts):
-        h.update(str(doc_id).encode())
-        h.update(b"\x00")
-        h.update(text.encode())
-        h.update(b"\x01")
-    return h.hexdigest()
+    """The cache key of a corpus (ids and texts in order) encoded by an encoder of this fingerprint."""
+    return corpus_digest([fingerprint, list(map(str, key_parts)), max_length, len(doc_ids)], doc_ids, texts)
 
 
 def _label(key_parts: Sequence) -> str:
@@ -73,62 +82,70 @@ def _atomic_save(batch: SparseBatch, path: str) -> None:
 
 
 def cache_entry_dir(cache_dir: str, key_parts: Sequence, key: str) -> str:
+    """``<cache_dir>/<label>-<key>``, the label made of ``key_parts`` (e.g. the dataset name)."""
     return os.path.join(cache_dir, f"{_label(key_parts)}-{key}")
 
 
 def load_cached(entry: str, n_docs: int) -> Optional[SparseBatch]:
-    """The vectors of a complete cache entry, or None."""
+    """The vectors of a complete cache entry, or None.
+
+    An unusable entry (unreadable, or not ``n_docs`` vectors) is marked incomplete (its
+    ``meta.json`` removed, so no rank waits on it) and None is returned after a warning that says why.
+    """
     if not os.path.isfile(os.path.join(entry, META)):
         return None
-    batch = SparseBatch.load(os.path.join(entry, VECTORS))
-    if len(batch) != n_docs:
-        raise UserError(f"corpus cache {entry} holds {len(batch)} vectors, expected {n_docs}; delete it")
-    return batch
-
-
-def _wait_for(paths: list[str], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(os.path.isfile(p) for p in paths):
-        if time.monotonic() > deadline:
-            missing = [p for p in paths if not os.path.isfile(p)]
-            raise UserError(f"timed out after {timeout:.0f}s waiting for {what}: {missing[:3]}")
-        time.sleep(0.5)
+    try:
+        batch = SparseBatch.load(os.path.join(entry, VECTORS))
+        why = None if len(batch) == n_docs else f"it holds {len(batch)} vectors for {n_docs} documents"
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        why = f"it cannot be read ({type(exc).__name__}: {exc})"
+    if why is None:
+        return batch
+    logger.warning("corpus cache entry %s is unusable, %s: encoding the corpus again", entry, why)
+    try:
+        os.remove(os.path.join(entry, META))
+    except FileNotFoundError:  # another rank removed it first
+        pass
+    return None
 
 
 def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_dir: Optional[str],
                   key_parts: Sequence = (), batch_size: int = 32, max_length: Optional[int] = None,
                   progress: bool = True, rank: Optional[int] = None, world_size: Optional[int] = None,
-                  all_ranks: bool = False, wait_timeout: float = 24 * 3600.0) -> Optional[SparseBatch]:
+                  all_ranks: bool = False, wait_timeout: float = 24 * 3600.0) -> CorpusVectors:
     """Document vectors of ``texts`` (in their order), from the cache or encoded and cached.
 
     ``cache_dir=None`` disables caching (single process only). Under ``torchrun`` every rank
-    must call this; rank 0 gets the full batch, the other ranks get None unless ``all_ranks``.
-    After a call, ``encode_corpus.last_entry`` is the cache entry directory and
-    ``encode_corpus.last_hit`` whether it was reused.
+    must call this; rank 0 gets the full batch in ``vectors``, the other ranks get None unless
+    ``all_ranks``. ``rank`` / ``world_size`` default to the launch's.
     """
     if len(doc_ids) != len(texts):
         raise ValueError(f"{len(doc_ids)} ids for {len(texts)} texts")
-    rank = distributed.rank() if rank is None else rank
-    world = distributed.world_size() if world_size is None else world_size
+    t0 = time.perf_counter()
+    ids = doc_ids if isinstance(doc_ids, list) else list(doc_ids)
+
+    def result(vectors, hit, entry=None, key=None) -> CorpusVectors:
+        return CorpusVectors(vectors, ids, hit, time.perf_counter() - t0, entry, key)
+
+    rank = distributed.launch_rank() if rank is None else rank
+    world = distributed.launch_world_size() if world_size is None else world_size
     if cache_dir is None:
         if world > 1:
             raise UserError("encoding a corpus across processes needs a cache_dir (the shards meet there)")
-        return _encode(encoder, list(texts), batch_size, max_length, progress)
+        return result(_encode(encoder, list(texts), batch_size, max_length, progress), False)
     key = corpus_key(encoder_fingerprint(encoder), doc_ids, texts, max_length, key_parts)
     entry = cache_entry_dir(cache_dir, key_parts, key)
-    encode_corpus.last_entry = entry
     cached = load_cached(entry, len(doc_ids))
-    encode_corpus.last_hit = cached is not None
     if cached is not None:
         logger.info("corpus vectors loaded from cache %s", entry)
-        return cached if (rank == 0 or all_ranks) else None
+        return result(cached if (rank == 0 or all_ranks) else None, True, entry, key)
     os.makedirs(entry, exist_ok=True)
     positions = list(distributed.shard_positions(len(texts), rank, world))
-    t0 = time.perf_counter()
+    t_encode = time.perf_counter()
     shard = _encode(encoder, [texts[i] for i in positions], batch_size, max_length, progress and rank == 0,
                     desc=f"encode corpus (rank {rank}/{world})" if world > 1 else "encode corpus")
     logger.info("rank %d encoded %d documents in %.1fs (%.1f docs/s)", rank, len(positions),
-                time.perf_counter() - t0, len(positions) / max(time.perf_counter() - t0, 1e-9))
+                time.perf_counter() - t_encode, len(positions) / max(time.perf_counter() - t_encode, 1e-9))
     if world == 1:
         full = shard
     else:
@@ -137,10 +154,13 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
         distributed.barrier()
         if rank != 0:
             if not all_ranks:
-                return None
-            _wait_for([os.path.join(entry, META)], wait_timeout, "rank 0 to merge the corpus shards")
-            return load_cached(entry, len(doc_ids))
-        _wait_for(shard_paths, wait_timeout, "every rank's corpus shard")
+                return result(None, False, entry, key)
+            distributed.wait_for_files([os.path.join(entry, META)], wait_timeout, "rank 0 to merge the corpus shards")
+            merged = load_cached(entry, len(doc_ids))
+            if merged is None:
+                raise UserError(f"rank 0 merged the corpus shards into {entry}, but rank {rank} cannot use them")
+            return result(merged, False, entry, key)
+        distributed.wait_for_files(shard_paths, wait_timeout, "every rank's corpus shard")
         shards = [SparseBatch.load(p) for p in shard_paths]
         stacked = SparseBatch.concat(shards)
         # stacked row j holds document position order[j]; invert that to document order
@@ -158,19 +178,12 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
     for name in os.listdir(entry):
         if name.startswith("shard-"):
             os.remove(os.path.join(entry, name))
-    return full
-
-
-encode_corpus.last_entry = None
-encode_corpus.last_hit = None
+    return result(full, False, entry, key)
 
 
 def _encode(encoder, texts: list[str], batch_size: int, max_length: Optional[int], progress: bool,
             desc: str = "encode corpus") -> SparseBatch:
     if not texts:
         return SparseBatch.empty(encoder.vocab_size)
-    try:
-        return encoder.encode_documents(texts, batch_size=batch_size, max_length=max_length,
-                                        progress=progress, desc=desc)
-    except TypeError:  # an encoder without the ``desc`` keyword
-        return encoder.encode_documents(texts, batch_size=batch_size, max_length=max_length, progress=progress)
+    return encoder.encode_documents(texts, batch_size=batch_size, max_length=max_length, progress=progress,
+                                    desc=desc)

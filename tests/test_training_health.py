@@ -1,0 +1,82 @@
+"""Training health: train_log.jsonl at every logging step, vocabulary activity, the collapse watch."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from sparse.training.health import TrainingHealth
+from sparse.training.run import main
+
+WORDS = "the cat dog sat on mat a bird flew over house red blue green is big small".split()
+
+
+def test_inactive_fraction_counts_entries_unused_in_the_window():
+    h = TrainingHealth(vocab_size=6, output_dir=None, window=2)
+    h.observe(torch.tensor([[1.0, 0, 0, 0, 0, 0], [0, 2.0, 0, 0, 0, 0]]))  # batch 0 uses 0, 1
+    h.observe(torch.tensor([[0, 0, 3.0, 0, 0, 0]]))                        # batch 1 uses 2
+    assert h.inactive_fraction() == pytest.approx(3 / 6)                   # 3, 4, 5 never used
+    h.observe(torch.tensor([[0, 0, 0, 1.0, 0, 0]]))                        # batch 2 uses 3; 0, 1 leave the window
+    assert h.inactive_fraction() == pytest.approx(4 / 6)                   # only 2 and 3 are recent
+
+
+def test_collapse_is_measured_against_the_start_or_the_target():
+    h = TrainingHealth(vocab_size=4, output_dir=None, collapse_ratio=0.5)
+    assert h.check(10, 200.0) is None          # the first log sets the reference
+    assert h.check(20, 120.0) is None
+    assert "COLLAPSE" in h.check(30, 99.0)     # below 0.5 x 200
+    asked = TrainingHealth(vocab_size=4, output_dir=None, collapse_ratio=0.5, target_doc_nnz=60)
+    asked.check(10, 200.0)
+    assert asked.check(20, 40.0) is None       # shrinking towards the requested size is no collapse
+    assert "COLLAPSE" in asked.check(30, 29.0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tiny_mlm_factory):
+    import datasets
+
+    root = tmp_path_factory.mktemp("health")
+    model, tok = tiny_mlm_factory(root, "bert", seed=5)
+    model.save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    rng = random.Random(1)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 10))) for _ in range(40)]
+    rows = [{"query": " ".join(rng.choice(texts).split()[:4]), "pos": rng.choice(texts),
+             "negs": [rng.choice(texts) for _ in range(2)]} for _ in range(16)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(root / "posnegs"))
+    return {"model": str(root / "model"), "data": str(root / "posnegs")}
+
+
+def _train(tiny, out, **kw):
+    args = {"model_name_or_path": tiny["model"], "train_file": tiny["data"], "data_type": "posnegs",
+            "loss_types": "[infonce]", "sample_num_one_query": 1, "output_dir": str(out), "max_seq_length": 16,
+            "per_device_train_batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 0, "seed": 3,
+            "logging_steps": 1, "max_steps": 3, "save_strategy": "steps", "save_steps": 1000, "report_to": "[]", "flops_d_lambda": 0}
+    args.update(kw)
+    return main([f"{k}={v}" for k, v in args.items()])
+
+
+def test_every_logging_step_writes_a_full_precision_json_line(tiny, tmp_path):
+    _train(tiny, tmp_path / "run", idf_requires_grad="true", idf_lr=0.01, learning_rate=1.234567e-7)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    logged = [x for x in lines if "loss_infonce" in x]
+    assert [x["step"] for x in logged] == [1, 2, 3]
+    for rec in logged:
+        for key in ("loss", "grad_norm", "ranking_loss", "flops_loss", "doc_nnz", "query_nnz", "vocab_inactive",
+                    "lr_decay", "lr_idf"):
+            assert key in rec, key
+        assert 0.0 <= rec["vocab_inactive"] <= 1.0
+        assert rec["lr_idf"] == pytest.approx(0.01 * (1 - rec["step"] / 3))  # linear decay of its own lr
+    assert logged[0]["lr_decay"] == pytest.approx(1.234567e-7 * 2 / 3)  # not rounded away
+
+
+def test_stop_on_collapse_ends_the_run(tiny, tmp_path):
+    # collapse_ratio 2: any log is 'below 2 x the first', so the first log is a collapse by construction
+    out = _train(tiny, tmp_path / "run", max_steps=6, collapse_ratio=2.0, stop_on_collapse="true")
+    assert out["global_step"] == 1
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "COLLAPSE" in log and "stop_on_collapse: stopping at step 1" in log
+    assert (tmp_path / "run" / "model.safetensors").is_file()  # the model at the stop is saved
