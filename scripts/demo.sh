@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: set up, fetch the small assets, then on SciFact with the offline
-# SPLADE model and the embedded engine: evaluate zero-shot -> mine hard negatives -> fine-tune
-# (config/scifact_demo.yaml) -> evaluate the fine-tuned model -> before/after table and a report
+# SPLADE model and the embedded engine: evaluate zero-shot -> distillation data (BM25 + MiniLM
+# teachers) -> fine-tune
+# (config/scifact_demo.yaml) -> evaluate the fine-tuned model, BM25 and the teachers -> a table and a report
 # with plots (output/demo/report/). A re-run reuses every step whose inputs did not change.
 #
 #   bash scripts/demo.sh                 # offline, CPU or all visible GPUs
@@ -12,5 +13,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m sparse.assets --only splade idf scifact
+.venv/bin/python -m sparse.assets --only splade minilm idf scifact
 exec .venv/bin/python -m sparse.reproduce.demo "$@"

@@ -98,6 +98,7 @@ class DataArguments:
     collapse_ratio: float = 0.5
     target_doc_nnz: Optional[float] = None  # a document size the FLOPS regularizer is meant to reach
     stop_on_collapse: bool = False
+    freeze_document_encoder: bool = False  # train only the query IDF over fixed document vectors (training/idf_fit.py)
     beir_dir: str = "data/beir"
     beir_datasets: str = DEFAULT_BEIR_DATASETS
     miracl_dir: Optional[str] = None  # accepted, unused (reference dead key)

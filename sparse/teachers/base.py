@@ -141,7 +141,28 @@ class BiEncoderTeacher(Teacher):
         return torch.cat(out) if out else torch.zeros(0)
 
     embed_queries = embed
-    embed_docs = embed
+
+    def remember_documents(self, texts: Sequence[str], embeddings) -> None:
+        """Embeddings already computed for these texts (a cached corpus): ``embed_docs`` looks them up."""
+        self._known_docs = {t: i for i, t in enumerate(texts)}
+        self._known_embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
+
+    @torch.no_grad()
+    def embed_docs(self, texts: Sequence[str]) -> torch.Tensor:
+        """Document embeddings; remembered texts are looked up, only the others are embedded."""
+        known = getattr(self, "_known_docs", None)
+        if not known:
+            return self.embed(texts)
+        rows = [known.get(t) for t in texts]
+        missing = [i for i, r in enumerate(rows) if r is None]
+        if not missing:
+            return self._known_embeddings[rows]
+        out = torch.empty(len(texts), self._known_embeddings.shape[1])
+        hit = [i for i, r in enumerate(rows) if r is not None]
+        if hit:
+            out[hit] = self._known_embeddings[[rows[i] for i in hit]]
+        out[missing] = self.embed([texts[i] for i in missing]).to(out.device)
+        return out
 
     @torch.no_grad()
     def score_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> torch.Tensor:

@@ -108,6 +108,15 @@ def main(argv=None) -> dict:
     logger.info("student: %s, %d parameters, settings %s", m.model_name_or_path,
                 sum(p.numel() for p in encoder.parameters()), encoder.settings)
 
+    if d.freeze_document_encoder:
+        from sparse.training.health import TrainingHealth
+        from sparse.training.idf_fit import fit_idf
+
+        health = TrainingHealth(encoder.vocab_size, args.output_dir if is_main else None)
+        if health.path and os.path.isfile(health.path):
+            os.remove(health.path)
+        return fit_idf(cfg, encoder, health)
+
     datasets = [build_dataset(p, d.data_type, d.sample_num_one_query, d.swap_times, d.first_rank_thresh, args.seed,
                               d.score_scale) for p in dataset_paths(d.train_file, d.train_file_dir)]
     ranking = RankingLoss(d.loss_types, d.loss_weights, in_batch=d.use_in_batch_negatives, temperature=d.temperature,
