@@ -1,5 +1,6 @@
-"""The demo driver end to end on a small SciFact subset: zero-shot eval -> mining -> fine-tuning
-(config/scifact_demo.yaml, a few steps) -> eval -> report; then a re-run reuses every step.
+"""The demo driver end to end on a small SciFact subset: zero-shot eval -> corpus IDF and
+distillation data -> fine-tuning (config/scifact_demo.yaml, a few steps) -> eval and baselines ->
+report; then a re-run reuses every step.
 
 The improvement itself is checked by the real demo on the full SciFact (README); here a few
 steps on a dozen queries only show that every stage runs and that the report holds the
@@ -7,7 +8,6 @@ evaluation's numbers."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -27,9 +27,10 @@ def _demo(root, probe, *extra):
     cmd = probe("sparse.reproduce.demo", "--dataset", "scifact_mini",
                 "--beir_dir", str(root / "beir"), "--output_root", str(root / "demo"),
                 "--train_data", str(root / "scifact_mini_train"), "--nproc", "0", "--cache_dir", str(root / "cache"),
-                "--train_set", "max_steps=3", "save_steps=3", "logging_steps=1", "per_device_train_batch_size=4",
-                "max_seq_length=64", "warmup_steps=1",
-                "--eval_args", "eval_max_seq_length=96", "--mine_args", "max_seq_length=96", "top_k=10", *extra)
+                "--train_set", "max_steps=3", "logging_steps=1", "per_device_train_batch_size=4",
+                "eval_max_seq_length=96",
+                "--eval_args", "eval_max_seq_length=96",
+                "--prep_args", "max_seq_length=96", "top_k=10", "teacher_max_length=64", *extra)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -71,21 +72,22 @@ def test_demo_pipeline_on_a_subset(tmp_path, scifact_dir, splade_path, idf_path,
     for ax, (_, part, key) in zip(bars["axes"], panels, strict=True):
         assert [b["height"] for b in ax["bars"]] == pytest.approx([zs[part][key], ft[part][key]], rel=1e-12)
         assert ax["xticklabels"] == ["zero-shot", "fine-tuned"]
-    # the curves are the fine-tuning run's logged values (HF trainer state of its last checkpoint)
-    state = max(glob.glob(str(tmp_path / "demo" / "model" / "checkpoint-*" / "trainer_state.json")),
-                key=lambda p: int(re.search(r"checkpoint-(\d+)", p).group(1)))
-    logged = [r for r in json.load(open(state))["log_history"] if "ranking_loss" in r]
+    # the curves are the fine-tuning run's logged values (its train_log.jsonl: the IDF fit's)
+    logged = [json.loads(x) for x in open(tmp_path / "demo" / "model" / "train_log.jsonl")]
     assert [r["step"] for r in logged] == [1, 2, 3]
     curves = json.load(open(report_dir / "training_curves.png.figure.json"))
-    series = [("ranking loss", "ranking_loss"), ("FLOPS loss (lambda x FLOPS)", "flops_loss"),
-              ("mean document length (non-zeros)", "doc_nnz")]
+    series = [("distillation loss (KL to the teachers)", "loss"), ("mean query length (non-zeros)", "query_nnz"),
+              ("IDF learning rate", "lr_idf")]
     assert [ax["title"] for ax in curves["axes"]] == [title for title, _ in series]
     for ax, (_, key) in zip(curves["axes"], series, strict=True):
         (line,) = ax["lines"]
         assert line["x"] == [1.0, 2.0, 3.0] and line["y"] == pytest.approx([r[key] for r in logged], rel=1e-6)
     assert os.path.isfile(tmp_path / "scifact_mini_train" / "dataset_info.json")
+    # BM25 and the teacher ensemble are in the table, scored on the same queries
+    for name in ("BM25", "teacher ensemble (BM25 + MiniLM)"):
+        assert format(res["baselines"][name]["NDCG@10"], ".4f") in report
 
     again = _demo(tmp_path, figure_probe)
-    assert again.count("reusing ") == 4
-    assert "train_ir.py" not in again and "evaluate_beir.py" not in again and "demo_train_data.py" not in again
+    assert again.count("reusing ") == 6
+    assert "train_ir.py" not in again and "evaluate_beir.py" not in again and "data_preparation.py" not in again
     assert again.strip().splitlines()[-1] == lines[-1]

@@ -20,7 +20,7 @@ ALLOWED = {
     "losses": {"errors"},
     "data": {"errors"},
     "assets": {"errors"},
-    "retrieval": {"errors", "modeling"},
+    "retrieval": {"errors", "modeling", "data"},  # data: the corpus hash of cache keys
     # config validates names against the registries of the modules that implement them
     "config": {"errors", "modeling", "losses", "data", "retrieval"},
     "idf": {"errors", "modeling", "data"},  # the ``python -m sparse.idf`` command line

@@ -121,11 +121,19 @@ def test_marginmse():
 def test_ranking_loss_combines_weights():
     q, d, k = _rand()
     t = torch.rand(3, k)
-    rl = RankingLoss(["infonce", "kldiv", "marginmse"], weights=[1.0, 0.5, 2.0], ranking_loss_weight=3.0)
-    total, parts = rl(q, d, t)
     s = student_scores(q, d, False)
+    raw = RankingLoss(["infonce", "kldiv", "marginmse"], weights=[1.0, 0.5, 2.0], ranking_loss_weight=3.0,
+                      score_norm="none")
+    total, parts = raw(q, d, t)
     expected = 3.0 * (infonce_loss(q, d) + 0.5 * kldiv_loss(s, t) + 2.0 * marginmse_loss(s, t))
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    # default score_norm "std": the distillation terms see the student rows with the teacher's spread
+    rl = RankingLoss(["infonce", "kldiv", "marginmse"], weights=[1.0, 0.5, 2.0], ranking_loss_weight=3.0)
+    total, parts = rl(q, d, t)
+    s_std = (s - s.mean(1, keepdim=True)) / (s.std(1, unbiased=False, keepdim=True) + 1e-8) \
+        * t.std(1, unbiased=False, keepdim=True)
+    expected = 3.0 * (infonce_loss(q, d) + 0.5 * kldiv_loss(s_std, t) + 2.0 * marginmse_loss(s_std, t))
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert set(parts) == {"loss_infonce", "loss_kldiv", "loss_marginmse"}
     with pytest.raises(ValueError, match="needs teacher scores"):
         RankingLoss(["kldiv"])(q, d, None)

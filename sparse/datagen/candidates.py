@@ -42,8 +42,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from sparse.datagen.negatives import (DROP_FEW_NEGATIVES, DROP_NO_POSITIVE, DROP_POSITIVES_MISSING,
-                                      MiningStats)
+from sparse.datagen.negatives import DROP_FEW_NEGATIVES, DROP_POSITIVES_MISSING, MiningStats, judged_positives
 from sparse.errors import ConfigError, UserError
 
 logger = logging.getLogger(__name__)
@@ -276,8 +275,8 @@ def reuse_cached_corpus_embeddings(ensemble, doc_ids: Sequence[str], texts: Sequ
         return 0
     found = 0
     for teacher in ensemble.teachers:
-        if not getattr(teacher, "is_bi_encoder", False) or getattr(teacher, "_known_docs", None):
-            continue
+        if not hasattr(teacher, "remember_documents") or getattr(teacher, "_known_docs", None):
+            continue  # not a bi-encoder teacher (or a wrapper of one), or it already knows the corpus
         entry = os.path.join(cache_dir, f"dense-{label}-{_collection_key(_teacher_fingerprint(teacher), doc_ids, texts)}")
         cached = _load_entry(entry, len(doc_ids))
         if cached is not None:
@@ -405,11 +404,8 @@ def build_filtered_posnegs(qids: Sequence[str], queries: dict, qrels: dict, scor
     stats = MiningStats(extra={"negatives_dropped_by_margin": 0})
     rows: list[dict] = []
     for qid in qids:
-        stats.queries_in += 1
-        judged = qrels.get(qid, {})
-        positives = sorted(d for d, g in judged.items() if g > 0)
+        judged, positives = judged_positives(qid, qrels, stats)
         if not positives:
-            stats.drop(DROP_NO_POSITIVE, qid)
             continue
         present = [p for p in positives if p in text_of]
         stats.positives_missing.extend(f"{qid}:{p}" for p in positives if p not in text_of)

@@ -100,6 +100,17 @@ class MiningStats:
                 f"{self.max_negatives}); dropped queries: {drops}")
 
 
+def judged_positives(qid: str, qrels: dict, stats: MiningStats) -> tuple[dict, list[str]]:
+    """A query's judged documents and its positives (grade > 0, sorted); counts the query in, and
+    as dropped when it has no positive."""
+    stats.queries_in += 1
+    judged = qrels.get(qid, {})
+    positives = sorted(d for d, g in judged.items() if g > 0)
+    if not positives:
+        stats.drop(DROP_NO_POSITIVE, qid)
+    return judged, positives
+
+
 def build_posnegs_rows(query_ids: Sequence[str], queries: dict, qrels: dict, retrieved: Sequence[Sequence[str]],
                        doc_text: dict, skip_top: int = 0, negatives_per_query: Optional[int] = None,
                        sampling: str = "top", seed: int = 42, min_negatives: int = 1,
@@ -108,11 +119,8 @@ def build_posnegs_rows(query_ids: Sequence[str], queries: dict, qrels: dict, ret
     stats = stats or MiningStats()
     rows: list[dict] = []
     for qid, cands in zip(query_ids, retrieved):
-        stats.queries_in += 1
-        judged = qrels.get(qid, {})
-        positives = sorted(d for d, g in judged.items() if g > 0)
+        judged, positives = judged_positives(qid, qrels, stats)
         if not positives:
-            stats.drop(DROP_NO_POSITIVE, qid)
             continue
         stats.positives_in_candidates += sum(1 for d in cands if d in judged)
         negs = select_negatives(cands, set(judged), skip_top, negatives_per_query, sampling,

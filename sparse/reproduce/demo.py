@@ -43,7 +43,7 @@ from sparse.errors import UserError
 from sparse.config import split_overrides
 from sparse.reproduce.results import LABELS, eval_results_dir, read_dataset_row
 from sparse.reproduce.runner import launcher, visible_gpus
-from sparse.reproduce.training_log import CURVES, read_training_log
+from sparse.reproduce.training_log import curves_for, read_training_log
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HUB_DEFAULT = "opensearch-project/opensearch-neural-sparse-encoding-doc-v2-mini"
@@ -282,7 +282,8 @@ class Demo:
         curves = None
         if records:
             curves = plots.plot_training_curves(records, os.path.join(rep_dir, "training_curves.png"),
-                                                series=CURVES, title="fine-tuning: distillation from BM25 + MiniLM")
+                                                series=curves_for(records),
+                                                title="fine-tuning: distillation from BM25 + MiniLM")
         md = [f"# Demo: fine-tuning a sparse encoder on {self.dataset}", "",
               f"Base model `{self.model}`, evaluated on the {self.dataset} test split with the embedded engine "
               f"before and after fine-tuning by distillation from a BM25 + all-MiniLM-L6-v2 ensemble on its "

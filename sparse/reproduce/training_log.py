@@ -80,3 +80,12 @@ def read_training_log(output_dir: str) -> list[dict]:
 
 CURVES = [("ranking_loss", "ranking loss"), ("flops_loss", "FLOPS loss (lambda x FLOPS)"),
           ("doc_nnz", "mean document length (non-zeros)")]
+
+# the query-side fit (``freeze_document_encoder``) logs its own values
+IDF_FIT_CURVES = [("loss", "distillation loss (KL to the teachers)"), ("query_nnz", "mean query length (non-zeros)"),
+                  ("lr_idf", "IDF learning rate")]
+
+
+def curves_for(records: list[dict]) -> list[tuple[str, str]]:
+    """The curves a run's records hold: the encoder training's, or the IDF fit's."""
+    return CURVES if any("ranking_loss" in r for r in records) else IDF_FIT_CURVES

@@ -104,14 +104,9 @@ def collection_key(doc_ids: Sequence[str], texts: Sequence[str], params: BM25Par
     """The cache key of a BM25 index: the collection (ids and texts, in order) and the settings."""
     import bm25s
 
-    h = hashlib.blake2b(digest_size=12)
-    h.update(json.dumps([FORMAT_VERSION, bm25s.__version__, asdict(params), len(doc_ids)]).encode())
-    for doc_id, text in zip(doc_ids, texts):
-        h.update(str(doc_id).encode())
-        h.update(b"\x00")
-        h.update(text.encode())
-        h.update(b"\x01")
-    return h.hexdigest()
+    from sparse.data.digest import corpus_digest
+
+    return corpus_digest([FORMAT_VERSION, bm25s.__version__, asdict(params), len(doc_ids)], doc_ids, texts)
 
 
 def _label(label: str) -> str:
