@@ -77,7 +77,7 @@ def test_demo_pipeline_on_a_subset(tmp_path, scifact_dir, splade_path, idf_path,
     assert [r["step"] for r in logged] == [1, 2, 3]
     curves = json.load(open(report_dir / "training_curves.png.figure.json"))
     series = [("distillation loss (KL to the teachers)", "loss"), ("mean query length (non-zeros)", "query_nnz"),
-              ("IDF learning rate", "lr_idf")]
+              ("mean |IDF change| of training-query tokens", "idf_shift")]
     assert [ax["title"] for ax in curves["axes"]] == [title for title, _ in series]
     for ax, (_, key) in zip(curves["axes"], series, strict=True):
         (line,) = ax["lines"]

@@ -133,3 +133,5 @@ def test_idf_fit_trains_only_the_query_idf_and_lowers_the_loss(tiny, tmp_path):
     assert _kl_std(after, rows, base) < _kl_std(before, rows, base) - 1e-3
     log = [json.loads(x) for x in (tmp_path / "fit" / "train_log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in log] == [2, 4, 6, 8, 10, 12, 14, 15]
+    trained = sorted(query_tokens - set(base.tokenizer.all_special_ids))
+    assert log[-1]["idf_shift"] == pytest.approx(float(np.abs(after[trained] - before[trained]).mean()), rel=1e-5)

@@ -83,9 +83,10 @@ CURVES = [("ranking_loss", "ranking loss"), ("flops_loss", "FLOPS loss (lambda x
 
 # the query-side fit (``freeze_document_encoder``) logs its own values
 IDF_FIT_CURVES = [("loss", "distillation loss (KL to the teachers)"), ("query_nnz", "mean query length (non-zeros)"),
-                  ("lr_idf", "IDF learning rate")]
+                  ("idf_shift", "mean |IDF change| of training-query tokens")]
 
 
 def curves_for(records: list[dict]) -> list[tuple[str, str]]:
     """The curves a run's records hold: the encoder training's, or the IDF fit's."""
-    return CURVES if any("ranking_loss" in r for r in records) else IDF_FIT_CURVES
+    curves = CURVES if any("ranking_loss" in r for r in records) else IDF_FIT_CURVES
+    return [c for c in curves if any(c[0] in r for r in records)]  # logs of older runs may lack one

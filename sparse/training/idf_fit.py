@@ -112,6 +112,8 @@ def fit_idf(cfg, encoder, health=None) -> dict:
 
     idf = encoder.idf
     idf.requires_grad_(True)
+    start_idf = idf.detach().clone()
+    trained_tokens = presence.any(dim=0)  # the vocabulary entries training can move
     lr = d.idf_lr if d.idf_lr is not None else args.learning_rate
     optimizer = torch.optim.AdamW([idf], lr=lr, weight_decay=0.0)
     batch = args.per_device_train_batch_size
@@ -149,7 +151,8 @@ def fit_idf(cfg, encoder, health=None) -> dict:
         if step % max(1, int(args.logging_steps)) == 0 or step == total:
             record = {"loss": float(np.mean(logged)), "lr_idf": optimizer.param_groups[0]["lr"],
                       "epoch": step / steps_per_epoch,
-                      "query_nnz": float((presence.float() * (idf.detach() > 0)).sum(1).mean())}
+                      "query_nnz": float((presence.float() * (idf.detach() > 0)).sum(1).mean()),
+                      "idf_shift": float((idf.detach() - start_idf)[trained_tokens].abs().mean())}
             logger.info("step %d: %s", step, {k: float(f"{v:.4g}") for k, v in record.items()})
             if health is not None:
                 health.write(step, record)
