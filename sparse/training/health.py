@@ -71,7 +71,7 @@ class TrainingHealth:
             return (f"!!! COLLAPSE: documents have {doc_nnz:.1f} non-zeros at step {step}, below "
                     f"{self.collapse_ratio:g} x {what}; {self.inactive_fraction():.1%} of the vocabulary was unused "
                     f"in the last {self.window} batches. See docs/training.md (lower the learning rate or "
-                    "flops_d_lambda, keep kd_score_norm on)")
+                    "flops_d_lambda; distillation losses need score_norm: std)")
         return None
 
     def write(self, step: int, logs: dict) -> None:
