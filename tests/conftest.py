@@ -171,6 +171,30 @@ def random_subset():
     return make_random_subset
 
 
+def read_beir_files(folder, split: str = "train") -> dict:
+    """A BEIR folder read with json alone (not through the toolkit), for independent checks:
+    ``text`` {doc id: title + " " + text}, ``qrels`` {qid: {doc id: grade}}, ``queries`` {qid: text}
+    of the judged queries, ``doc_ids`` and ``qids`` sorted."""
+    with open(os.path.join(folder, "corpus.jsonl"), encoding="utf-8") as f:
+        docs = [json.loads(line) for line in f if line.strip()]
+    text = {d["_id"]: ((d.get("title") or "") + " " + (d.get("text") or "")).strip() for d in docs}
+    qrels: dict = {}
+    with open(os.path.join(folder, "qrels", f"{split}.tsv"), encoding="utf-8") as f:
+        for line in f.read().splitlines()[1:]:
+            if line.strip():
+                q, d, g = line.split("\t")
+                qrels.setdefault(q, {})[d] = int(g)
+    with open(os.path.join(folder, "queries.jsonl"), encoding="utf-8") as f:
+        queries = {r["_id"]: r["text"] for r in map(json.loads, f) if r["_id"] in qrels}
+    return {"text": text, "qrels": qrels, "queries": queries, "doc_ids": sorted(text), "qids": sorted(qrels)}
+
+
+@pytest.fixture(scope="session")
+def beir_files():
+    """``read(folder, split="train") -> {text, qrels, queries, doc_ids, qids}`` (``read_beir_files``)."""
+    return read_beir_files
+
+
 # ----------------------------------------------------------------------------- osmem-server
 OSMEM_START_TIMEOUT = 30.0
 

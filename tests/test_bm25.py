@@ -10,7 +10,6 @@ words, Lucene k1/b), and BM25 values worked out by hand for a 3-document toy col
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -30,19 +29,12 @@ def toy_dir(tmp_path_factory, beir_writer):
 
 
 @pytest.fixture(scope="module")
-def subset(scifact_dir, tmp_path_factory, random_subset):
+def subset(scifact_dir, tmp_path_factory, random_subset, beir_files):
     """A SciFact subset read here: (dir, doc ids sorted, texts, query texts)."""
     root = tmp_path_factory.mktemp("bm25")
     path = random_subset(scifact_dir, root / "scifact_bm25", n_queries=12, n_extra_docs=60)
-    with open(os.path.join(path, "corpus.jsonl"), encoding="utf-8") as f:
-        docs = [json.loads(line) for line in f if line.strip()]
-    text = {d["_id"]: ((d.get("title") or "") + " " + (d.get("text") or "")).strip() for d in docs}
-    with open(os.path.join(path, "qrels", "train.tsv"), encoding="utf-8") as f:
-        qids = sorted({line.split("\t")[0] for line in f.read().splitlines()[1:] if line.strip()})
-    with open(os.path.join(path, "queries.jsonl"), encoding="utf-8") as f:
-        queries = {r["_id"]: r["text"] for r in map(json.loads, f)}
-    ids = sorted(text)
-    return path, ids, [text[d] for d in ids], [queries[q] for q in qids]
+    data = beir_files(path)
+    return path, data["doc_ids"], [data["text"][d] for d in data["doc_ids"]], [data["queries"][q] for q in data["qids"]]
 
 
 def bm25s_scores(doc_texts, query_texts, k1=K1, b=B):

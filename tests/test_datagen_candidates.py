@@ -25,7 +25,7 @@ TOP_K, MARGIN, MAX_LENGTH = 4, 0.45, 64
 
 
 @pytest.fixture(scope="module")
-def setup(scifact_dir, splade_path, idf_path, minilm_path, tmp_path_factory, random_subset):
+def setup(scifact_dir, splade_path, idf_path, minilm_path, tmp_path_factory, random_subset, beir_files):
     root = tmp_path_factory.mktemp("cand")
     data_dir = random_subset(scifact_dir, root / "scifact_cand", n_queries=5, n_extra_docs=30)
     # a judged positive no retriever finds: only --include_positives brings it to the teachers; it
@@ -36,16 +36,8 @@ def setup(scifact_dir, splade_path, idf_path, minilm_path, tmp_path_factory, ran
         f.write(json.dumps({"_id": "zz-hidden", "title": "", "text": "xylophone quartz"}) + "\n")
     with open(os.path.join(data_dir, "qrels", "train.tsv"), "a", encoding="utf-8") as f:
         f.write(f"{hidden_qid}\tzz-hidden\t1\n")
-    with open(os.path.join(data_dir, "corpus.jsonl"), encoding="utf-8") as f:
-        docs = [json.loads(line) for line in f if line.strip()]
-    text = {d["_id"]: ((d.get("title") or "") + " " + (d.get("text") or "")).strip() for d in docs}
-    qrels = {}
-    with open(os.path.join(data_dir, "qrels", "train.tsv"), encoding="utf-8") as f:
-        for line in f.read().splitlines()[1:]:
-            q, d, g = line.split("\t")
-            qrels.setdefault(q, {})[d] = int(g)
-    with open(os.path.join(data_dir, "queries.jsonl"), encoding="utf-8") as f:
-        queries = {r["_id"]: r["text"] for r in map(json.loads, f) if r["_id"] in qrels}
+    data = beir_files(data_dir)
+    text, qrels, queries = data["text"], data["qrels"], data["queries"]
     argv = ["--model_name_or_path", splade_path, "--idf_path", idf_path, "--data_dir", data_dir,
             "--output", str(root / "kd"), "--cache_dir", str(root / "cache"), "--max_seq_length", str(MAX_LENGTH),
             "--top_k", str(TOP_K), "--teachers", "bm25", "--teacher_max_length", str(MAX_LENGTH),

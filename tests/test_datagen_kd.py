@@ -9,7 +9,6 @@ computed one text at a time from the HF models, min-max normalized per query
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -37,26 +36,15 @@ def kd_setup(scifact_dir, splade_path, idf_path, minilm_path, tmp_path_factory, 
     return root, argv
 
 
-def read_subset(data_dir):
-    """(doc ids, {id: text}, sorted query ids with qrels, {qid: text}), read here."""
-    with open(os.path.join(data_dir, "corpus.jsonl"), encoding="utf-8") as f:
-        docs = [json.loads(line) for line in f if line.strip()]
-    text = {d["_id"]: ((d.get("title") or "") + " " + (d.get("text") or "")).strip() for d in docs}
-    with open(os.path.join(data_dir, "qrels", "train.tsv"), encoding="utf-8") as f:
-        qids = sorted({line.split("\t")[0] for line in f.read().splitlines()[1:] if line.strip()})
-    with open(os.path.join(data_dir, "queries.jsonl"), encoding="utf-8") as f:
-        queries = {r["_id"]: r["text"] for r in map(json.loads, f) if r["_id"] in set(qids)}
-    return sorted(text), text, qids, queries
-
-
 @pytest.fixture(scope="module")
-def independent_kd(kd_setup, minilm_path, independent_splade, ranking):
+def independent_kd(kd_setup, minilm_path, independent_splade, ranking, beir_files):
     """What a kd row holds, computed without the toolkit: per query the retrieval ranking and
     scores, and ``teacher_raw(query, doc ids) -> [dense scores, sparse scores]``."""
     from transformers import AutoModel, AutoTokenizer
 
     root, _ = kd_setup
-    doc_ids, text, qids, queries = read_subset(str(root / "scifact_kd"))
+    data = beir_files(str(root / "scifact_kd"))
+    doc_ids, text, qids, queries = data["doc_ids"], data["text"], data["qids"], data["queries"]
     retrieval = independent_splade.scores([queries[q] for q in qids], [text[d] for d in doc_ids], MAX_LENGTH)
     tok = AutoTokenizer.from_pretrained(minilm_path)
     dense = AutoModel.from_pretrained(minilm_path).eval()

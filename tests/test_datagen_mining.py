@@ -34,21 +34,9 @@ def scifact_subset(scifact_dir, tmp_path_factory, random_subset):
 
 
 @pytest.fixture(scope="module")
-def subset_data(scifact_subset):
+def subset_data(scifact_subset, beir_files):
     """The subset read here (not through the toolkit): doc ids/texts, queries with qrels, qrels."""
-    root = os.path.join(scifact_subset, "scifact_sub")
-    with open(os.path.join(root, "corpus.jsonl"), encoding="utf-8") as f:
-        docs = [json.loads(line) for line in f if line.strip()]
-    text = {d["_id"]: ((d.get("title") or "") + " " + (d.get("text") or "")).strip() for d in docs}
-    qrels = {}
-    with open(os.path.join(root, "qrels", "train.tsv"), encoding="utf-8") as f:
-        for line in f.read().splitlines()[1:]:
-            q, d, g = line.split("\t")
-            qrels.setdefault(q, {})[d] = int(g)
-    with open(os.path.join(root, "queries.jsonl"), encoding="utf-8") as f:
-        queries = {r["_id"]: r["text"] for r in map(json.loads, f) if r["_id"] in qrels}
-    doc_ids = sorted(text)
-    return {"doc_ids": doc_ids, "text": text, "qids": sorted(qrels), "queries": queries, "qrels": qrels}
+    return beir_files(os.path.join(scifact_subset, "scifact_sub"))
 
 
 def _mine(tmp, beir_root, *extra):

@@ -144,6 +144,11 @@ def _atomic_save(array: np.ndarray, path: str) -> None:
     os.replace(tmp, path)
 
 
+def _dense_entry(cache_dir: str, label: str, teacher, doc_ids: Sequence[str], texts: Sequence[str]) -> str:
+    """The cache folder of a teacher's embeddings of a collection."""
+    return os.path.join(cache_dir, f"dense-{label}-{_collection_key(_teacher_fingerprint(teacher), doc_ids, texts)}")
+
+
 def _load_entry(entry: str, n_docs: int) -> Optional[np.ndarray]:
     if not os.path.isfile(os.path.join(entry, META)):
         return None
@@ -188,8 +193,7 @@ def dense_corpus_embeddings(teacher, doc_ids: Sequence[str], texts: Sequence[str
         if world > 1:
             raise UserError("embedding a corpus across processes needs a cache_dir (the shards meet there)")
         return embed_texts(teacher, texts, progress, "dense corpus")
-    key = _collection_key(_teacher_fingerprint(teacher), doc_ids, texts)
-    entry = os.path.join(cache_dir, f"dense-{label}-{key}")
+    entry = _dense_entry(cache_dir, label, teacher, doc_ids, texts)
     cached = _load_entry(entry, len(doc_ids))
     if cached is not None:
         logger.info("dense corpus embeddings loaded from cache %s", entry)
@@ -277,7 +281,7 @@ def reuse_cached_corpus_embeddings(ensemble, doc_ids: Sequence[str], texts: Sequ
     for teacher in ensemble.teachers:
         if not hasattr(teacher, "remember_documents") or getattr(teacher, "_known_docs", None):
             continue  # not a bi-encoder teacher (or a wrapper of one), or it already knows the corpus
-        entry = os.path.join(cache_dir, f"dense-{label}-{_collection_key(_teacher_fingerprint(teacher), doc_ids, texts)}")
+        entry = _dense_entry(cache_dir, label, teacher, doc_ids, texts)
         cached = _load_entry(entry, len(doc_ids))
         if cached is not None:
             teacher.remember_documents(list(texts), cached)

@@ -242,7 +242,7 @@ class Demo:
         _, _, qrels = load_beir(self.beir_path, "test")
         runs = {"BM25": {}, "teacher ensemble (BM25 + MiniLM)": {}}
         for row in load_rows(data):
-            bm25 = row["teacher_scores"][0]
+            bm25 = row["teacher_scores"][0]  # --teachers above lists bm25 first
             runs["BM25"][row["q_id"]] = dict(zip(row["d_ids"], map(float, bm25)))
             runs["teacher ensemble (BM25 + MiniLM)"][row["q_id"]] = dict(zip(row["d_ids"], map(float, row["scores"])))
         results = {name: {m: v for m, v in evaluate_run(qrels, run).items() if m in TABLE_METRICS}

@@ -37,19 +37,21 @@ class TrainingHealth:
         self.target_doc_nnz = target_doc_nnz
         self.path = os.path.join(output_dir, "train_log.jsonl") if output_dir else None
         self.batches = 0
-        self.last_active = torch.full((vocab_size,), -(10 ** 9), dtype=torch.long)
+        self.vocab_size = vocab_size
+        self.last_active: Optional[torch.Tensor] = None  # on the documents' device: no copy per step
         self.start_doc_nnz: Optional[float] = None
         self.collapsed_at: Optional[int] = None
 
     def observe(self, docs: torch.Tensor) -> None:
         """Record which vocabulary entries the documents of one training batch used."""
-        active = (docs > 0).any(dim=0).cpu()
-        self.last_active[active] = self.batches
+        if self.last_active is None:
+            self.last_active = torch.full((self.vocab_size,), -(10 ** 9), dtype=torch.long, device=docs.device)
+        self.last_active[(docs > 0).any(dim=0)] = self.batches
         self.batches += 1
 
     def inactive_fraction(self) -> float:
         """Fraction of vocabulary entries unused by every document of the last ``window`` batches."""
-        if self.batches == 0:
+        if self.last_active is None:
             return math.nan
         recent = self.last_active > self.batches - 1 - self.window
         return float(1.0 - recent.float().mean())

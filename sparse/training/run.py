@@ -108,13 +108,13 @@ def main(argv=None) -> dict:
     logger.info("student: %s, %d parameters, settings %s", m.model_name_or_path,
                 sum(p.numel() for p in encoder.parameters()), encoder.settings)
 
+    health = TrainingHealth(encoder.vocab_size, args.output_dir if is_main else None, window=d.health_window,
+                            collapse_ratio=d.collapse_ratio, target_doc_nnz=d.target_doc_nnz)
+    if health.path and not args.resume_from_checkpoint and os.path.isfile(health.path):
+        os.remove(health.path)  # a fresh run starts a fresh log; a resumed one appends
     if d.freeze_document_encoder:
-        from sparse.training.health import TrainingHealth
         from sparse.training.idf_fit import fit_idf
 
-        health = TrainingHealth(encoder.vocab_size, args.output_dir if is_main else None)
-        if health.path and os.path.isfile(health.path):
-            os.remove(health.path)
         return fit_idf(cfg, encoder, health)
 
     datasets = [build_dataset(p, d.data_type, d.sample_num_one_query, d.swap_times, d.first_rank_thresh, args.seed,
@@ -137,12 +137,8 @@ def main(argv=None) -> dict:
     query_flops = None if m.inf_free else FlopsRegularizer(d.flops_q_lambda, d.flops_q_T, d.flops_threshold,
                                                            d.flops_form)
     collator = TrainingCollator(encoder.tokenize, d.max_seq_length, m.query_max_seq_length)
-    health = TrainingHealth(encoder.vocab_size, args.output_dir if is_main else None, window=d.health_window,
-                            collapse_ratio=d.collapse_ratio, target_doc_nnz=d.target_doc_nnz)
     trainer = SparseTrainer(SparseTrainingModel(encoder), args, datasets, collator, ranking, doc_flops, query_flops,
                             teacher=teacher, idf_lr=d.idf_lr, health=health, stop_on_collapse=d.stop_on_collapse)
-    if is_main and not args.resume_from_checkpoint and health.path and os.path.isfile(health.path):
-        os.remove(health.path)  # a fresh run starts a fresh log; a resumed one appends
     start = time.time()
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     wall = time.time() - start
