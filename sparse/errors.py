@@ -1,8 +1,11 @@
-"""Errors a user can cause and fix; entry points print their message and exit with status 2."""
+"""Errors a user can cause and fix (entry points print their message and exit with status 2), and
+the one way results files are written (atomically)."""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from typing import IO, Any, Callable
 
 
@@ -25,3 +28,41 @@ def read_user_file(path: str, parse: Callable[[IO[str]], Any], parse_errors, not
             return parse(f)
         except parse_errors as exc:
             raise error(malformed.format(path=path, exc=exc)) from None
+
+
+class HelpRequested(Exception):
+    """``--help`` / ``-h`` was given; ``text`` lists the keys the entry point accepts."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+
+def write_atomic(path: str, write: Callable[[IO[str]], Any]) -> str:
+    """Write a results file through ``write(f)`` into a temporary file in the same folder, then
+    rename it over ``path``: a crash or a kill never leaves a half-written file under that name."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are shared like any other file
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path: str, obj: Any, indent: int = 2, **kwargs) -> str:
+    """``obj`` as JSON at ``path``, atomically (``write_atomic``)."""
+    return write_atomic(path, lambda f: json.dump(obj, f, indent=indent, **kwargs))
+
+
+def write_text(path: str, text: str) -> str:
+    """``text`` at ``path``, atomically (``write_atomic``)."""
+    return write_atomic(path, lambda f: f.write(text))

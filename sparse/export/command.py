@@ -1,0 +1,173 @@
+"""The ``python -m sparse.export`` command line: parse, load the checkpoint, write one target, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+
+from sparse.errors import UserError, write_text
+
+TARGETS = ("opensearch", "sentence-transformers", "onnx")
+# a few varied sentences for the weight-range report when no corpus is given
+SAMPLE_TEXTS = [
+    "Vitamin D deficiency is associated with lower bone mineral density in older adults.",
+    "The central bank raised interest rates by a quarter point to curb inflation.",
+    "Install the package with pip and run the test suite before opening a pull request.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "The museum reopened after a two-year renovation of its medieval galleries.",
+    "Randomized controlled trials showed no significant difference in mortality between the groups.",
+    "A sparse retriever scores documents by the dot product of vocabulary-sized vectors.",
+    "Heavy rainfall caused flooding across the northern provinces on Tuesday.",
+    "The enzyme catalyses the hydrolysis of ATP, releasing energy for muscle contraction.",
+    "Quarterly revenue grew twelve percent, driven by cloud services and advertising.",
+    "Symptoms include fever, dry cough and fatigue lasting more than a week.",
+    "The striker scored twice in the second half to secure the championship title.",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sparse.export",
+        description="Export a checkpoint for serving: OpenSearch ml-commons artifacts, a sentence-transformers "
+                    "SparseEncoder directory, or ONNX; every export has a model card (README.md).")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint directory (a training output or checkpoint-N)")
+    p.add_argument("--to", choices=TARGETS, help="what to write")
+    p.add_argument("--output", required=True, help="output directory (created; must be empty or absent, "
+                                                    "unless --overwrite)")
+    p.add_argument("--name", help="model name (default: the checkpoint folder's name)")
+    p.add_argument("--version", default="1.0.0", help="model version for ml-commons (default 1.0.0)")
+    p.add_argument("--url_base", help="where the cluster will download the zips from (register by URL); "
+                                      "default: file:// URLs of the written zips")
+    p.add_argument("--license", default="apache-2.0", dest="license_name", help="licence id for the card")
+    p.add_argument("--results", action="append", help="evaluation results files or folders for the card "
+                                                       "(added to the ones found beside the checkpoint)")
+    p.add_argument("--sample_corpus", help="a BEIR corpus.jsonl (or a text file, one document per line) for the "
+                                           "weight-range report; default: 12 built-in sentences")
+    p.add_argument("--sample_size", type=int, default=200, help="documents read from --sample_corpus")
+    p.add_argument("--no_onnx", action="store_true", help="--to opensearch: skip the ONNX variant")
+    p.add_argument("--register", metavar="URL", help="register, deploy and try the exported OpenSearch models on "
+                                                     "this cluster (credentials from OPENSEARCH_USER / "
+                                                     "OPENSEARCH_PASSWORD)")
+    p.add_argument("--insecure", action="store_true", help="--register: do not verify TLS certificates")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _sample(path: str | None, size: int) -> tuple[list[str], str]:
+    if not path:
+        return SAMPLE_TEXTS, f"{len(SAMPLE_TEXTS)} built-in sentences"
+    if not os.path.isfile(path):
+        raise UserError(f"--sample_corpus {path}: no such file")
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if len(texts) >= size:
+                break
+            line = line.strip()
+            if not line:
+                continue
+            if path.endswith(".jsonl"):
+                doc = json.loads(line)
+                line = (doc.get("title", "") + " " + doc.get("text", "")).strip()
+            texts.append(line)
+    if not texts:
+        raise UserError(f"--sample_corpus {path} holds no documents")
+    return texts, f"first {len(texts)} documents of {path}"
+
+
+def _prepare_output(path: str, overwrite: bool) -> None:
+    if os.path.isdir(path) and os.listdir(path):
+        if not overwrite:
+            raise UserError(f"--output {path} exists and is not empty; pass --overwrite or choose another folder")
+        shutil.rmtree(path)
+    os.makedirs(path, exist_ok=True)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "sparse-model"
+
+
+def _license_text(checkpoint: str, license_name: str) -> str:
+    path = os.path.join(checkpoint, "LICENSE")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    return f"This model is released under the {license_name} licence; see README.md and the base model's licence.\n"
+
+
+def export(args) -> dict:
+    """Write the export ``args.to`` of ``args.checkpoint`` into ``args.output``; return a summary."""
+    from sparse.export import card
+    from sparse.modeling.encoder import SETTINGS_FILE, SparseEncoder
+
+    if not os.path.isdir(args.checkpoint):
+        raise UserError(f"checkpoint directory not found: {args.checkpoint}")
+    if not os.path.isfile(os.path.join(args.checkpoint, SETTINGS_FILE)):
+        logging.getLogger(__name__).warning("%s has no %s: exporting with the default settings (inference-free, "
+                                            "relu, max pooling)", args.checkpoint, SETTINGS_FILE)
+    encoder = SparseEncoder.from_pretrained(args.checkpoint)
+    name = _safe_name(args.name or os.path.basename(os.path.abspath(args.checkpoint)))
+    results = card.read_results(card.find_results(args.checkpoint, args.results))
+    _prepare_output(args.output, args.overwrite)
+    try:
+        return _write_target(args, encoder, name, results)
+    except BaseException:
+        shutil.rmtree(args.output, ignore_errors=True)  # no half export left looking complete
+        raise
+
+
+def _write_target(args, encoder, name: str, results: list[dict]) -> dict:
+    from sparse.export import card
+
+    summary = {"target": args.to, "output": args.output, "name": name}
+    if args.to == "opensearch":
+        from sparse.export.opensearch_artifacts import write_opensearch
+
+        texts, source = _sample(args.sample_corpus, args.sample_size)
+        manifest = write_opensearch(encoder, args.output, name, args.version,
+                                    _license_text(args.checkpoint, args.license_name), texts, source,
+                                    url_base=args.url_base, with_onnx=not args.no_onnx)
+        files = [m["zip"] for m in manifest["models"].values()] + ["requests/", "quantization.json", "manifest.json"]
+        summary["models"] = {role: {"zip": m["zip"], "sha256": m["sha256"]} for role, m in manifest["models"].items()}
+    elif args.to == "sentence-transformers":
+        from sparse.export.sentence_transformers_dir import load_check, write_sentence_transformers
+
+        layout = write_sentence_transformers(encoder, args.output)
+        load_check(args.output)
+        files = ["modules.json", "router_config.json", *sorted(set(sum(layout["structure"].values(), [])))]
+    else:
+        from sparse.export.onnx_dir import write_onnx_dir
+
+        files = write_onnx_dir(encoder, args.output)
+    write_text(os.path.join(args.output, "README.md"),
+               card.model_card(name, args.checkpoint, encoder, files, args.license_name, results,
+                               card.training_config(args.checkpoint)))
+    summary["results_in_card"] = len(results)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.checkpoint is None and not args.register:
+            raise UserError("give a checkpoint to export (with --to), or --register URL to register an export")
+        if args.checkpoint is not None:
+            if not args.to:
+                raise UserError(f"--to is required: one of {', '.join(TARGETS)}")
+            print(json.dumps(export(args), indent=2))
+        if args.register:
+            from sparse.export.register import register
+
+            print(json.dumps(register(args.register, args.output, verify_certs=not args.insecure), indent=2))
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
