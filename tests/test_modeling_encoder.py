@@ -250,3 +250,23 @@ def test_real_splade_queries_with_msmarco_idf(splade_encoder, idf_path):
     assert set(row) == {"what", "is", "the", "role", "of", "p", "##53", "in", "cancer", "?"}
     for tok, w in row.items():
         assert w == pytest.approx(idf[tok], rel=1e-6)
+
+
+def test_encode_dtype_fp32_is_plain_fp32_on_every_device(tiny_bert):
+    """fp32 (the default) never autocasts, GPUs included; bf16 is approximate, bad names are errors."""
+    import contextlib
+
+    from sparse.modeling.encoder import _autocast, encode_dtype
+
+    assert encode_dtype("fp32") is None and encode_dtype(None) is None and encode_dtype(torch.float32) is None
+    assert encode_dtype("bf16") is torch.bfloat16 and encode_dtype(torch.float16) is torch.float16
+    for device in ("cuda", "cpu"):
+        assert isinstance(_autocast(torch.device(device), encode_dtype("fp32")), contextlib.nullcontext)
+    with pytest.raises(UserError, match="fp32, bf16 or fp16|one of"):
+        encode_dtype("fp64")
+    enc = make_encoder(tiny_bert)
+    exact = enc.encode_documents(TEXTS, projection="exact").to_dense()
+    assert torch.equal(enc.encode_documents(TEXTS, dtype="fp32", projection="exact").to_dense(), exact)
+    for projection in ("exact", "screened"):  # the screen recomputes in fp32 even under autocast
+        approx = enc.encode_documents(TEXTS, dtype="bf16", projection=projection).to_dense()
+        assert 0 < (approx - exact).abs().max() < 0.1

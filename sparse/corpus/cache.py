@@ -15,6 +15,11 @@ number of vectors than the corpus has documents, is encoded again, with a warnin
 With ``WORLD_SIZE = w > 1`` rank r encodes positions r, r+w, ... and writes
 ``shard-r-of-w.npz``; rank 0 waits for every shard, interleaves them back into document order,
 writes the entry and removes the shards. A completed entry is loaded by every rank at once.
+
+Encoding is resumable: each rank encodes its documents in blocks of ``block_docs`` and saves
+every finished block (``block-r-of-w-k.npz``, atomically) in the entry; a run killed mid-corpus
+and started again loads the finished blocks and encodes only the rest. Blocks are removed once
+the entry is complete.
 """
 
 from __future__ import annotations
@@ -33,13 +38,14 @@ import numpy as np
 
 from sparse.corpus import distributed
 from sparse.data.digest import corpus_digest
-from sparse.errors import UserError
+from sparse.errors import UserError, write_json
 from sparse.modeling.vectors import SparseBatch
 
 logger = logging.getLogger(__name__)
 
 VECTORS = "vectors.npz"
 META = "meta.json"
+BLOCK_DOCS = 20_000  # documents per saved block: what a killed encode can lose at most, per rank
 
 
 @dataclass
@@ -122,12 +128,14 @@ def load_cached(entry: str, n_docs: int) -> Optional[SparseBatch]:
 def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_dir: Optional[str],
                   key_parts: Sequence = (), batch_size: int = 32, max_length: Optional[int] = None,
                   progress: bool = True, rank: Optional[int] = None, world_size: Optional[int] = None,
-                  all_ranks: bool = False, wait_timeout: float = 24 * 3600.0) -> CorpusVectors:
+                  all_ranks: bool = False, wait_timeout: float = 24 * 3600.0,
+                  block_docs: int = BLOCK_DOCS, dtype: str = "fp32") -> CorpusVectors:
     """Document vectors of ``texts`` (in their order), from the cache or encoded and cached.
 
     ``cache_dir=None`` disables caching (single process only). Under ``torchrun`` every rank
     must call this; rank 0 gets the full batch in ``vectors``, the other ranks get None unless
-    ``all_ranks``. ``rank`` / ``world_size`` default to the launch's.
+    ``all_ranks``. ``rank`` / ``world_size`` default to the launch's. ``dtype`` is the encode dtype
+    (``SparseEncoder.encode_documents``); callers put a non-fp32 one in ``key_parts``.
     """
     if len(doc_ids) != len(texts):
         raise ValueError(f"{len(doc_ids)} ids for {len(texts)} texts")
@@ -142,7 +150,7 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
     if cache_dir is None:
         if world > 1:
             raise UserError("encoding a corpus across processes needs a cache_dir (the shards meet there)")
-        return result(_encode(encoder, list(texts), batch_size, max_length, progress), False)
+        return result(_encode(encoder, list(texts), batch_size, max_length, progress, dtype=dtype), False)
     max_length = max_length or encoder.settings.max_seq_length
     key = corpus_key(encoder_fingerprint(encoder), doc_ids, texts, max_length, key_parts)
     entry = cache_entry_dir(cache_dir, key_parts, key)
@@ -153,8 +161,9 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
     os.makedirs(entry, exist_ok=True)
     positions = list(distributed.shard_positions(len(texts), rank, world))
     t_encode = time.perf_counter()
-    shard = _encode(encoder, [texts[i] for i in positions], batch_size, max_length, progress and rank == 0,
-                    desc=f"encode corpus (rank {rank}/{world})" if world > 1 else "encode corpus")
+    shard = _encode_in_blocks(encoder, [texts[i] for i in positions], batch_size, max_length, progress and rank == 0,
+                              desc=f"encode corpus (rank {rank}/{world})" if world > 1 else "encode corpus",
+                              folder=entry, tag=f"{rank}-of-{world}", block_docs=block_docs, dtype=dtype)
     logger.info("rank %d encoded %d documents in %.1fs (%.1f docs/s)", rank, len(positions),
                 time.perf_counter() - t_encode, len(positions) / max(time.perf_counter() - t_encode, 1e-9))
     if world == 1:
@@ -182,19 +191,40 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
     _atomic_save(full, os.path.join(entry, VECTORS))
     meta = {"n_docs": len(doc_ids), "key_parts": list(map(str, key_parts)), "max_length": max_length,
             "world_size": world, "nnz": full.nnz, "vocab_size": full.vocab_size}
-    tmp = os.path.join(entry, META + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(meta, f)
-    os.replace(tmp, os.path.join(entry, META))
+    write_json(os.path.join(entry, META), meta, indent=None)
     for name in os.listdir(entry):
-        if name.startswith("shard-"):
+        if name.startswith(("shard-", "block-")):
             os.remove(os.path.join(entry, name))
     return result(full, False, entry, key)
 
 
+def _encode_in_blocks(encoder, texts: list[str], batch_size: int, max_length: Optional[int], progress: bool,
+                      desc: str, folder: str, tag: str, block_docs: int, dtype: str = "fp32") -> SparseBatch:
+    """``_encode`` block by block, each finished block saved in ``folder`` and reused on a rerun."""
+    blocks = []
+    for k, start in enumerate(range(0, len(texts), block_docs)):
+        part = texts[start:start + block_docs]
+        path = os.path.join(folder, f"block-{tag}-{k}.npz")
+        done = None
+        if os.path.isfile(path):
+            try:
+                done = SparseBatch.load(path)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                done = None
+        if done is not None and len(done) == len(part):
+            logger.info("block %d of %s: %d documents already encoded (%s)", k, desc, len(part), path)
+            blocks.append(done)
+            continue
+        batch = _encode(encoder, part, batch_size, max_length, progress, dtype=dtype,
+                        desc=f"{desc} block {k + 1}" if len(texts) > block_docs else desc)
+        _atomic_save(batch, path)
+        blocks.append(batch)
+    return SparseBatch.concat(blocks) if blocks else SparseBatch.empty(encoder.vocab_size)
+
+
 def _encode(encoder, texts: list[str], batch_size: int, max_length: Optional[int], progress: bool,
-            desc: str = "encode corpus") -> SparseBatch:
+            desc: str = "encode corpus", dtype: str = "fp32") -> SparseBatch:
     if not texts:
         return SparseBatch.empty(encoder.vocab_size)
     return encoder.encode_documents(texts, batch_size=batch_size, max_length=max_length, progress=progress,
-                                    desc=desc)
+                                    desc=desc, dtype=dtype)

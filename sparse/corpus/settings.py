@@ -65,6 +65,20 @@ def corpus_cache_dir(cfg: ResolvedConfig) -> str:
     return cfg.eval.cache_dir or default_cache_dir()
 
 
+def check_model_path(path: Optional[str], key: str = "model_name_or_path") -> None:
+    """Before any work: a local model directory must hold a model (config.json), and a value that
+    looks like a path (not a hub id ``org/name``) must exist."""
+    if not path:
+        raise ConfigError(f"{key} is required: a checkpoint or model directory, or a hub id")
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            inside = sorted(os.listdir(path))[:5]
+            raise ConfigError(f"{key}: {path} holds no model (no config.json; it has {inside or 'nothing'}); pass "
+                              "a checkpoint-* directory or a saved model")
+    elif path.startswith((".", "/", "~")) or path.count("/") > 1:
+        raise ConfigError(f"{key}: model directory not found: {path}")
+
+
 def load_encoder(cfg: ResolvedConfig, path: Optional[str] = None, device: Optional[str] = None,
                  config_idf: bool = True, config_tokenizer: bool = True):
     """A trained ``SparseEncoder`` from ``path`` (default ``model_name_or_path``) with the explicit settings.

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from sparse.config import ConfigError, ResolvedConfig, coerce_value
+from sparse.config import ConfigError, ResolvedConfig
 
 
 @dataclass
@@ -79,15 +79,44 @@ def _fields(cls) -> dict[str, Any]:
 
 def parse_script_args(argv, cls):
     """(ResolvedConfig of model/data/eval keys, instance of ``cls``) from ``argv``."""
-    from sparse.config import read_values, resolve
+    from sparse.config import HelpRequested, coerce_all, keys_help, read_values, resolve, wants_help
 
-    values, source = read_values(argv)
+    sections = ("model", "data", "eval")
+    if wants_help(argv):
+        raise HelpRequested(keys_help(sections, script_cls=cls))
+    values, source, cli_keys = read_values(argv)
     own = _fields(cls)
-    mine = {k: coerce_value(k, values.pop(k), own[k]) for k in list(values) if k in own}
-    cfg: ResolvedConfig = resolve(values, sections=("model", "data", "eval"), source=source)
+    mine = coerce_all({k: values.pop(k) for k in list(values) if k in own}, own, source, cli_keys)
+    cfg: ResolvedConfig = resolve(values, sections=sections, source=source, extra_known=tuple(own),
+                                  cli_keys=cli_keys)
     args = cls(**mine)
     _validate(args)
     return cfg, args
+
+
+def check_inputs(cfg: ResolvedConfig, args) -> None:
+    """The files and models a run reads, checked by the entry points before any work (and any file)."""
+    import os
+
+    from sparse.corpus import check_model_path
+
+    if getattr(args, "prescored", None):
+        return
+    if isinstance(args, KDPrepArguments):
+        check_teacher_models(args)
+    needs_student = args.miner == "sparse" if isinstance(args, MiningArguments) else "student" in args.candidates
+    if needs_student:
+        check_model_path(cfg.model.model_name_or_path)
+    if cfg.model.idf_path and not os.path.isfile(cfg.model.idf_path):
+        raise ConfigError(f"idf_path: file not found: {cfg.model.idf_path}")
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir and not os.path.isdir(data_dir):
+        raise ConfigError(f"data_dir: directory not found: {data_dir}")
+    if not data_dir:
+        from sparse.assets import check_beir_names
+
+        check_beir_names([n.strip() for n in str(cfg.data.beir_datasets).split(",") if n.strip()],
+                         cfg.data.beir_dir)
 
 
 def _validate(args) -> None:
@@ -119,6 +148,18 @@ def _validate(args) -> None:
         check_candidate_args(args)
     if hasattr(args, "bm25_k1"):
         bm25_params(args)  # checks k1 and b
+
+
+def check_teacher_models(args: KDPrepArguments) -> None:
+    """Every teacher model is checked at start, not after hours of encoding and retrieval."""
+    from sparse.corpus import check_model_path
+    from sparse.datagen.kd import parse_teacher_specs
+
+    if args.prescored or not args.teachers:
+        return  # join-only mode needs no teacher; run_kd says --teachers is required otherwise
+    for kind, model in parse_teacher_specs(args.teachers):
+        if model is not None:
+            check_model_path(model, key=f"--teachers {kind}:{model}")
 
 
 def bm25_params(args):

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from sparse.datagen.negatives import DROP_FEW_NEGATIVES, DROP_POSITIVES_MISSING, MiningStats, judged_positives
-from sparse.errors import ConfigError, UserError
+from sparse.errors import ConfigError, UserError, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -223,11 +223,8 @@ def dense_corpus_embeddings(teacher, doc_ids: Sequence[str], texts: Sequence[str
         for r, part in enumerate(parts):
             full[r::world] = part
     _atomic_save(full, os.path.join(entry, EMBEDDINGS))
-    tmp = os.path.join(entry, META + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"n_docs": len(doc_ids), "dim": int(full.shape[1]), "model": teacher.name,
-                   "world_size": world}, f)
-    os.replace(tmp, os.path.join(entry, META))
+    write_json(os.path.join(entry, META), {"n_docs": len(doc_ids), "dim": int(full.shape[1]),
+                                           "model": teacher.name, "world_size": world}, indent=None)
     for name in os.listdir(entry):
         if name.startswith("shard-"):
             os.remove(os.path.join(entry, name))

@@ -42,7 +42,7 @@ import torch
 from sparse.corpus import corpus_cache_dir, distributed
 from sparse.datagen.args import KDPrepArguments
 from sparse.datagen.parts import PartStore, assigned_parts
-from sparse.errors import ConfigError, UserError
+from sparse.errors import ConfigError, UserError, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -350,7 +350,4 @@ def _wait_file(path: str, timeout: float = 3600.0, newer_than: float = 0.0) -> N
 
 
 def _write_json(path: str, content: dict) -> None:
-    import json
-
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(content, f, indent=2, default=str)
+    write_json(path, content, default=str)

@@ -17,7 +17,6 @@ A query is dropped, and counted under its reason, when it has no positive, or fe
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from collections import Counter
@@ -25,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
+
+from sparse.errors import write_json
 
 DROP_NO_POSITIVE = "no positive (grade > 0) in qrels"
 DROP_FEW_NEGATIVES = "fewer than min_negatives negatives left"
@@ -90,8 +91,7 @@ class MiningStats:
         return out
 
     def save(self, path: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2)
+        write_json(path, self.to_dict())
 
     def summary(self) -> str:
         drops = ", ".join(f"{v['count']} {k}" for k, v in self.dropped.items()) or "none"
@@ -159,8 +159,7 @@ def write_rows(rows: list[dict], output: str, stats: MiningStats, extra_files: O
     ds = Dataset.from_list(rows, features=posnegs_features())
     ds.save_to_disk(output)
     for name, content in (extra_files or {}).items():
-        with open(os.path.join(output, name), "w", encoding="utf-8") as f:
-            json.dump(content, f, indent=2, default=str)
+        write_json(os.path.join(output, name), content, default=str)
     stats.save(os.path.join(output, "stats.json"))
 
 

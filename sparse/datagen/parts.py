@@ -21,7 +21,7 @@ import shutil
 import time
 from typing import Optional
 
-from sparse.errors import UserError
+from sparse.errors import UserError, write_json
 
 
 class PartStore:
@@ -37,6 +37,10 @@ class PartStore:
     def is_done(self, i: int) -> bool:
         return os.path.isfile(os.path.join(self.part_dir(i), "state.json"))
 
+    def finished_parts(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.root) if n.startswith("part-") and "." not in n
+                      and self.is_done(int(n[5:]))) if os.path.isdir(self.root) else []
+
     def check_plan(self, plan: dict) -> None:
         """Create ``plan.json`` or make sure the existing parts were made with the same plan."""
         os.makedirs(self.root, exist_ok=True)
@@ -45,15 +49,13 @@ class PartStore:
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 old = json.load(f)
-            if old != normalized:
+            if old != normalized and self.finished_parts():
                 diff = sorted(k for k in set(old) | set(normalized) if old.get(k) != normalized.get(k))
                 raise UserError(f"{self.root} holds parts of a run with other settings ({diff}); "
                                 f"pass --overwrite true to start over")
-            return
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(normalized, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+            if old == normalized:
+                return
+        write_json(path, normalized, sort_keys=True)  # a new plan, or an old one no part was finished with
 
     def save(self, i: int, dataset, stats: dict) -> None:
         final = self.part_dir(i)
@@ -61,8 +63,7 @@ class PartStore:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)
         dataset.save_to_disk(tmp, num_shards=1 if not len(dataset) else None)  # an empty part: 1 empty shard
-        with open(os.path.join(tmp, "part_stats.json"), "w", encoding="utf-8") as f:
-            json.dump(stats, f)
+        write_json(os.path.join(tmp, "part_stats.json"), stats, indent=None)
         if os.path.isdir(final):
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 
-from sparse.errors import UserError
+from sparse.errors import UserError, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +110,7 @@ def join_prescored(spec: str, data_dir: str, output: str, split: str = "train", 
     joined.save_to_disk(output, num_shards=shards)
     stats = {"rows_in": len(ids), "rows": len(joined), "rows_dropped_missing_text": missing,
              "source": spec, "data_dir": data_dir}
-    with open(os.path.join(output, "stats.json"), "w", encoding="utf-8") as f:
-        json.dump(stats, f, indent=2)
+    write_json(os.path.join(output, "stats.json"), stats)
     if missing["count"]:
         logger.warning("%d rows not written: ids missing from %s (see stats.json)", missing["count"], data_dir)
     print(f"{output}: {len(joined)} kd rows from {len(ids)} pre-scored id lists; "

@@ -40,6 +40,7 @@ class EvalOptions:
     query_prune: float = 0.0
     cache_dir: Optional[str] = None
     batch_size: int = 32
+    dtype: str = "fp32"  # encode dtype: fp32 exact, bf16 / fp16 autocast (their vectors are cached apart)
     max_length: int = 512
     progress: bool = True
     metrics: tuple = DEFAULT_METRICS
@@ -69,8 +70,10 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
     timings["load_s"] = time.perf_counter() - t
     logger.info("%s: %d documents, %d queries with qrels (%s split)", dataset, len(doc_ids), len(queries), opts.split)
 
-    encoded = encode_corpus(encoder, doc_ids, texts, opts.cache_dir, key_parts=(dataset,),
-                            batch_size=opts.batch_size, max_length=opts.max_length, progress=opts.progress)
+    key_parts = (dataset,) if opts.dtype == "fp32" else (dataset, opts.dtype)
+    encoded = encode_corpus(encoder, doc_ids, texts, opts.cache_dir, key_parts=key_parts,
+                            batch_size=opts.batch_size, max_length=opts.max_length, progress=opts.progress,
+                            dtype=opts.dtype)
     timings["encode_corpus_s"] = encoded.seconds
     if not distributed.is_launch_main():
         return None
@@ -79,14 +82,14 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
     query_ids = sorted(queries)
     t = time.perf_counter()
     qvecs = encoder.encode_queries([queries[q] for q in query_ids], batch_size=opts.batch_size,
-                                   progress=opts.progress)
+                                   progress=opts.progress, dtype=opts.dtype)
     timings["encode_queries_s"] = time.perf_counter() - t
     searched = prune_queries(qvecs, opts.query_prune)
 
     engine = index_class(opts.engine)
     engine_opts = dict(opts.engine_opts)
     if engine.persistent:  # a named index per dataset and model, reusable with skip_ingest
-        key = encoded.key or corpus_key(encoder_fingerprint(encoder), doc_ids, texts, opts.max_length, (dataset,))
+        key = encoded.key or corpus_key(encoder_fingerprint(encoder), doc_ids, texts, opts.max_length, key_parts)
         engine_opts.setdefault("index_name", index_name(opts.index_prefix, dataset, key))
         engine_opts.setdefault("skip_ingest", opts.skip_ingest)
         engine_opts.setdefault("delete_on_close", opts.delete_index)

@@ -14,19 +14,16 @@ import math
 import os
 from typing import Any, Optional, Sequence
 
+from sparse.errors import write_atomic, write_text
+
 METRIC_COLUMNS = ("NDCG@10", "NDCG@100", "Recall@100", "Recall@1000", "MRR@10", "MAP@100")
 SPARSITY_COLUMNS = ("flops", "q_length", "d_length")
 DATASET_COLUMNS = ("dataset",) + METRIC_COLUMNS + SPARSITY_COLUMNS
 
 
 def write_json(path: str, obj: Any) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    """``obj`` as JSON, atomically (``sparse.errors.write_atomic``)."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_json(path: str) -> Any:
@@ -66,13 +63,13 @@ def columns_of(rows: Sequence[dict]) -> list[str]:
 
 def write_csv(path: str, rows: Sequence[dict], columns: Optional[Sequence[str]] = None) -> str:
     columns = list(columns or columns_of(rows))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as f:
+
+    def write(f) -> None:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for r in rows:
             writer.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in columns})
-    return path
+    return write_atomic(path, write)
 
 
 def read_csv(path: str) -> list[dict]:
@@ -107,8 +104,8 @@ def write_dataset_summary(out_dir: str, results: Sequence[dict], name: str = "su
     rows = [result_row(r) for r in results]
     avg = average_row(rows, DATASET_COLUMNS, "dataset")
     write_csv(os.path.join(out_dir, f"{name}.csv"), rows + [avg], DATASET_COLUMNS)
-    with open(os.path.join(out_dir, f"{name}.md"), "w", encoding="utf-8") as f:
-        f.write(markdown_table(rows, DATASET_COLUMNS, average=True, label_column="dataset"))
+    write_text(os.path.join(out_dir, f"{name}.md"), markdown_table(rows, DATASET_COLUMNS, average=True,
+                                                                   label_column="dataset"))
     return avg
 
 
@@ -129,20 +126,18 @@ def write_checkpoint_summary(out_dir: str, per_checkpoint: dict[str, Sequence[di
                              name: str = "checkpoints") -> list[dict]:
     rows = checkpoint_rows(per_checkpoint)
     write_csv(os.path.join(out_dir, f"{name}.csv"), rows)
-    with open(os.path.join(out_dir, f"{name}.md"), "w", encoding="utf-8") as f:
-        f.write(markdown_table(rows))
+    write_text(os.path.join(out_dir, f"{name}.md"), markdown_table(rows))
     return rows
 
 
 def write_trec_run(path: str, run: dict[str, dict[str, float]], tag: str = "sparse") -> str:
     """TREC run format: ``qid Q0 docid rank score tag``, per query by score descending, id ascending."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    def write(f) -> None:
         for qid in sorted(run):
             hits = sorted(run[qid].items(), key=lambda kv: (-kv[1], kv[0]))
             for rank, (did, score) in enumerate(hits, 1):
                 f.write(f"{qid} Q0 {did} {rank} {score:.6f} {tag}\n")
-    return path
+    return write_atomic(path, write)
 
 
 def read_trec_run(path: str) -> dict[str, dict[str, float]]:

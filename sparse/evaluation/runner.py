@@ -29,8 +29,8 @@ from typing import Optional
 import yaml
 
 from sparse.config import ResolvedConfig, parse_config, split_overrides
-from sparse.corpus import corpus_cache_dir, distributed, load_encoder
-from sparse.errors import ConfigError, UserError
+from sparse.corpus import check_model_path, corpus_cache_dir, distributed, load_encoder
+from sparse.errors import ConfigError, UserError, write_atomic
 from sparse.evaluation.beir_eval import EvalOptions, evaluate_dataset
 from sparse.evaluation.report import write_checkpoint_summary, write_dataset_summary
 from sparse.retrieval.opensearch import redact_url
@@ -72,22 +72,34 @@ def models_to_evaluate(cfg: ResolvedConfig, yaml_mode: bool) -> list[tuple[str, 
     return models
 
 
+def check_splits(dataset_dirs: dict[str, str], split: str) -> None:
+    """Every dataset has qrels for the split, checked before any model is loaded or file written."""
+    for name, folder in dataset_dirs.items():
+        if not os.path.isfile(os.path.join(folder, "qrels", f"{split}.tsv")):
+            have = sorted(f[:-4] for f in os.listdir(os.path.join(folder, "qrels")) if f.endswith(".tsv")) \
+                if os.path.isdir(os.path.join(folder, "qrels")) else []
+            raise UserError(f"{name}: {folder}/qrels/{split}.tsv not found, so split {split!r} cannot be evaluated; "
+                            f"splits here: {have or 'none'}; set eval_split")
+
+
 def _setup_logging(root: str) -> None:
     level = logging.INFO if distributed.is_launch_main() else logging.WARNING
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%m/%d/%Y %H:%M:%S")
     pkg = logging.getLogger("sparse")
     pkg.setLevel(level)
-    if not any(getattr(h, "_sparse_eval", False) for h in pkg.handlers):
-        stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(fmt)
-        stream._sparse_eval = True
-        pkg.addHandler(stream)
-        if distributed.is_launch_main():
-            os.makedirs(root, exist_ok=True)
-            fh = logging.FileHandler(os.path.join(root, "eval_beir.log"))
-            fh.setFormatter(fmt)
-            fh._sparse_eval = True
-            pkg.addHandler(fh)
+    for old in [h for h in pkg.handlers if getattr(h, "_sparse_eval", False)]:  # an earlier run in this process
+        pkg.removeHandler(old)
+        old.close()
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    stream._sparse_eval = True
+    pkg.addHandler(stream)
+    if distributed.is_launch_main():
+        os.makedirs(root, exist_ok=True)
+        fh = logging.FileHandler(os.path.join(root, "eval_beir.log"))
+        fh.setFormatter(fmt)
+        fh._sparse_eval = True
+        pkg.addHandler(fh)
 
 
 def redacted_config(cfg: ResolvedConfig) -> dict:
@@ -96,6 +108,19 @@ def redacted_config(cfg: ResolvedConfig) -> dict:
     if url:
         data["eval"]["opensearch_url"] = redact_url(url)
     return data
+
+
+DEFAULT_ENCODE_BATCH = 64  # length-sorted batches: large ones carry little padding and fill a GPU
+
+
+def encode_batch_size(cfg: ResolvedConfig) -> int:
+    """``encode_batch_size``, else ``per_device_eval_batch_size`` when given, else 64 (the HF default 8
+    starves a GPU)."""
+    if cfg.eval.encode_batch_size:
+        return cfg.eval.encode_batch_size
+    if "per_device_eval_batch_size" in cfg.explicit_keys:
+        return cfg.training.per_device_eval_batch_size
+    return DEFAULT_ENCODE_BATCH
 
 
 def eval_options(cfg: ResolvedConfig) -> EvalOptions:
@@ -114,7 +139,7 @@ def eval_options(cfg: ResolvedConfig) -> EvalOptions:
                        "timeout": e.opensearch_timeout, "bulk_size": e.opensearch_bulk_size, "progress": True}
     return EvalOptions(split=e.eval_split, top_k=e.eval_top_k, engine=e.engine, engine_opts=engine_opts,
                        query_prune=d.query_prune, cache_dir=corpus_cache_dir(cfg),
-                       batch_size=cfg.training.per_device_eval_batch_size, max_length=d.eval_max_seq_length,
+                       batch_size=encode_batch_size(cfg), dtype=e.encode_dtype, max_length=d.eval_max_seq_length,
                        index_prefix=e.opensearch_index_prefix, skip_ingest=d.skip_ingest,
                        delete_index=e.delete_index, write_run=e.write_run_files)
 
@@ -130,25 +155,29 @@ def main(argv: Optional[list[str]] = None) -> dict:
     yaml_mode = bool(argv) and argv[0].endswith((".yaml", ".yml")) and \
         "model_name_or_path" not in split_overrides(argv[1:])
     cfg = parse_config(argv, sections=("model", "data", "eval", "training"))
-    from sparse.assets import beir_dataset
+    from sparse.assets import beir_dataset, check_beir_names
     from transformers import set_seed
 
+    # every check comes before the first file is written: a bad command leaves nothing behind
     root = os.path.join(cfg.training.output_dir, f"beir_eval{suffix_of(cfg)}")
-    _setup_logging(root)
     opts = eval_options(cfg)
     datasets = [s.strip() for s in str(cfg.data.beir_datasets).split(",") if s.strip()]
     if not datasets:
         raise ConfigError("beir_datasets is empty")
+    check_beir_names(datasets, cfg.data.beir_dir)
     models = models_to_evaluate(cfg, yaml_mode)
-    if distributed.is_launch_main():
-        os.makedirs(root, exist_ok=True)
-        with open(os.path.join(root, "eval_config.yaml"), "w", encoding="utf-8") as f:
-            yaml.safe_dump(redacted_config(cfg), f, sort_keys=False, allow_unicode=True)
+    for _, path in models:
+        check_model_path(path)
     dataset_dirs = {name: str(beir_dataset(name, cfg.data.beir_dir)) for name in datasets} \
         if distributed.is_launch_main() else {}
     distributed.barrier()
     if not distributed.is_launch_main():  # the main process may have downloaded; resolve again locally
         dataset_dirs = {name: str(beir_dataset(name, cfg.data.beir_dir)) for name in datasets}
+    check_splits(dataset_dirs, cfg.eval.eval_split)
+    _setup_logging(root)
+    if distributed.is_launch_main():
+        write_atomic(os.path.join(root, "eval_config.yaml"),
+                     lambda f: yaml.safe_dump(redacted_config(cfg), f, sort_keys=False, allow_unicode=True))
     set_seed(cfg.training.seed)
     per_model: dict[str, list[dict]] = {}
     for label, path in models:

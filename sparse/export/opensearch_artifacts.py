@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparse.errors import UserError, write_json
+from sparse.errors import UserError, file_sha256, write_json
 from sparse.export import packaging
 from sparse.export.traced import export_onnx, onnx_available, trace_document_encoder
 from sparse.modeling.encoder import SparseEncoder
@@ -76,7 +76,7 @@ def query_idf_table(encoder: SparseEncoder) -> dict[str, float]:
 def _register_body(name: str, version: str, function_name: str, model_format: str, zip_path: str,
                    description: str) -> dict:
     return {"name": name, "version": version, "description": description, "function_name": function_name,
-            "model_format": model_format, "model_content_hash_value": packaging.sha256_of(zip_path),
+            "model_format": model_format, "model_content_hash_value": file_sha256(zip_path),
             "model_content_size_in_bytes": os.path.getsize(zip_path)}
 
 

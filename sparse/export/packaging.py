@@ -1,8 +1,7 @@
-"""Model zips as ml-commons reads them: deterministic bytes, sha256, 10 MB chunks, and its checks."""
+"""Model zips as ml-commons reads them: deterministic bytes, 10 MB chunks, and its checks."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -33,14 +32,6 @@ def write_zip(path: str, entries: dict[str, bytes | str | Path]) -> str:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def chunk_ranges(size: int, chunk_bytes: int = CHUNK_BYTES) -> list[tuple[int, int]]:

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-from sparse.errors import UserError, write_json
+from sparse.errors import UserError, file_sha256, write_json
 from sparse.export import packaging
 from sparse.retrieval.opensearch import connection_settings
 
@@ -72,7 +72,7 @@ def _register_model(client, out_dir: str, manifest: dict, role: str, group_id: s
     meta["model_group_id"] = group_id
     model_id = client.plugins.ml.register_model_meta(body=meta)["model_id"]
     zip_path = os.path.join(out_dir, model["zip"])
-    if packaging.sha256_of(zip_path) != model["sha256"]:
+    if file_sha256(zip_path) != model["sha256"]:
         raise UserError(f"{zip_path} changed since the export (sha256 differs from manifest.json)")
     for chunk in model["chunks"]:
         body = packaging.read_chunk(zip_path, chunk["offset"], chunk["length"])

@@ -112,12 +112,28 @@ def vocab_projection_detached(mlm):
         setattr(parent, attr, decoder)
 
 
+ENCODE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def encode_dtype(dtype) -> Optional[torch.dtype]:
+    """The autocast dtype of an encode ``dtype``: None for exact fp32 ("fp32", None, torch.float32),
+    else torch.bfloat16 / torch.float16 ("bf16", "fp16" or the torch dtype)."""
+    if dtype is None or dtype == torch.float32:
+        return None
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.bfloat16, torch.float16):
+            raise UserError(f"encode dtype must be fp32, bf16 or fp16, got {dtype}")
+        return dtype
+    if dtype not in ENCODE_DTYPES:
+        raise UserError(f"encode dtype must be one of {sorted(ENCODE_DTYPES)}, got {dtype!r}")
+    return ENCODE_DTYPES[dtype]
+
+
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    if device.type == "cuda":
-        if dtype is None:
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+    """Mixed precision only when asked for: None is plain fp32, exact on every device."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 class SparseEncoder(nn.Module):
@@ -214,11 +230,12 @@ class SparseEncoder(nn.Module):
         with vocab_projection_detached(self.mlm) as decoder:
             hidden = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
         mask = attention_mask.bool()
+        if self.settings.pooling == "max" and projection == "screened" and isinstance(decoder, nn.Linear):
+            with torch.autocast(hidden.device.type, enabled=False):  # the screen's bound assumes fp32 recompute
+                return saturate(self._screened_max_logits(hidden.float(), mask, decoder, token_chunk))
         flat = hidden[mask]
         row_of = torch.nonzero(mask, as_tuple=True)[0]
         n_rows = input_ids.shape[0]
-        if self.settings.pooling == "max" and projection == "screened" and isinstance(decoder, nn.Linear):
-            return saturate(self._screened_max_logits(flat.float(), row_of, n_rows, decoder, token_chunk))
         pooled = torch.zeros(n_rows, self.vocab_size, device=hidden.device, dtype=torch.float32)
         use_max = self.settings.pooling == "max"
         for start in range(0, flat.shape[0], token_chunk):
@@ -232,7 +249,7 @@ class SparseEncoder(nn.Module):
                 pooled.index_add_(0, rows, saturate(logits))
         return saturate(pooled) if use_max else pooled
 
-    def _screened_max_logits(self, flat, row_of, n_rows, decoder: nn.Linear, token_chunk: int) -> torch.Tensor:
+    def _screened_max_logits(self, hidden, mask, decoder: nn.Linear, token_chunk: int) -> torch.Tensor:
         """relu(max over a document's tokens of the fp32 logits), exactly, at bf16 matmul cost.
 
         A bf16 matmul o = bf16(x) . bf16(W_j) (fp32 accumulation, bf16 output) is within
@@ -240,31 +257,27 @@ class SparseEncoder(nn.Module):
         rounding 2^-9, accumulation H * 2^-24; C adds a safety factor). An entry j of document d
         can be positive only if max_t o_tj + b_j + C ||W_j|| max_t ||x_t|| > 0; those candidates
         (a few hundred per document) are recomputed in fp32, every other entry is provably 0.
+
+        Documents go one at a time: a (tokens x V) bf16 block stays in cache, there is no padding
+        to project and no scatter.
         """
         weight, bias = decoder.weight, decoder.bias
         w_bf16, w_norm = self._bf16_projection(weight)
-        hidden = weight.shape[1]
-        c = 2.0 ** -7 + hidden * 2.0 ** -23
-        x_max = torch.zeros(n_rows, device=flat.device)
-        _index_amax(x_max, row_of, flat.norm(dim=1))
-        screen = torch.full((n_rows, weight.shape[0]), float("-inf"), device=flat.device, dtype=torch.bfloat16)
-        for start in range(0, flat.shape[0], token_chunk):
-            o = torch.nn.functional.linear(flat[start:start + token_chunk].to(torch.bfloat16), w_bf16)
-            _index_amax(screen, row_of[start:start + token_chunk], o)
-        screen = screen.float() + c * x_max[:, None] * w_norm[None, :]
-        if bias is not None:
-            screen += bias.float()
-        pooled = torch.zeros(n_rows, weight.shape[0], device=flat.device)
-        bounds = torch.cumsum(torch.bincount(row_of, minlength=n_rows), 0).tolist()
-        start = 0
-        for d, end in enumerate(bounds):
-            cand = torch.nonzero(screen[d] > 0, as_tuple=True)[0]
-            if len(cand) and end > start:
-                exact = flat[start:end] @ weight[cand].float().T
+        c = 2.0 ** -7 + weight.shape[1] * 2.0 ** -23
+        bias = bias.float() if bias is not None else None
+        pooled = torch.zeros(hidden.shape[0], weight.shape[0], device=hidden.device)
+        for d in range(hidden.shape[0]):
+            x = hidden[d][mask[d]]
+            screen = torch.nn.functional.linear(x.to(torch.bfloat16), w_bf16).amax(dim=0).float()
+            screen += c * x.norm(dim=1).max() * w_norm
+            if bias is not None:
+                screen += bias
+            cand = torch.nonzero(screen > 0, as_tuple=True)[0]
+            if len(cand):
+                exact = x @ weight[cand].float().T
                 if bias is not None:
-                    exact += bias[cand].float()
+                    exact += bias[cand]
                 pooled[d, cand] = exact.amax(dim=0).clamp_min(0)
-            start = end
         return pooled
 
     def _bf16_projection(self, weight: torch.Tensor):
@@ -280,7 +293,7 @@ class SparseEncoder(nn.Module):
     @torch.inference_mode()
     def encode_documents(self, texts: Sequence[str], batch_size: int = 32, max_length: Optional[int] = None,
                          progress: bool = False, token_chunk: int = 4096, sort_block: int = 10000,
-                         autocast_dtype: Optional[torch.dtype] = None, desc: str = "encode documents",
+                         dtype: str | torch.dtype | None = "fp32", desc: str = "encode documents",
                          projection: str = "auto") -> SparseBatch:
         """Sparse vectors of ``texts`` in input order.
 
@@ -288,11 +301,16 @@ class SparseEncoder(nn.Module):
         padding, and only real tokens are projected onto the vocabulary, ``token_chunk`` at a time,
         so memory stays bounded by ``token_chunk x V`` whatever the batch or document length.
 
-        ``projection``: "exact" computes every logit in fp32 (or the GPU autocast dtype);
-        "screened" (max pooling, CPU) finds the non-zero entries with a bf16 matmul and
-        recomputes only those in fp32 (same result, see ``_screened_max_logits``); "auto" screens
-        on CPUs with native bf16 (avx512_bf16 / AMX) and is exact elsewhere.
+        ``dtype``: "fp32" (default) computes in fp32 on every device: exact. "bf16" / "fp16" run
+        the model under autocast (faster on GPUs, approximate; bench/encode.py measures the
+        difference).
+
+        ``projection``: "exact" computes every logit in the model's dtype; "screened" (max
+        pooling, CPU) finds the non-zero entries with a bf16 matmul and recomputes only those in
+        fp32 (same result, see ``_screened_max_logits``); "auto" screens on CPUs with native bf16
+        (avx512_bf16 / AMX) and is exact elsewhere.
         """
+        autocast = encode_dtype(dtype)
         if projection not in ("auto", "exact", "screened"):
             raise UserError(f"projection must be auto, exact or screened, got {projection!r}")
         if projection == "auto":
@@ -314,7 +332,7 @@ class SparseEncoder(nn.Module):
                     batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
                     input_ids = batch["input_ids"].to(self.device)
                     attention = batch["attention_mask"].to(self.device)
-                    with _autocast(self.device, autocast_dtype):
+                    with _autocast(self.device, autocast):
                         pooled = self._encode_mlm_batch(input_ids, attention, token_chunk, projection)
                     rows = SparseBatch.from_dense(self.finish_pooled(pooled, self.settings.scoring_activation))
                     for j, i in enumerate(idx):
@@ -359,8 +377,9 @@ class SparseEncoder(nn.Module):
                         device: Optional[str | torch.device] = None) -> "SparseEncoder":
         """Load a checkpoint (self-describing) or a plain HF / OpenSearch model directory or id.
 
-        ``settings`` override what the checkpoint says; for a plain model they are the settings.
-        ``idf_path`` overrides the checkpoint's ``idf.json``.
+        ``settings`` override what the checkpoint says; for a plain model they are the settings
+        (``activation_type``, the config's name, is accepted for ``activation``).
+        ``idf_path`` overrides the checkpoint's ``idf.json`` (with a warning when they differ).
         """
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -369,11 +388,22 @@ class SparseEncoder(nn.Module):
         local = os.path.isdir(path)
         if not local and os.path.sep in path and not path.count("/") == 1:
             raise UserError(f"model directory not found: {path}")
+        if local and not os.path.isfile(os.path.join(path, "config.json")):
+            raise UserError(f"{path} holds no model (no config.json): pass a checkpoint-* directory or a saved model")
         try:
-            mlm = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+            mlm, info = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                             output_loading_info=True)
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_name or path, trust_remote_code=trust_remote_code)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise UserError(f"cannot load a masked-LM from {path!r}: {exc}") from None
+        # a model saved without its MLM head loads with a random one: vectors would be noise
+        missing = [k for k in info.get("missing_keys", []) if not k.endswith("position_ids")]
+        if missing:
+            raise UserError(f"{path} has no masked-LM head ({len(missing)} weights missing, e.g. {missing[0]}): "
+                            "the document encoder needs one; use a *ForMaskedLM checkpoint (e.g. a SPLADE model)")
+        settings = dict(settings or {})
+        if "activation_type" in settings:
+            settings.setdefault("activation", settings.pop("activation_type"))
         stored = {}
         if local and os.path.isfile(os.path.join(path, SETTINGS_FILE)):
             with open(os.path.join(path, SETTINGS_FILE), encoding="utf-8") as f:
@@ -384,7 +414,14 @@ class SparseEncoder(nn.Module):
                 logger.warning("setting %s=%r overrides the checkpoint's %r", key, value, stored[key])
         sparse_settings = SparseSettings.from_dict(merged)
         model = cls(mlm, tokenizer, sparse_settings)
-        idf_file = idf_path or _find_idf(path, local)
+        own_idf = _find_idf(path, local) if local or not idf_path else None
+        if idf_path and own_idf and os.path.isfile(idf_path) and not os.path.samefile(idf_path, own_idf):
+            new, own = load_idf_file(idf_path), load_idf_file(own_idf)
+            differ = sum(new.get(t, 1.0) != w for t, w in own.items()) + len(set(new) - set(own))  # absent: 1.0
+            if differ:
+                logger.warning("idf_path %s replaces the checkpoint's own %s (%d tokens differ); drop idf_path to "
+                               "use the checkpoint's", idf_path, own_idf, differ)
+        idf_file = idf_path or own_idf
         if idf_file:
             model.idf.data = idf_vector(load_idf_file(idf_file), tokenizer, model.vocab_size, source=idf_file)
         elif sparse_settings.inf_free:

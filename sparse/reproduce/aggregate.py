@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Optional
 
-from sparse.errors import UserError
+from sparse.errors import UserError, write_text
 from sparse.evaluation import plots
 from sparse.reproduce import grid as grid_mod
 from sparse.reproduce.results import eval_results_dir, read_dataset_row
@@ -88,8 +88,7 @@ def aggregate(output_root: str, datasets: Optional[list[str]] = None, plot: bool
         out["png"] = png
         md += ["", "![FLOPS vs NDCG@10](pareto.png)"]
     md_path = os.path.join(output_root, "results.md")
-    with open(md_path, "w", encoding="utf-8") as f:
-        f.write("\n".join(md) + "\n")
+    write_text(md_path, "\n".join(md) + "\n")
     out["markdown"] = md_path
     out["missing"] = [f"{r['block']}/{r['run']} ({r['status']})" for r in rows if r["status"] != "done"]
     return out

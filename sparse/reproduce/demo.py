@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from sparse.errors import UserError
+from sparse.errors import UserError, write_json
 from sparse.config import split_overrides
 from sparse.reproduce.results import LABELS, eval_results_dir, read_dataset_row
 from sparse.reproduce.runner import launcher, visible_gpus
@@ -75,7 +75,7 @@ def _stamp_ok(directory: str, key: str) -> bool:
 
 def _write_stamp(directory: str, key: str, seconds: float, **extra) -> None:
     os.makedirs(directory, exist_ok=True)
-    Path(directory, STAMP).write_text(json.dumps({"key": key, "seconds": round(seconds, 1), **extra}, indent=1))
+    write_json(os.path.join(directory, STAMP), {"key": key, "seconds": round(seconds, 1), **extra}, indent=1)
 
 
 def _stamp_seconds(directory: str) -> Optional[float]:
@@ -248,7 +248,7 @@ class Demo:
         results = {name: {m: v for m, v in evaluate_run(qrels, run).items() if m in TABLE_METRICS}
                    for name, run in runs.items()}
         os.makedirs(out, exist_ok=True)
-        Path(result_file).write_text(json.dumps(results, indent=1))
+        write_json(result_file, results, indent=1)
         _write_stamp(out, key, secs)
         self.timings["baselines"] = secs
         return results

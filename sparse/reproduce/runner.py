@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from sparse.errors import UserError
+from sparse.errors import UserError, write_json
 from sparse.reproduce import aggregate as agg
 from sparse.reproduce import grid as grid_mod
 from sparse.reproduce.results import result_path
@@ -143,7 +143,9 @@ def prepare_smoke(grid_path: str, root: str, runs: list[grid_mod.Run], beir_dir:
 
         beir_dir = os.path.join(root, "beir")
         target = os.path.join(beir_dir, sub["name"])
-        if not os.path.isfile(os.path.join(target, "corpus.jsonl")):
+        if dry_run:
+            print(f"smoke: would write the {sub['source']} subset {target} (unless present)", flush=True)
+        elif not os.path.isfile(os.path.join(target, "corpus.jsonl")):
             counts = make_subset(str(beir_dataset(sub["source"])), target, int(sub.get("queries", 50)),
                                  int(sub.get("distractors", 400)), tuple(sub.get("splits", ("test", "train"))))
             print(f"smoke: wrote the {sub['source']} subset {target}: {counts}", flush=True)
@@ -197,9 +199,9 @@ def run_grid(runs: list[grid_mod.Run], output_root: str, datasets: Optional[list
                 summary["failed"].append(f"{run.key}: training {why}")
                 continue
             if not dry_run:
-                Path(run.output_dir, TRAIN_STAMP).write_text(json.dumps(
-                    {"config_sha": config_digest(run.config_path), "seconds": round(time.time() - t0, 1),
-                     "model": final_model_dir(run)}))
+                write_json(os.path.join(run.output_dir, TRAIN_STAMP),
+                           {"config_sha": config_digest(run.config_path), "seconds": round(time.time() - t0, 1),
+                            "model": final_model_dir(run)}, indent=None)
             summary["trained"].append(run.key)
         if is_evaluated(run, ds) and run.key not in summary["trained"]:
             print(f"{head}: evaluated already on {','.join(ds)}, skipping evaluation", flush=True)
@@ -232,7 +234,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.chdir(REPO_ROOT)
     try:
-        runs, root = grid_mod.runs_from_args(args)
+        runs, root = grid_mod.runs_from_args(args, write=not args.dry_run)
         datasets = args.beir_datasets.split(",") if args.beir_datasets else None
         nproc = visible_gpus() if args.nproc is None else args.nproc
         beir_dir = args.beir_dir
@@ -253,6 +255,11 @@ def main(argv=None) -> int:
             print(f"missing: {missing}", file=sys.stderr)
         print(f"reproduce: table {out['csv']} and {out['markdown']}"
               + (f", plot {out['png']}" if "png" in out else ""))
+    if args.dry_run:
+        print(f"reproduce (dry run, nothing was run or written): would train {len(summary['trained'])}, "
+              f"evaluate {len(summary['evaluated'])}; {len(summary['skipped_train'])} trained and "
+              f"{len(summary['skipped_eval'])} evaluated already")
+        return 0
     print(f"reproduce: trained {len(summary['trained'])}, evaluated {len(summary['evaluated'])}, "
           f"reused {len(summary['skipped_train'])} trained / {len(summary['skipped_eval'])} evaluated, "
           f"failed {len(summary['failed'])}, {summary['seconds']} s")

@@ -26,8 +26,11 @@ Scores (both query forms equal ``sum_t w_q(t) * fp9(w_d(t))``):
   index's default search pipeline.
 
 Ingest goes in ``_bulk`` chunks with retries and exponential backoff (429/5xx and transport
-errors); afterwards the indexed count must equal the number of documents added, otherwise a
-``UserError`` lists the failed ids and reasons. Nothing is dropped silently.
+errors, ``max_retries`` times, waits ``backoff * 2**attempt`` seconds); afterwards the indexed count
+must equal the number of documents added, otherwise a ``UserError`` lists the failed ids and
+reasons. Searches (``_msearch``) retry the same way, the whole request and each rejected query;
+when retries run out the error says how many documents or queries failed. Nothing is dropped
+silently and no run is scored on missing results.
 """
 
 from __future__ import annotations
@@ -277,7 +280,13 @@ class OpenSearchIndex:
             for i in range(start, min(start + self.bulk_size, len(ids))):
                 tok, val = vectors.row(i)
                 chunk[str(ids[i])] = self._source(str(ids[i]), tok, val)
-            failed.update(self._bulk(chunk))
+            try:
+                failed.update(self._bulk(chunk))
+            except UserError as exc:
+                bar.close()
+                raise UserError(f"{exc}; ingest stopped with {len(ids) - start} of {len(ids)} documents not sent "
+                                f"(and {len(failed)} rejected): index {self.index_name} is incomplete and will be "
+                                "rebuilt by the next run (skip_ingest=false)") from None
             bar.update(len(chunk))
         bar.close()
         self._n += len(ids)
@@ -290,34 +299,38 @@ class OpenSearchIndex:
             logger.info("%d weights below Float.MIN_NORMAL (zero, negative or subnormal) were not indexed",
                         self.filtered_weights)
 
-    def _bulk(self, docs: dict[str, dict]) -> dict[str, str]:
-        """Send one chunk; retry rejected (429/5xx) items; return {doc id: reason} of permanent failures."""
-        pending = dict(docs)
-        failed: dict[str, str] = {}
+    def _send_with_retries(self, pending: dict, send, what: str) -> tuple[dict, dict]:
+        """Send ``pending`` ({key: item}) through ``send(pending)``, which yields (key, status, response)
+        per item; items rejected with 429/5xx go again after an exponential backoff, up to
+        ``max_retries`` times. Returns ({key: response} answered, {key: reason} of the failures)."""
+        answered, failed = {}, {}
         for attempt in range(self.max_retries + 1):
-            body = []
-            for doc_id, source in pending.items():
-                body.append({"index": {"_index": self.index_name, "_id": doc_id}})
-                body.append(source)
-            resp = self._call(self.client.bulk, body=body, what="bulk ingest")
-            retry: dict[str, dict] = {}
-            for item in resp.get("items", []):
-                res = next(iter(item.values()))
-                status = int(res.get("status", 500))
+            retry = {}
+            for key, status, res in send(pending):
                 if status < 300:
-                    continue
-                doc_id = str(res.get("_id"))
-                if (status == 429 or status >= 500) and attempt < self.max_retries:
-                    retry[doc_id] = pending[doc_id]
+                    answered[key] = res
+                elif (status == 429 or status >= 500) and attempt < self.max_retries:
+                    retry[key] = pending[key]
                 else:
-                    failed[doc_id] = f"{status} {_item_reason(res)}"
+                    failed[key] = f"{status} {_item_reason(res)}"
             if not retry:
                 break
             wait = self.backoff * 2 ** attempt
-            logger.warning("%d documents rejected (429/5xx); retrying in %.1fs", len(retry), wait)
+            logger.warning("%d %s rejected (429/5xx); retrying in %.1fs", len(retry), what, wait)
             time.sleep(wait)
             pending = retry
-        return failed
+        return answered, failed
+
+    def _bulk(self, docs: dict[str, dict]) -> dict[str, str]:
+        """Send one chunk; retry rejected (429/5xx) items; return {doc id: reason} of permanent failures."""
+        def send(pending):
+            body = [line for doc_id, source in pending.items()
+                    for line in ({"index": {"_index": self.index_name, "_id": doc_id}}, source)]
+            for item in self._call(self.client.bulk, body=body, what="bulk ingest").get("items", []):
+                res = next(iter(item.values()))
+                yield str(res.get("_id")), int(res.get("status", 500)), res
+
+        return self._send_with_retries(dict(docs), send, "documents")[1]
 
     # ------------------------------------------------------------------ search
     def _tokens(self, ids: np.ndarray, vals: np.ndarray) -> dict[str, float]:
@@ -340,17 +353,18 @@ class OpenSearchIndex:
         bar = tqdm(total=len(bodies), desc=f"search {self.index_name}", unit="q", disable=not self.progress)
         for start in range(0, len(bodies), self.search_batch):
             batch = bodies[start:start + self.search_batch]
-            payload = []
-            for _, body in batch:
-                payload.append({"index": self.index_name})
-                payload.append(body)
-            resp = self._call(self.client.msearch, body=payload, what="search")
-            responses = resp.get("responses", [])
-            if len(responses) != len(batch):
-                raise UserError(f"OpenSearch answered {len(responses)} of {len(batch)} searches")
-            for (qi, _), r in zip(batch, responses):
-                if "error" in r:
-                    raise UserError(f"OpenSearch search failed for query {qi}: {_item_reason(r)}")
+            try:
+                answered, failed = self._msearch(dict(batch))
+            except UserError as exc:
+                bar.close()
+                raise UserError(f"{exc}; {len(bodies) - start} of {len(bodies)} queries were not searched, so no "
+                                "results are scored") from None
+            if failed:
+                bar.close()
+                qi, reason = next(iter(failed.items()))
+                raise UserError(f"OpenSearch search failed for {len(failed)} of {len(bodies)} queries after "
+                                f"{self.max_retries} retries (e.g. query {qi}: {reason}); no results are scored")
+            for qi, r in sorted(answered.items()):
                 hits = r["hits"]["hits"]
                 ids = [str(h.get("_id")) for h in hits]
                 scores = [float(h["_score"]) if h.get("_score") is not None else float(h["sort"][0]) for h in hits]
@@ -358,6 +372,19 @@ class OpenSearchIndex:
             bar.update(len(batch))
         bar.close()
         return out_ids, out_scores
+
+    def _msearch(self, bodies: dict[int, dict]) -> tuple[dict[int, dict], dict[int, str]]:
+        """One ``_msearch`` of {query index: body}; queries rejected with 429/5xx are sent again.
+        Returns ({query index: response}, {query index: reason} of the queries that failed)."""
+        def send(pending):
+            payload = [line for body in pending.values() for line in ({"index": self.index_name}, body)]
+            responses = self._call(self.client.msearch, body=payload, what="search").get("responses", [])
+            if len(responses) != len(pending):
+                raise UserError(f"OpenSearch answered {len(responses)} of {len(pending)} searches")
+            for qi, r in zip(pending, responses):
+                yield qi, (int(r.get("status", 500)) if "error" in r else 200), r
+
+        return self._send_with_retries(dict(bodies), send, "searches")
 
     # ------------------------------------------------------------------ rest of the protocol
     def __len__(self) -> int:

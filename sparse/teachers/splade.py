@@ -10,7 +10,6 @@ projection):
 
 from __future__ import annotations
 
-import torch
 
 from sparse.modeling.encoder import SparseEncoder, SparseSettings
 from sparse.teachers.base import BiEncoderTeacher, register_teacher
@@ -34,6 +33,5 @@ class SparseTeacher(BiEncoderTeacher):
         return cls(model, tok, name=model_id, **kwargs)
 
     def _embed_batch(self, texts):
-        half = self.dtype if self.dtype != torch.float32 else None
-        vectors = self.encoder.encode_documents(list(texts), batch_size=len(texts), autocast_dtype=half)
+        vectors = self.encoder.encode_documents(list(texts), batch_size=len(texts), dtype=self.dtype)
         return vectors.to_dense().to(self.device)

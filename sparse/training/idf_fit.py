@@ -22,7 +22,6 @@ The saved checkpoint has the base model's weights and the fitted ``idf.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -34,7 +33,7 @@ import torch
 from sparse.corpus import encode_corpus
 from sparse.data.beir import load_beir, sorted_corpus
 from sparse.data.datasets import dataset_paths, load_rows
-from sparse.errors import ConfigError, UserError
+from sparse.errors import ConfigError, UserError, write_json
 from sparse.losses.ranking import kldiv_loss, marginmse_loss, normalize_student
 
 logger = logging.getLogger(__name__)
@@ -45,7 +44,10 @@ def _collection(cfg, rows) -> tuple[list[str], list[str], tuple]:
     document (then evaluation's cache entry is the same), else the distinct training documents."""
     d = cfg.data
     name = str(d.beir_datasets or "")
-    folder = os.path.join(str(d.beir_dir), name) if name and "," not in name else None
+    # sparse.assets.beir_root holds the full rule (training may not import assets); a folder missed
+    # here only means the training documents are encoded on their own, with their own cache entry
+    root = d.beir_dir or os.environ.get("BEIR_DIR") or "data/beir"
+    folder = os.path.join(root, name) if name and "," not in name else None
     if folder and os.path.isdir(folder) and rows and "d_ids" in rows[0]:
         corpus, _, _ = load_beir(folder, "train") if os.path.isfile(os.path.join(folder, "qrels", "train.tsv")) \
             else load_beir(folder, cfg.eval.eval_split)
@@ -164,7 +166,6 @@ def fit_idf(cfg, encoder, health=None) -> dict:
                "output_dir": args.output_dir}
     if args.process_index == 0:  # every rank fits the same IDF (same data, same seed); one writes it
         encoder.save_pretrained(args.output_dir)
-        with open(os.path.join(args.output_dir, "train_results.json"), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+        write_json(os.path.join(args.output_dir, "train_results.json"), summary)
     logger.info("done: %d IDF steps in %.1f s; model saved to %s", step, wall, args.output_dir)
     return summary

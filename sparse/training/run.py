@@ -5,12 +5,13 @@
 
 Writes into ``output_dir``: ``train_config.yaml`` (the resolved config), ``train.log``,
 ``checkpoint-<step>/`` (self-describing; ``evaluate_beir.py`` needs only the path), the final
-model, and ``train_results.json`` (steps, wall time, last logged metrics).
+model, and ``train_results.json`` (steps, wall time, last logged metrics). Nothing is written
+before the inputs are checked (``check_inputs``), so a bad command leaves no files behind.
+``resume_from_checkpoint=true`` continues from the latest ``checkpoint-<step>`` of ``output_dir``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -18,9 +19,10 @@ import time
 
 import torch
 
-from sparse.config import ConfigError, ResolvedConfig, parse_config
-from sparse.corpus import sparse_settings
+from sparse.config import TRUE_STRINGS, ConfigError, ResolvedConfig, parse_config
+from sparse.corpus import check_model_path, sparse_settings
 from sparse.corpus.distributed import group_rank, launch_world_size
+from sparse.errors import write_json
 
 logger = logging.getLogger("sparse.train")
 
@@ -56,6 +58,75 @@ def check_config(cfg: ResolvedConfig) -> None:
                        "decouple); set use_l0 or activation_type")
 
 
+def _check_path(key: str, path, kind: str = "file") -> None:
+    exists = os.path.isfile(path) if kind == "file" else os.path.exists(path)
+    if not exists:
+        raise ConfigError(f"{key}: {kind} not found: {path}")
+
+
+def resolve_resume(args) -> None:
+    """``resume_from_checkpoint``: true = the latest checkpoint of ``output_dir`` (never the hub); a
+    path must be a checkpoint directory."""
+    value = args.resume_from_checkpoint
+    if value is None or str(value).lower() in ("false", "0", "no", "off", ""):
+        args.resume_from_checkpoint = None
+        return
+    if str(value).lower() in TRUE_STRINGS + ("latest",):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        if last is None:
+            raise ConfigError(f"resume_from_checkpoint=true, but {args.output_dir} holds no checkpoint-<step> "
+                              "directory; drop the key to start from scratch or pass a checkpoint path")
+        args.resume_from_checkpoint = last
+    elif not os.path.isfile(os.path.join(str(value), "trainer_state.json")):
+        raise ConfigError(f"resume_from_checkpoint: {value} is not a checkpoint directory (no trainer_state.json)")
+
+
+def check_reporters(args) -> None:
+    """A reporter that is not installed is a clear error, not a traceback in the middle of setup."""
+    for name in args.report_to or []:
+        if name not in ("tensorboard", "wandb", "mlflow", "trackio"):  # integrations named like their package
+            continue
+        try:
+            __import__(name)
+        except ImportError:
+            raise ConfigError(f"report_to={name}, but the '{name}' package is not installed; install it "
+                              f"(pip install {name}) or set report_to=none") from None
+
+
+def check_inputs(cfg: ResolvedConfig) -> None:
+    """Every input file and option that can be checked before anything is written or loaded."""
+    from sparse.data.datasets import dataset_paths
+
+    m, d, args = cfg.model, cfg.data, cfg.training
+    check_model_path(m.model_name_or_path)
+    if m.idf_path:
+        _check_path("idf_path", m.idf_path)
+    if not d.train_file and not d.train_file_dir:
+        raise ConfigError("train_file or train_file_dir is required (a dataset saved with save_to_disk, or a "
+                          "jsonl file); see README, section Training data")
+    for path in dataset_paths(d.train_file, d.train_file_dir):  # a train_file_dir entry is checked there
+        _check_path("train_file", path, kind="file or directory")
+    check_reporters(args)
+    resolve_resume(args)
+
+
+def load_training_data(cfg: ResolvedConfig) -> list:
+    """The training datasets, checked row by row (columns, list lengths, scores) before training starts."""
+    from sparse.data.datasets import build_dataset, dataset_paths
+
+    d, args = cfg.data, cfg.training
+    datasets = []
+    for path in dataset_paths(d.train_file, d.train_file_dir):
+        ds = build_dataset(path, d.data_type, d.sample_num_one_query, d.swap_times, d.first_rank_thresh, args.seed,
+                           d.score_scale)
+        if len(ds) == 0:
+            raise ConfigError(f"training data {path} holds no rows; check the file (or data_type={d.data_type})")
+        datasets.append(ds)
+    return datasets
+
+
 def adapt_precision(args) -> None:
     """fp16 / bf16 need a GPU here; on CPU they are switched off with a warning (configs stay portable)."""
     if not torch.cuda.is_available() and (args.fp16 or args.bf16):
@@ -70,13 +141,12 @@ def main(argv=None) -> dict:
     from transformers import set_seed
 
     from sparse.data.collators import TrainingCollator
-    from sparse.data.datasets import build_dataset, dataset_paths
     from sparse.losses.flops import FlopsRegularizer
     from sparse.losses.ranking import RankingLoss
     from sparse.modeling.encoder import SparseEncoder
     from sparse.training.health import TrainingHealth
     from sparse.training.model import SparseTrainingModel
-    from sparse.training.trainer import SparseTrainer
+    from sparse.training.trainer import SparseTrainer, StopOnSignal, TrainingInterrupted
 
     if not torch.cuda.is_available() and launch_world_size() > 1:
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")  # torchrun on CPU: DDP over gloo
@@ -89,21 +159,23 @@ def main(argv=None) -> dict:
             args.report_to = ["tensorboard"]
         except ImportError:
             pass
+    # every check and every load that can fail on bad input comes before the first file is written
+    check_inputs(cfg)
+    check_config(cfg)
+    datasets = None if d.freeze_document_encoder else load_training_data(cfg)
+    set_seed(args.seed)
+    encoder = SparseEncoder.from_pretrained(m.model_name_or_path, settings=sparse_settings(cfg), idf_path=m.idf_path,
+                                            tokenizer_name=m.tokenizer_name, trust_remote_code=m.trust_remote_code)
     is_main = args.process_index == 0  # also sets up the process group under torchrun
     setup_logging(args.output_dir, is_main, args.log_level)
     if torch.cuda.device_count() > 1 and args.n_gpu > 1:
         raise ConfigError(f"{torch.cuda.device_count()} GPUs in one process: launch with "
                           "'torchrun --nproc_per_node=N train_ir.py ...' (nn.DataParallel is not supported)")
-    check_config(cfg)
     adapt_precision(args)
     if is_main:
         path = cfg.save(args.output_dir, "train_config.yaml")
         logger.info("resolved config written to %s", path)
     logger.info("process %d of %d, device %s", group_rank(), args.world_size, args.device)
-    set_seed(args.seed)
-
-    encoder = SparseEncoder.from_pretrained(m.model_name_or_path, settings=sparse_settings(cfg), idf_path=m.idf_path,
-                                            tokenizer_name=m.tokenizer_name, trust_remote_code=m.trust_remote_code)
     encoder.train()
     logger.info("student: %s, %d parameters, settings %s", m.model_name_or_path,
                 sum(p.numel() for p in encoder.parameters()), encoder.settings)
@@ -117,8 +189,6 @@ def main(argv=None) -> dict:
 
         return fit_idf(cfg, encoder, health)
 
-    datasets = [build_dataset(p, d.data_type, d.sample_num_one_query, d.swap_times, d.first_rank_thresh, args.seed,
-                              d.score_scale) for p in dataset_paths(d.train_file, d.train_file_dir)]
     ranking = RankingLoss(d.loss_types, d.loss_weights, in_batch=d.use_in_batch_negatives, temperature=d.temperature,
                           exclude_other_positives=d.infonce_exclude_other_positives,
                           ranking_loss_weight=d.ranking_loss_weight, score_norm=d.score_norm)
@@ -140,14 +210,30 @@ def main(argv=None) -> dict:
     trainer = SparseTrainer(SparseTrainingModel(encoder), args, datasets, collator, ranking, doc_flops, query_flops,
                             teacher=teacher, idf_lr=d.idf_lr, health=health, stop_on_collapse=d.stop_on_collapse)
     start = time.time()
-    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    stopper = StopOnSignal().install()
+    trainer.add_callback(stopper)
+    try:
+        result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    finally:
+        stopper.uninstall()
     wall = time.time() - start
+    if stopper.received is not None:
+        raise TrainingInterrupted(interrupted_message(trainer, stopper.received), stopper.received)
     trainer.save_model(args.output_dir)
     summary = {"global_step": trainer.state.global_step, "wall_time_s": round(wall, 1),
                "world_size": args.world_size, "train_loss": result.training_loss / max(args.world_size, 1),
                "last_logged": trainer.last_metrics, "output_dir": args.output_dir}
     if is_main:
-        with open(os.path.join(args.output_dir, "train_results.json"), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+        write_json(os.path.join(args.output_dir, "train_results.json"), summary)
         logger.info("done: %d steps in %.1f s; model saved to %s", trainer.state.global_step, wall, args.output_dir)
     return summary
+
+
+def interrupted_message(trainer, signum: int) -> str:
+    import signal
+
+    step = trainer.state.global_step
+    path = os.path.join(trainer.args.output_dir, f"checkpoint-{step}")
+    saved = f"checkpoint saved in {path}" if os.path.isdir(path) else "no checkpoint could be saved"
+    return (f"stopped by {signal.Signals(signum).name} at step {step}; {saved}. Resume with the same command "
+            f"plus resume_from_checkpoint=true")

@@ -13,19 +13,24 @@ Every ``logging_steps`` the averages since the last log of the ranking and FLOPS
 current lambdas, the mean non-zeros per document / query and the mean / max non-zero document
 weight are added to the Trainer's logs (log file, console, TensorBoard when it reports there).
 Collapse guard: a warning when documents are empty or use more than half of the vocabulary; a
-non-finite loss saves ``checkpoint-<step>-nonfinite`` and stops with ``TrainingDiverged``.
+non-finite loss saves ``checkpoint-<step>-nonfinite`` and stops with ``TrainingDiverged``, naming
+the step, the loss terms and the last good checkpoint. SIGTERM / SIGINT (``StopOnSignal``): the
+current step finishes, a checkpoint is saved and training stops with ``TrainingInterrupted``;
+``resume_from_checkpoint=true`` continues at that step with the same data order.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections import defaultdict
 from typing import Optional
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
 
 from sparse.corpus.distributed import (gather_nograd, gather_objects, gather_with_grad, group_rank,
                                        group_world_size)
@@ -42,6 +47,49 @@ logger = logging.getLogger(__name__)
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(UserError):
+    """Training was stopped by a signal after saving a checkpoint."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention for "killed by signal N"
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGTERM / SIGINT: finish the current step, save a checkpoint, stop. A second signal kills at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: Optional[int] = None
+        self._previous: dict = {}
+
+    def install(self) -> "StopOnSignal":
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:  # asked twice: stop now, without a checkpoint
+            self.uninstall()
+            signal.raise_signal(signum)
+            return
+        self.received = signum
+        logger.warning("%s received: saving a checkpoint after the current step, then stopping "
+                       "(send it again to stop at once)", signal.Signals(signum).name)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received is not None:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
 
 
 class _EpochDataLoader(DataLoader):
@@ -213,9 +261,12 @@ class SparseTrainer(Trainer):
         path = os.path.join(self.args.output_dir, f"checkpoint-{step}-nonfinite")
         self.save_model(path)
         parts = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        raise TrainingDiverged(f"the training loss is {value} at step {step} ({parts}); the model before this step "
-                               f"is saved in {path}. Lower the learning rate, use bf16 instead of fp16, or check "
-                               "the data of this batch")
+        good = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+        resume = (f"the last good checkpoint is {good} (resume_from_checkpoint={good})" if good
+                  else "no checkpoint was saved before it")
+        raise TrainingDiverged(f"the training loss is {value} at step {step} (loss terms: {parts}); {resume}; "
+                               f"the weights before this step are in {path}. Lower the learning rate, use bf16 "
+                               "instead of fp16, or check the data of this batch")
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, output_dir: Optional[str] = None, state_dict=None) -> None:
