@@ -129,7 +129,7 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
                   key_parts: Sequence = (), batch_size: int = 32, max_length: Optional[int] = None,
                   progress: bool = True, rank: Optional[int] = None, world_size: Optional[int] = None,
                   all_ranks: bool = False, wait_timeout: float = 24 * 3600.0,
-                  block_docs: int = BLOCK_DOCS, dtype: str = "fp32") -> CorpusVectors:
+                  block_docs: Optional[int] = None, dtype: str = "fp32") -> CorpusVectors:
     """Document vectors of ``texts`` (in their order), from the cache or encoded and cached.
 
     ``cache_dir=None`` disables caching (single process only). Under ``torchrun`` every rank
@@ -163,7 +163,8 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
     t_encode = time.perf_counter()
     shard = _encode_in_blocks(encoder, [texts[i] for i in positions], batch_size, max_length, progress and rank == 0,
                               desc=f"encode corpus (rank {rank}/{world})" if world > 1 else "encode corpus",
-                              folder=entry, tag=f"{rank}-of-{world}", block_docs=block_docs, dtype=dtype)
+                              folder=entry, tag=f"{rank}-of-{world}", block_docs=block_docs or BLOCK_DOCS,
+                              dtype=dtype)
     logger.info("rank %d encoded %d documents in %.1fs (%.1f docs/s)", rank, len(positions),
                 time.perf_counter() - t_encode, len(positions) / max(time.perf_counter() - t_encode, 1e-9))
     if world == 1:

@@ -1,9 +1,11 @@
 """Interruptions and numerical faults in training, in-process on CPU with a tiny model:
 SIGTERM saves a checkpoint and a resumed run ends with the parameters of an uninterrupted one;
-a non-finite loss stops naming the step, the loss terms and the last good checkpoint."""
+a non-finite loss stops naming the step, the loss terms and the last good checkpoint; corpus
+encoding (evaluation, mining) killed mid-corpus resumes from its saved blocks."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -149,3 +151,73 @@ def test_corpus_encode_killed_mid_corpus_resumes_from_its_finished_blocks(tiny_b
     assert calls == [5]  # only the unfinished last block (documents 20-24) is encoded again
     assert torch.equal(got.vectors.to_dense(), want)
     assert not any(n.startswith("block-") for n in os.listdir(got.entry))  # cleaned once complete
+
+
+def _encoding_calls(monkeypatch, kill_at=None) -> list:
+    """Count ``encode_documents`` calls (their sizes); raise KeyboardInterrupt on call ``kill_at``."""
+    from sparse.modeling.encoder import SparseEncoder
+
+    real = SparseEncoder.encode_documents
+    calls: list = []
+
+    def counted(self, texts, *args, **kwargs):
+        calls.append(len(texts))
+        if len(calls) == kill_at:
+            raise KeyboardInterrupt  # a kill in the middle of the corpus
+        return real(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(SparseEncoder, "encode_documents", counted)
+    return calls
+
+
+def _run_killed_then_resumed(cli, monkeypatch, entry: str, argv: list) -> list:
+    """Run ``entry`` killed during its third encode block, then again; the second run's encode calls."""
+    import sparse.corpus.cache as cache
+
+    monkeypatch.setattr(cache, "BLOCK_DOCS", 10)
+    _encoding_calls(monkeypatch, kill_at=3)
+    try:
+        code = cli(entry, *argv)[0]
+    except KeyboardInterrupt:
+        code = 130
+    assert code != 0
+    calls = _encoding_calls(monkeypatch)
+    assert cli(entry, *argv)[0] == 0
+    return calls
+
+
+def test_evaluation_killed_mid_corpus_resumes_with_the_same_results(cli, faults_env, tmp_path, monkeypatch):
+    def argv(name):
+        return ["--model_name_or_path", faults_env["model"], "--beir_dir", faults_env["beir_dir"],
+                "--beir_datasets", "tinyset", "--output_dir", str(tmp_path / name), "--cache_dir",
+                str(tmp_path / f"{name}-cache")]
+
+    assert cli("evaluate_beir", *argv("uninterrupted"))[0] == 0
+    calls = _run_killed_then_resumed(cli, monkeypatch, "evaluate_beir", argv("killed"))
+    assert calls == [10, 10]  # 40 documents: blocks 1-2 were saved before the kill, 3-4 are encoded now
+    results = [json.loads((tmp_path / n / "beir_eval" / "results" / "tinyset.json").read_text())
+               for n in ("uninterrupted", "killed")]
+    assert results[0]["metrics"] == results[1]["metrics"]
+    assert results[0]["sparsity"]["flops"] == results[1]["sparsity"]["flops"]
+    runs = [(tmp_path / n / "beir_eval" / "runs" / "tinyset.trec").read_text() for n in ("uninterrupted", "killed")]
+    assert runs[0] == runs[1]
+
+
+def test_mining_killed_mid_corpus_resumes_with_the_same_rows(cli, faults_env, tmp_path, monkeypatch, beir_writer):
+    from datasets import load_from_disk
+
+    texts = [json.loads(line)["text"] for line in open(os.path.join(faults_env["beir_dir"], "tinyset", "corpus.jsonl"))]
+    corpus = {f"d{i}": {"title": "", "text": t} for i, t in enumerate(texts)}
+    beir_writer(tmp_path / "beir" / "tinytrain", corpus, {f"q{i}": texts[i][:20] for i in range(8)},
+                {f"q{i}": {f"d{i}": 1} for i in range(8)}, split="train")
+
+    def argv(name):
+        return ["--model_name_or_path", faults_env["model"], "--beir_dir", str(tmp_path / "beir"), "--beir_datasets",
+                "tinytrain", "--output", str(tmp_path / name), "--cache_dir", str(tmp_path / f"{name}-cache"),
+                "--top_k", "6"]
+
+    assert cli("demo_train_data", *argv("uninterrupted"))[0] == 0
+    calls = _run_killed_then_resumed(cli, monkeypatch, "demo_train_data", argv("killed"))
+    assert calls == [10, 10]
+    rows = [load_from_disk(str(tmp_path / n)).to_list() for n in ("uninterrupted", "killed")]
+    assert rows[0] == rows[1] and len(rows[0]) > 0
