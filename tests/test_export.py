@@ -62,11 +62,12 @@ json.dump(out, open(sys.argv[2], "w"))
 '''
 
 
-def _assert_same_vectors(got: list[dict], want: list[dict], atol: float, what: str):
+def _assert_same_vectors(got: list[dict], want: list[dict], atol: float, what: str, zero: float = 0.0):
+    """Same tokens (weights above ``zero``) with weights within ``atol``."""
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
-        g = {t: v for t, v in g.items() if v != 0}
-        w = {t: v for t, v in w.items() if v != 0}
+        g = {t: v for t, v in g.items() if v > zero}
+        w = {t: v for t, v in w.items() if v > zero}
         assert set(g) == set(w), f"{what} text {i}: tokens differ: {sorted(set(g) ^ set(w))[:8]}"
         worst = max((abs(g[t] - w[t]) for t in w), default=0.0)
         assert worst <= atol, f"{what} text {i}: max weight difference {worst:g}"
@@ -126,8 +127,12 @@ def test_opensearch_zips_reproduce_the_checkpoint_in_a_fresh_process(exports, sc
         assert sum(map(len, want)) > 50 * N_DOCS  # real vectors, not empty ones
         _assert_same_vectors(got[f"doc {tag}"], want, 1e-4, f"TorchScript {tag}")
     enc = SparseEncoder.from_pretrained(exports[tag0][0])
+    # zero IDF weights are exported as 1e-6 (Lucene rejects a query token weight of 0): below 1e-5 is zero
     _assert_same_vectors(got["tokenize"], enc.encode_queries(queries).to_token_dicts(enc.id_to_token), 1e-6,
-                         "SPARSE_TOKENIZE")
+                         "SPARSE_TOKENIZE", zero=1e-5)
+    idf = json.loads(zipfile.ZipFile(os.path.join(exports[tag0][1], "m-sparse-tokenize.zip")).read("idf.json"))
+    assert 0 < min(idf.values()) and max(idf.values()) <= 64  # what a neural_sparse query accepts
+    assert sum(abs(v - 1e-6) < 1e-9 for v in idf.values()) >= 30000 // 97 - 10  # the negative IDF entries set above
 
 
 def test_pruning_and_activation_change_the_exported_vectors(exports, scifact_sample):

@@ -9,7 +9,8 @@ Written under ``DIR``:
 * ``<name>-sparse-tokenize.zip`` (inference-free models): function ``SPARSE_TOKENIZE``,
   ``tokenizer.json`` and ``idf.json``. ml-commons weights a query token by ``idf.json`` and gives
   tokens missing from it 1.0, so the file lists every non-special token with relu(idf), the
-  checkpoint's own (learned) IDF: query and document sides come from one checkpoint;
+  checkpoint's own (learned) IDF: query and document sides come from one checkpoint. Zero
+  weights become 1e-6 and weights above 64 become 64, the range Lucene accepts for a query token;
 * ``requests/``: request bodies (register by URL, register by chunks, deploy-time cluster
   settings, ingest pipeline, index mappings, ``neural_sparse`` queries), ``<..._MODEL_ID>``
   placeholders where the cluster assigns ids;
@@ -46,6 +47,7 @@ FIELD = "sparse_embedding"
 TEXT_FIELD = "text"
 PIPELINE = "sparse-encoding-pipeline"
 EXAMPLE_QUERY = "what is the effect of vitamin d on bone density"
+MIN_QUERY_WEIGHT = 1e-6  # what a zero IDF becomes in the tokenizer zip (Lucene needs weights > 0)
 DOC_MODEL_ID = "<DOCUMENT_MODEL_ID>"
 QUERY_MODEL_ID = "<QUERY_MODEL_ID>"
 
@@ -66,9 +68,16 @@ def tokenizer_json(encoder: SparseEncoder, max_length: int) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
-def query_idf_table(encoder: SparseEncoder) -> dict[str, float]:
-    """``{token: relu(idf)}`` for every non-special token: the query weights the checkpoint uses."""
+def query_idf_table(encoder: SparseEncoder, floor: float = 0.0) -> dict[str, float]:
+    """``{token: relu(idf)}`` for every non-special token: the query weights the checkpoint uses.
+
+    ``floor`` > 0 lifts zero weights to it and caps weights at the ``query_tokens`` limit: Lucene's
+    linear feature query (what ``neural_sparse`` builds per query token) rejects a weight outside
+    (0, 64], and ml-commons passes every token of the query on, whatever its weight.
+    """
     weights = torch.relu(encoder.idf.detach()).float().cpu().numpy()
+    if floor > 0:
+        weights = np.clip(weights, floor, NEURAL_SPARSE_MAX_WEIGHT)
     special = set(encoder.special_ids.tolist())
     return {tok: float(weights[i]) for i, tok in enumerate(encoder.id_to_token) if i not in special}
 
@@ -181,7 +190,8 @@ def write_opensearch(encoder: SparseEncoder, out_dir: str, name: str, version: s
         zip_path = os.path.join(out_dir, f"{name}-sparse-tokenize.zip")
         packaging.write_zip(zip_path, {
             "tokenizer.json": tokenizer_json(encoder, encoder.query_max_length()),
-            "idf.json": json.dumps(query_idf_table(encoder), ensure_ascii=False), "LICENSE": license_text})
+            "idf.json": json.dumps(query_idf_table(encoder, floor=MIN_QUERY_WEIGHT), ensure_ascii=False),
+            "LICENSE": license_text})
         artifacts.append(("query_tokenizer", "SPARSE_TOKENIZE", "TORCH_SCRIPT", zip_path))
 
     models = {}
