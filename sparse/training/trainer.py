@@ -92,6 +92,26 @@ class StopOnSignal(TrainerCallback):
         return control
 
 
+class LogSkippedSteps(TrainerCallback):
+    """fp16: the loss scaler skips an update whose gradients overflowed; each skip is logged with the
+    new scale and a count, so a run that keeps skipping is visible (lower the learning rate or use bf16)."""
+
+    def __init__(self, trainer: "SparseTrainer"):
+        self.trainer = trainer
+        self.skipped = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        accelerator = getattr(self.trainer, "accelerator", None)
+        if accelerator is None or not getattr(accelerator, "optimizer_step_was_skipped", False):
+            return control
+        self.skipped += 1
+        scaler = getattr(accelerator, "scaler", None)
+        scale = scaler.get_scale() if scaler is not None else float("nan")
+        logger.warning("step %d: fp16 gradients overflowed, the loss scaler skipped this update "
+                       "(scale now %g; %d skipped so far)", state.global_step, scale, self.skipped)
+        return control
+
+
 class _EpochDataLoader(DataLoader):
     def set_epoch(self, epoch: int) -> None:
         self.batch_sampler.set_epoch(epoch)
@@ -118,6 +138,7 @@ class SparseTrainer(Trainer):
         self.last_metrics: dict[str, float] = {}
         self.health = health or TrainingHealth(self.encoder.vocab_size, None)
         self.stop_on_collapse = stop_on_collapse
+        self.add_callback(LogSkippedSteps(self))
 
     # ------------------------------------------------------------------ data
     def get_train_dataloader(self) -> DataLoader:

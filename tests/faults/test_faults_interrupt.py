@@ -221,3 +221,22 @@ def test_mining_killed_mid_corpus_resumes_with_the_same_rows(cli, faults_env, tm
     assert calls == [10, 10]
     rows = [load_from_disk(str(tmp_path / n)).to_list() for n in ("uninterrupted", "killed")]
     assert rows[0] == rows[1] and len(rows[0]) > 0
+
+
+def test_fp16_overflow_skips_are_logged_with_the_scale(caplog):
+    """The loss scaler's skipped update (fp16 overflow) is logged with the step, the new scale and a count."""
+    from types import SimpleNamespace
+
+    from sparse.training.trainer import LogSkippedSteps
+
+    scaler = SimpleNamespace(get_scale=lambda: 32768.0)
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(optimizer_step_was_skipped=False, scaler=scaler))
+    callback = LogSkippedSteps(trainer)
+    with caplog.at_level("WARNING", logger="sparse.training.trainer"):
+        callback.on_step_end(None, SimpleNamespace(global_step=6), None)
+        trainer.accelerator.optimizer_step_was_skipped = True
+        callback.on_step_end(None, SimpleNamespace(global_step=7), None)
+        callback.on_step_end(None, SimpleNamespace(global_step=8), None)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and "step 7" in messages[0] and "scale now 32768" in messages[0]
+    assert "2 skipped so far" in messages[1]
