@@ -90,7 +90,8 @@ def run_method(args, method: str, result_queue) -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     encoder = build_encoder(args.model, args.length).to(device).train()
-    model = SparseTrainingModel(encoder, fused=(method == "ours"))
+    model = SparseTrainingModel(encoder, fused=(method != "straightforward"),
+                                screen={"ours": None, "ours (no screen)": False}.get(method))
     per_query = WORKLOADS[args.loss]
     data = batches(encoder, args.steps + 1, args.batch, per_query, args.length, device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-5)
@@ -119,6 +120,13 @@ def run_method(args, method: str, result_queue) -> None:
                       "docs_per_step": args.batch * per_query})
 
 
+def device_screens(args) -> bool:
+    """Whether "ours" uses the bf16 screen (fp32 training on a CPU with native bf16)."""
+    from sparse.modeling.screen import cpu_has_native_bf16
+
+    return args.device == "cpu" and args.dtype == "fp32" and cpu_has_native_bf16()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -132,14 +140,17 @@ def main() -> None:
     args = parser.parse_args()
     print(f"train step: {args.model}, {args.loss} ({WORKLOADS[args.loss]} docs/query), batch {args.batch}, "
           f"length {args.length}, {args.device} {args.dtype}, {args.steps} timed steps, torch {torch.__version__}")
-    rows = [run_in_child(run_method, args, "straightforward"), run_in_child(run_method, args, "ours")]
-    base, ours = rows
+    methods = ["straightforward", "ours"]
+    if device_screens(args):
+        methods.insert(1, "ours (no screen)")  # the fused path without the CPU bf16 screen, for the split
+    rows = [run_in_child(run_method, args, m) for m in methods]
+    base, ours = rows[0], rows[-1]
     diff = max(abs(a - b) for a, b in zip(base["losses"], ours["losses"]))
     rel = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(base["losses"], ours["losses"]))
-    print(f"{'method':16s} {'steps/s':>8s} {'docs/s':>8s} {'peak MiB':>9s} {'speed-up':>8s}")
+    print(f"{'method':18s} {'steps/s':>8s} {'docs/s':>8s} {'peak MiB':>9s} {'speed-up':>8s}")
     for r in rows:
         rate = args.steps / r["seconds"]
-        print(f"{r['method']:16s} {rate:8.3f} {rate * r['docs_per_step']:8.1f} {r['peak_mib']:9.0f} "
+        print(f"{r['method']:18s} {rate:8.3f} {rate * r['docs_per_step']:8.1f} {r['peak_mib']:9.0f} "
               f"{rate / (args.steps / base['seconds']):7.2f}x")
     print(f"max per-step loss difference: {diff:.2e} absolute, {rel:.1e} relative "
           f"(losses {['%.5f' % x for x in ours['losses']]})")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sparse.modeling.encoder import SparseEncoder, SparseSettings
 from sparse.modeling.maxpool import fused_document_forward, supports_fused
 
 
-def test_fused_forward_and_backward_match_plain(tiny_bert):
+@pytest.mark.parametrize("screen", [False, True])  # chunked fp32 max, and the bf16 screen of CPUs
+def test_fused_forward_and_backward_match_plain(tiny_bert, screen):
     mlm, tok = tiny_bert
     mlm.config.hidden_dropout_prob = 0.0
     for m in mlm.modules():
@@ -28,7 +30,8 @@ def test_fused_forward_and_backward_match_plain(tiny_bert):
         return out.detach(), {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
 
     plain, g_plain = grads(lambda: enc(batch["input_ids"], batch["attention_mask"]))
-    fused, g_fused = grads(lambda: fused_document_forward(enc, batch["input_ids"], batch["attention_mask"]))
+    fused, g_fused = grads(lambda: fused_document_forward(enc, batch["input_ids"], batch["attention_mask"],
+                                                          screen=screen))
     assert (plain > 0).sum() > 10
     assert torch.allclose(plain, fused, atol=1e-6)
     assert g_plain.keys() == g_fused.keys()

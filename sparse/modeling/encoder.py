@@ -17,7 +17,6 @@ Siamese (``inf_free: false``): queries go through the document path.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -30,9 +29,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sparse.errors import UserError
+from sparse.errors import UserError, write_json
 from sparse.modeling.activations import activation_depth, l0_transform, saturate
 from sparse.modeling.idf import idf_vector, load_idf_file, save_idf
+from sparse.modeling.screen import BF16Weights, cpu_has_native_bf16, screened_max
 from sparse.modeling.vectors import SparseBatch
 
 logger = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ class SparseEncoder(nn.Module):
             raise UserError(f"IDF vector has {idf.shape[0]} entries, the model's vocabulary {self.vocab_size}")
         self.idf = nn.Parameter(idf.float().clone(), requires_grad=self.settings.idf_requires_grad)
         self._id_to_token: Optional[list[str]] = None
+        self._bf16 = BF16Weights()  # the screen's bf16 copy of the vocabulary projection
 
     # ---------------------------------------------------------------- properties
     @property
@@ -231,8 +232,7 @@ class SparseEncoder(nn.Module):
             hidden = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
         mask = attention_mask.bool()
         if self.settings.pooling == "max" and projection == "screened" and isinstance(decoder, nn.Linear):
-            with torch.autocast(hidden.device.type, enabled=False):  # the screen's bound assumes fp32 recompute
-                return saturate(self._screened_max_logits(hidden.float(), mask, decoder, token_chunk))
+            return saturate(screened_max(hidden, mask, decoder.weight, decoder.bias, self._bf16)[0])
         flat = hidden[mask]
         row_of = torch.nonzero(mask, as_tuple=True)[0]
         n_rows = input_ids.shape[0]
@@ -248,47 +248,6 @@ class SparseEncoder(nn.Module):
             else:
                 pooled.index_add_(0, rows, saturate(logits))
         return saturate(pooled) if use_max else pooled
-
-    def _screened_max_logits(self, hidden, mask, decoder: nn.Linear, token_chunk: int) -> torch.Tensor:
-        """relu(max over a document's tokens of the fp32 logits), exactly, at bf16 matmul cost.
-
-        A bf16 matmul o = bf16(x) . bf16(W_j) (fp32 accumulation, bf16 output) is within
-        |o - x.W_j| <= C ||W_j|| ||x|| of the fp32 product (input rounding 2 * 2^-9, output
-        rounding 2^-9, accumulation H * 2^-24; C adds a safety factor). An entry j of document d
-        can be positive only if max_t o_tj + b_j + C ||W_j|| max_t ||x_t|| > 0; those candidates
-        (a few hundred per document) are recomputed in fp32, every other entry is provably 0.
-
-        Documents go one at a time: a (tokens x V) bf16 block stays in cache, there is no padding
-        to project and no scatter.
-        """
-        weight, bias = decoder.weight, decoder.bias
-        w_bf16, w_norm = self._bf16_projection(weight)
-        c = 2.0 ** -7 + weight.shape[1] * 2.0 ** -23
-        bias = bias.float() if bias is not None else None
-        pooled = torch.zeros(hidden.shape[0], weight.shape[0], device=hidden.device)
-        for d in range(hidden.shape[0]):
-            x = hidden[d][mask[d]]
-            screen = torch.nn.functional.linear(x.to(torch.bfloat16), w_bf16).amax(dim=0).float()
-            screen += c * x.norm(dim=1).max() * w_norm
-            if bias is not None:
-                screen += bias
-            cand = torch.nonzero(screen > 0, as_tuple=True)[0]
-            if len(cand):
-                exact = x @ weight[cand].float().T
-                if bias is not None:
-                    exact += bias[cand]
-                pooled[d, cand] = exact.amax(dim=0).clamp_min(0)
-        return pooled
-
-    def _bf16_projection(self, weight: torch.Tensor):
-        """bf16 copy and row norms of the vocabulary projection, cached per weight version."""
-        key = (weight.data_ptr(), weight._version, weight.device)
-        cached = getattr(self, "_bf16_cache", None)
-        if cached is None or cached[0] != key:
-            w = weight.detach().float()
-            cached = (key, w.to(torch.bfloat16), w.norm(dim=1))
-            self._bf16_cache = cached
-        return cached[1], cached[2]
 
     @torch.inference_mode()
     def encode_documents(self, texts: Sequence[str], batch_size: int = 32, max_length: Optional[int] = None,
@@ -307,7 +266,7 @@ class SparseEncoder(nn.Module):
 
         ``projection``: "exact" computes every logit in the model's dtype; "screened" (max
         pooling, CPU) finds the non-zero entries with a bf16 matmul and recomputes only those in
-        fp32 (same result, see ``_screened_max_logits``); "auto" screens on CPUs with native bf16
+        fp32 (same result, see ``sparse.modeling.screen``); "auto" screens on CPUs with native bf16
         (avx512_bf16 / AMX) and is exact elsewhere.
         """
         autocast = encode_dtype(dtype)
@@ -368,8 +327,7 @@ class SparseEncoder(nn.Module):
         self.mlm.save_pretrained(path, safe_serialization=safe_serialization)
         self.tokenizer.save_pretrained(path)
         save_idf(self.idf, self.tokenizer, os.path.join(path, IDF_FILE))
-        with open(os.path.join(path, SETTINGS_FILE), "w", encoding="utf-8") as f:
-            json.dump(asdict(self.settings), f, indent=2)
+        write_json(os.path.join(path, SETTINGS_FILE), asdict(self.settings))
 
     @classmethod
     def from_pretrained(cls, path: str, settings: Optional[dict] = None, idf_path: Optional[str] = None,
@@ -436,17 +394,6 @@ def _index_amax(target: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # index_reduce is flagged beta
         target.index_reduce_(0, rows, values.to(target.dtype), "amax", include_self=True)
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True on x86 CPUs with avx512_bf16 or AMX, where bf16 matmuls beat fp32 ones."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def _find_idf(path: str, local: bool) -> Optional[str]:

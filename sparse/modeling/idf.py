@@ -22,7 +22,7 @@ from typing import Iterable
 
 import torch
 
-from sparse.errors import UserError, read_user_file
+from sparse.errors import UserError, read_user_file, write_json
 
 
 def vocab_of(tokenizer) -> dict[str, int]:
@@ -71,8 +71,7 @@ def idf_to_dict(vector: torch.Tensor, tokenizer) -> dict[str, float]:
 
 def write_idf_file(idf: dict[str, float], path: str) -> None:
     """Write ``{token: weight}`` as an ``idf.json`` (UTF-8, tokens unescaped)."""
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(idf, f, ensure_ascii=False)
+    write_json(path, idf, indent=None, ensure_ascii=False)
 
 
 def save_idf(vector: torch.Tensor, tokenizer, path: str) -> None:

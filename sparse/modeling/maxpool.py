@@ -18,30 +18,25 @@ tests/test_training_maxpool.py); ties between positions send the gradient to one
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
 from sparse.modeling.activations import saturate
 from sparse.modeling.encoder import SparseEncoder, vocab_projection_detached
+from sparse.modeling.screen import BF16Weights, cpu_has_native_bf16, screened_max
 
 
 class MaxPoolProjection(torch.autograd.Function):
     """max over real tokens of the vocabulary logits, with the exact sparse backward of the module docstring."""
 
     @staticmethod
-    def forward(ctx, hidden, mask, weight, bias, chunk_elems: int = 1 << 26):
-        b, length, _ = hidden.shape
-        v = weight.shape[0]
-        per = max(1, chunk_elems // max(1, length * v))
-        values = hidden.new_empty(b, v, dtype=torch.float32)
-        index = torch.empty(b, v, dtype=torch.long, device=hidden.device)
-        pad = (mask == 0).unsqueeze(-1)
-        for s in range(0, b, per):
-            z = torch.matmul(hidden[s:s + per], weight.T)
-            if bias is not None:
-                z = z + bias
-            z = z.float().masked_fill(pad[s:s + per], float("-inf"))
-            values[s:s + per], index[s:s + per] = z.max(dim=1)
+    def forward(ctx, hidden, mask, weight, bias, screen: Optional[BF16Weights] = None, chunk_elems: int = 1 << 26):
+        if screen is not None:  # CPU with native bf16: exact relu(max) and its position (``screen``)
+            values, index = screened_max(hidden, mask.bool(), weight, bias, screen, with_index=True)
+        else:
+            values, index = _chunked_max(hidden, mask, weight, bias, chunk_elems)
         ctx.save_for_backward(hidden, weight, index)
         ctx.has_bias = bias is not None
         return values
@@ -62,7 +57,24 @@ class MaxPoolProjection(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[3]:
             grad_bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
             grad_bias.index_add_(0, cols, g.to(weight.dtype))
-        return grad_hidden, None, grad_weight, grad_bias, None
+        return grad_hidden, None, grad_weight, grad_bias, None, None
+
+
+def _chunked_max(hidden, mask, weight, bias, chunk_elems: int):
+    """max over real tokens of the logits and its position, a few documents at a time."""
+    b, length, _ = hidden.shape
+    v = weight.shape[0]
+    per = max(1, chunk_elems // max(1, length * v))
+    values = hidden.new_empty(b, v, dtype=torch.float32)
+    index = torch.empty(b, v, dtype=torch.long, device=hidden.device)
+    pad = (mask == 0).unsqueeze(-1)
+    for s in range(0, b, per):
+        z = torch.matmul(hidden[s:s + per], weight.T)
+        if bias is not None:
+            z = z + bias
+        z = z.float().masked_fill(pad[s:s + per], float("-inf"))
+        values[s:s + per], index[s:s + per] = z.max(dim=1)
+    return values, index
 
 
 def supports_fused(encoder: SparseEncoder) -> bool:
@@ -71,9 +83,17 @@ def supports_fused(encoder: SparseEncoder) -> bool:
     return encoder.settings.pooling == "max" and isinstance(decoder, nn.Linear)
 
 
-def fused_document_forward(encoder: SparseEncoder, input_ids, attention_mask) -> torch.Tensor:
-    """Same output as ``encoder(input_ids, attention_mask)`` for max pooling, with the sparse backward."""
+def fused_document_forward(encoder: SparseEncoder, input_ids, attention_mask, screen: Optional[bool] = None):
+    """Same output as ``encoder(input_ids, attention_mask)`` for max pooling, with the sparse backward.
+
+    ``screen`` (default: on CPUs with native bf16, in fp32) finds the maxima with the bf16 screen
+    of ``sparse.modeling.screen``: the same values and positions where the weight is positive, the
+    only entries a gradient reaches.
+    """
     with vocab_projection_detached(encoder.mlm) as decoder:
         hidden = encoder.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
-        pooled = MaxPoolProjection.apply(hidden, attention_mask, decoder.weight, decoder.bias)
+        if screen is None:
+            screen = hidden.device.type == "cpu" and hidden.dtype == torch.float32 and cpu_has_native_bf16()
+        pooled = MaxPoolProjection.apply(hidden, attention_mask, decoder.weight, decoder.bias,
+                                         encoder._bf16 if screen else None)
     return encoder.finish_pooled(saturate(pooled), encoder.settings.scoring_activation)

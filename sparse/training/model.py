@@ -9,6 +9,8 @@ fused with pooling, exact sparse backward); ``fused: False`` uses ``SparseEncode
 
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import nn
 
 from sparse.modeling.encoder import SparseEncoder
@@ -20,14 +22,15 @@ class SparseTrainingModel(nn.Module):
 
     accepts_loss_kwargs = False  # the Trainer divides the loss by gradient_accumulation_steps
 
-    def __init__(self, encoder: SparseEncoder, fused: bool = True):
+    def __init__(self, encoder: SparseEncoder, fused: bool = True, screen: Optional[bool] = None):
         super().__init__()
         self.encoder = encoder
         self.fused = fused and supports_fused(encoder)
+        self.screen = screen  # the fused path's bf16 screen; None: on CPUs with native bf16
 
     def _mlm(self, input_ids, attention_mask):
         if self.fused:
-            return fused_document_forward(self.encoder, input_ids, attention_mask)
+            return fused_document_forward(self.encoder, input_ids, attention_mask, screen=self.screen)
         return self.encoder(input_ids, attention_mask, inf_free=False)
 
     def forward(self, q_input_ids, q_attention_mask, d_input_ids, d_attention_mask):
