@@ -3,7 +3,8 @@
 Straightforward: the full (batch x length x vocab) logits, log(1 + relu) times the mask, max over
 the length, special tokens zeroed (``SparseEncoder.forward``), autograd through all of it. Ours:
 ``SparseTrainingModel`` (vocabulary projection fused with max pooling, exact sparse backward,
-``sparse.modeling.maxpool``). Both start from the same weights, see the same batches of SciFact
+``sparse.modeling.maxpool``; on CPUs with native bf16 the forward maxima come from the bf16
+screen, and "ours (no screen)" is also run to show the split). All start from the same weights, see the same batches of SciFact
 texts and take AdamW steps; the per-step losses must agree to 1e-5 (fp32). Each method runs in
 its own child process, so its peak memory (max RSS on CPU, max allocated on CUDA) is its own.
 
