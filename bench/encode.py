@@ -29,10 +29,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from child import run_in_child  # noqa: E402  (bench/child.py)
-from sparse.assets import beir_dataset, idf_file, splade_model  # noqa: E402
+from common import build_encoder, run_in_child  # noqa: E402  (bench/common.py)
+from sparse.assets import beir_dataset  # noqa: E402
 from sparse.data.beir import doc_text  # noqa: E402
-from sparse.modeling.encoder import SparseEncoder, SparseSettings  # noqa: E402
+from sparse.modeling.encoder import SparseEncoder  # noqa: E402
 from sparse.modeling.vectors import SparseBatch  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -40,19 +40,6 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PEAK_TFLOPS = {"H200": {"fp32": 67.0, "bf16": 989.0, "fp16": 989.0},
                "H100": {"fp32": 67.0, "bf16": 989.0, "fp16": 989.0},
                "A100": {"fp32": 19.5, "bf16": 312.0, "fp16": 312.0}}
-
-
-def build_encoder(model: str, max_length: int) -> SparseEncoder:
-    """The offline SPLADE model (with the MS MARCO IDF), or a DistilBERT-size MLM with random weights."""
-    if model == "splade":
-        return SparseEncoder.from_pretrained(str(splade_model()), settings={"max_seq_length": max_length},
-                                             idf_path=str(idf_file()))
-    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForMaskedLM
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(splade_model()))
-    mlm = DistilBertForMaskedLM(DistilBertConfig(vocab_size=len(tokenizer)))
-    return SparseEncoder(mlm, tokenizer, SparseSettings(max_seq_length=max_length))
 
 
 def scifact_subset(n_docs: int):
@@ -119,7 +106,7 @@ def device_peak_tflops(device: torch.device, dtype: str) -> tuple[float, str]:
 def run_method(args, method: str, queue) -> None:
     """Child process: encode the documents with one method, report time, vectors, peak memory."""
     device = torch.device(args.device)
-    encoder = build_encoder(args.model, args.max_length).to(device).eval()
+    encoder = build_encoder(args.model, args.max_length, with_idf=True).to(device).eval()
     texts, *_ = scifact_subset(args.docs)
     warm = texts[:args.batch_size]  # one batch warms up allocator and kernels, outside the timing
     if method == "straightforward":
@@ -185,7 +172,7 @@ def main() -> None:
     print(f"{len(texts)} SciFact documents, {args.model}, batch {args.batch_size}, max_length {args.max_length}, "
           f"{args.device} {args.dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     rows = [measure(args, "straightforward"), measure(args, "ours")]
-    encoder = build_encoder(args.model, args.max_length)
+    encoder = build_encoder(args.model, args.max_length, with_idf=True)
     flop = model_flops(encoder, texts, args.max_length)
     peak, peak_text = device_peak_tflops(device, args.dtype)
     base = rows[0]

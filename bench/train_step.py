@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from child import run_in_child  # noqa: E402  (bench/child.py)
-from sparse.assets import beir_dataset, splade_model  # noqa: E402
+from common import build_encoder, run_in_child  # noqa: E402  (bench/common.py)
+from sparse.assets import beir_dataset  # noqa: E402
 from sparse.data.beir import doc_text  # noqa: E402
 from sparse.losses.flops import flops  # noqa: E402
 from sparse.losses.ranking import infonce_loss, kldiv_loss, student_scores  # noqa: E402
@@ -39,20 +39,6 @@ from sparse.modeling.encoder import SparseEncoder  # noqa: E402
 WORKLOADS = {"infonce": 2, "kldiv": 8}  # loss -> documents per query
 FLOPS_LAMBDA = 1e-3
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def build_encoder(model: str, max_length: int) -> SparseEncoder:
-    """The offline SPLADE model, or a DistilBERT-size masked-LM with random weights (seeded)."""
-    if model == "splade":
-        return SparseEncoder.from_pretrained(str(splade_model()), settings={"max_seq_length": max_length})
-    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForMaskedLM
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(splade_model()))  # same BERT vocabulary
-    mlm = DistilBertForMaskedLM(DistilBertConfig(vocab_size=len(tokenizer)))
-    from sparse.modeling.encoder import SparseSettings
-
-    return SparseEncoder(mlm, tokenizer, SparseSettings(max_seq_length=max_length))
 
 
 def batches(encoder: SparseEncoder, n_steps: int, batch: int, per_query: int, length: int, device):

@@ -71,6 +71,23 @@ def tiny_mlm_factory():
     return make_tiny_mlm
 
 
+def save_tiny_checkpoint(root, seed: int) -> tuple:
+    """A tiny BERT masked-LM without dropout (runs are then deterministic) saved in ``root/model``;
+    returns (model, tokenizer)."""
+    model, tok = make_tiny_mlm(root, "bert", seed=seed)
+    model.config.hidden_dropout_prob = 0.0
+    model.config.attention_probs_dropout_prob = 0.0
+    model.save_pretrained(Path(root) / "model")
+    tok.save_pretrained(Path(root) / "model")
+    return model, tok
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_factory():
+    """``save(root, seed) -> (model, tokenizer)``: a dropout-free tiny BERT saved in ``root/model``."""
+    return save_tiny_checkpoint
+
+
 @pytest.fixture
 def tiny_bert(tmp_path):
     return make_tiny_mlm(tmp_path, "bert")

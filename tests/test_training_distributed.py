@@ -23,15 +23,11 @@ WORDS = "the cat dog sat on mat a bird flew over house red blue green is big sma
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory, tiny_mlm_factory):
+def assets(tmp_path_factory, tiny_checkpoint_factory):
     import datasets
 
     root = tmp_path_factory.mktemp("ddp")
-    model, tok = tiny_mlm_factory(root, "bert", seed=3)
-    model.config.hidden_dropout_prob = 0.0  # no randomness besides the data order
-    model.config.attention_probs_dropout_prob = 0.0
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
+    tiny_checkpoint_factory(root, seed=3)
     rng = random.Random(0)
 
     def sent(n):

@@ -34,13 +34,9 @@ def _write_data(root: Path, texts: list[str], n_rows: int = 16, seed: int = 0) -
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, tiny_mlm_factory):
+def tiny(tmp_path_factory, tiny_checkpoint_factory):
     root = tmp_path_factory.mktemp("tiny")
-    model, tok = tiny_mlm_factory(root, "bert", seed=5)
-    model.config.hidden_dropout_prob = 0.0
-    model.config.attention_probs_dropout_prob = 0.0
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
+    tiny_checkpoint_factory(root, seed=5)
     rng = random.Random(1)
     texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 10))) for _ in range(50)]
     posnegs, kd = _write_data(root, texts)

@@ -7,8 +7,8 @@ training, which all sit above it.
 """
 
 from sparse.corpus.cache import CorpusVectors, corpus_key, encode_corpus, encoder_fingerprint
-from sparse.corpus.settings import (check_model_path, corpus_cache_dir, default_cache_dir, explicit_sparse_settings,
+from sparse.corpus.settings import (check_input_path, check_model_path, corpus_cache_dir, default_cache_dir, explicit_sparse_settings,
                                     load_encoder, sparse_settings)
 
-__all__ = ["CorpusVectors", "check_model_path", "corpus_key", "encode_corpus", "encoder_fingerprint", "corpus_cache_dir",
+__all__ = ["CorpusVectors", "check_input_path", "check_model_path", "corpus_key", "encode_corpus", "encoder_fingerprint", "corpus_cache_dir",
            "default_cache_dir", "explicit_sparse_settings", "load_encoder", "sparse_settings"]

@@ -65,6 +65,15 @@ def corpus_cache_dir(cfg: ResolvedConfig) -> str:
     return cfg.eval.cache_dir or default_cache_dir()
 
 
+_PATH_KINDS = {"file": os.path.isfile, "directory": os.path.isdir, "file or directory": os.path.exists}
+
+
+def check_input_path(key: str, path: str, kind: str = "file") -> None:
+    """Before any work: the ``kind`` of input ``key`` names must exist (the message names key and path)."""
+    if not _PATH_KINDS[kind](path):
+        raise ConfigError(f"{key}: {kind} not found: {path}")
+
+
 def check_model_path(path: Optional[str], key: str = "model_name_or_path") -> None:
     """Before any work: a local model directory must hold a model (config.json), and a value that
     looks like a path (not a hub id ``org/name``) must exist."""

@@ -96,9 +96,7 @@ def parse_script_args(argv, cls):
 
 def check_inputs(cfg: ResolvedConfig, args) -> None:
     """The files and models a run reads, checked by the entry points before any work (and any file)."""
-    import os
-
-    from sparse.corpus import check_model_path
+    from sparse.corpus import check_input_path, check_model_path
 
     if getattr(args, "prescored", None):
         return
@@ -107,11 +105,11 @@ def check_inputs(cfg: ResolvedConfig, args) -> None:
     needs_student = args.miner == "sparse" if isinstance(args, MiningArguments) else "student" in args.candidates
     if needs_student:
         check_model_path(cfg.model.model_name_or_path)
-    if cfg.model.idf_path and not os.path.isfile(cfg.model.idf_path):
-        raise ConfigError(f"idf_path: file not found: {cfg.model.idf_path}")
+    if cfg.model.idf_path:
+        check_input_path("idf_path", cfg.model.idf_path)
     data_dir = getattr(args, "data_dir", None)
-    if data_dir and not os.path.isdir(data_dir):
-        raise ConfigError(f"data_dir: directory not found: {data_dir}")
+    if data_dir:
+        check_input_path("data_dir", data_dir, kind="directory")
     if not data_dir:
         from sparse.assets import check_beir_names
 

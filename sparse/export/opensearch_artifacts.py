@@ -127,10 +127,9 @@ def quantization_report(encoder: SparseEncoder, sample_texts: list[str], sample_
 
 def _queries(encoder: SparseEncoder) -> dict[str, dict]:
     """One ``neural_sparse`` query body per query mode that fits the model."""
-    vec = encoder.encode_queries([EXAMPLE_QUERY]).to_token_dicts(encoder.id_to_token)[0]
-    tokens = {feature_name(t): w for t, w in sorted(vec.items()) if w > 0}
-    ids = encoder.encode_queries([EXAMPLE_QUERY]).row(0)
-    id_tokens = {str(int(i)): float(w) for i, w in zip(*ids) if w > 0}
+    query = encoder.encode_queries([EXAMPLE_QUERY])
+    tokens = {feature_name(t): w for t, w in sorted(query.to_token_dicts(encoder.id_to_token)[0].items()) if w > 0}
+    id_tokens = {str(int(i)): float(w) for i, w in zip(*query.row(0)) if w > 0}
     out = {"raw_vector": {"size": 10, "query": {"neural_sparse": {FIELD: {"query_tokens": tokens}}}},
            "raw_vector_sparse_vector": {"size": 10, "query": {"neural_sparse": {FIELD: {
                "query_tokens": id_tokens, "method_parameters": {"k": 10, "top_n": 10, "heap_factor": 1.0}}}}}}

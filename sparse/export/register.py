@@ -16,7 +16,7 @@ import time
 
 from sparse.errors import UserError, file_sha256, write_json
 from sparse.export import packaging
-from sparse.retrieval.opensearch import connection_settings
+from sparse.retrieval.opensearch import connection_settings, open_client
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +27,8 @@ SAMPLE_DOCS = ["Vitamin D supplementation increases bone mineral density in olde
 
 
 def _client(url: str, verify_certs: bool, timeout: float):
-    from opensearchpy import OpenSearch
-
     conn = connection_settings(url, verify_certs=verify_certs, timeout=timeout)
-    kwargs = dict(hosts=[conn["url"]], timeout=conn["timeout"], verify_certs=conn["verify_certs"],
-                  ssl_show_warn=False, max_retries=2, retry_on_timeout=True)
-    if conn["user"]:
-        kwargs["http_auth"] = (conn["user"], conn["password"])
-    return OpenSearch(**kwargs), conn["url"]
+    return open_client(conn, max_retries=2, retry_on_timeout=True), conn["url"]
 
 
 def _wait(check, what: str, timeout_s: float, poll_s: float):

@@ -67,10 +67,8 @@ def trace_document_encoder(encoder: SparseEncoder, path: str) -> str:
 
 def export_onnx(encoder: SparseEncoder, path: str, opset: int = 17) -> str:
     """Write the document encoder as ONNX (inputs ``input_ids``, ``attention_mask``; output ``output``)."""
-    try:
-        import onnx  # noqa: F401  (torch's exporter needs it)
-    except ImportError:
-        raise UserError("ONNX export needs the onnx package: pip install onnx") from None
+    if not onnx_available():  # torch's exporter needs it
+        raise UserError("ONNX export needs the onnx package: pip install onnx")
     encoder = encoder.float().cpu().eval()
     example = _example(encoder)
     dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},

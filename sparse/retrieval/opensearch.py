@@ -145,6 +145,19 @@ def connection_settings(url: Optional[str] = None, user: Optional[str] = None, p
 
 
 # --------------------------------------------------------------------------- the index
+def open_client(conn: dict, **options):
+    """An opensearch-py client for resolved ``connection_settings``: its URL, timeout, TLS check and
+    credentials; ``options`` (e.g. ``max_retries``) go to the client, which retries nothing by default."""
+    from opensearchpy import OpenSearch
+
+    kwargs = dict(hosts=[conn["url"]], timeout=conn["timeout"], max_retries=0, verify_certs=conn["verify_certs"],
+                  ssl_show_warn=False, ssl_assert_hostname=conn["verify_certs"] and None)
+    kwargs.update(options)
+    if conn["user"]:
+        kwargs["http_auth"] = (conn["user"], conn["password"])
+    return OpenSearch(**kwargs)
+
+
 class OpenSearchIndex:
     """The ``Index`` protocol over a ``rank_features`` index of an OpenSearch cluster (see the module docstring)."""
 
@@ -191,14 +204,7 @@ class OpenSearchIndex:
 
     # ------------------------------------------------------------------ connection
     def _connect(self):
-        from opensearchpy import OpenSearch
-
-        c = self._conn
-        kwargs = dict(hosts=[c["url"]], timeout=c["timeout"], max_retries=0, verify_certs=c["verify_certs"],
-                      ssl_show_warn=False, ssl_assert_hostname=c["verify_certs"] and None)
-        if c["user"]:
-            kwargs["http_auth"] = (c["user"], c["password"])
-        client = OpenSearch(**kwargs)
+        client = open_client(self._conn)  # retries are this class's own (``_send_with_retries``)
         self._call(client.info, what="connect")
         return client
 

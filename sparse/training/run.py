@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from sparse.config import TRUE_STRINGS, ConfigError, ResolvedConfig, parse_config
-from sparse.corpus import check_model_path, sparse_settings
+from sparse.config import FALSE_STRINGS, TRUE_STRINGS, ConfigError, ResolvedConfig, parse_config
+from sparse.corpus import check_input_path, check_model_path, sparse_settings
 from sparse.corpus.distributed import group_rank, launch_world_size
 from sparse.errors import write_json
 
@@ -58,17 +58,11 @@ def check_config(cfg: ResolvedConfig) -> None:
                        "decouple); set use_l0 or activation_type")
 
 
-def _check_path(key: str, path, kind: str = "file") -> None:
-    exists = os.path.isfile(path) if kind == "file" else os.path.exists(path)
-    if not exists:
-        raise ConfigError(f"{key}: {kind} not found: {path}")
-
-
 def resolve_resume(args) -> None:
     """``resume_from_checkpoint``: true = the latest checkpoint of ``output_dir`` (never the hub); a
     path must be a checkpoint directory."""
     value = args.resume_from_checkpoint
-    if value is None or str(value).lower() in ("false", "0", "no", "off", ""):
+    if value is None or str(value).lower() in FALSE_STRINGS + ("",):
         args.resume_from_checkpoint = None
         return
     if str(value).lower() in TRUE_STRINGS + ("latest",):
@@ -102,12 +96,12 @@ def check_inputs(cfg: ResolvedConfig) -> None:
     m, d, args = cfg.model, cfg.data, cfg.training
     check_model_path(m.model_name_or_path)
     if m.idf_path:
-        _check_path("idf_path", m.idf_path)
+        check_input_path("idf_path", m.idf_path)
     if not d.train_file and not d.train_file_dir:
         raise ConfigError("train_file or train_file_dir is required (a dataset saved with save_to_disk, or a "
                           "jsonl file); see README, section Training data")
     for path in dataset_paths(d.train_file, d.train_file_dir):  # a train_file_dir entry is checked there
-        _check_path("train_file", path, kind="file or directory")
+        check_input_path("train_file", path, kind="file or directory")
     check_reporters(args)
     resolve_resume(args)
 

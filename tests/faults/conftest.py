@@ -60,14 +60,10 @@ def _texts(seed: int = 1, n: int = 40) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def faults_env(tmp_path_factory, tiny_mlm_factory, beir_writer):
+def faults_env(tmp_path_factory, tiny_checkpoint_factory, beir_writer):
     """A tiny BERT checkpoint (no dropout), posnegs / kd JSONL training files, and a tiny BEIR set."""
     root = tmp_path_factory.mktemp("faults")
-    model, tok = tiny_mlm_factory(root, "bert", seed=7)
-    model.config.hidden_dropout_prob = 0.0
-    model.config.attention_probs_dropout_prob = 0.0
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
+    tiny_checkpoint_factory(root, seed=7)
     texts = _texts()
     rng = random.Random(2)
     rows = [{"query": " ".join(rng.choice(texts).split()[:4]), "pos": rng.choice(texts),
