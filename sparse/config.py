@@ -50,6 +50,23 @@ def load_yaml_text(stream) -> Any:
     """A YAML document (a string or an open file) parsed with ``ConfigLoader``."""
     return yaml.load(stream, Loader=ConfigLoader)  # noqa: S506  (a SafeLoader subclass)
 
+def key(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None,  # noqa: A002
+        choices: Any = None, low: Optional[float] = None, high: Optional[float] = None,
+        low_open: bool = False, aliases: tuple = ()) -> Any:
+    """A configuration key: default, one-line help and allowed values, kept in the field's metadata.
+
+    ``choices`` is a tuple, or ``"module:NAME"`` naming a tuple in the module that implements the
+    choice (imported only when checked). ``low``/``high`` bound a number (inclusive; ``low_open``
+    excludes ``low``). ``aliases`` are older names accepted for the key. ``--help``, the
+    configuration page of the docs and validation all read this metadata.
+    """
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "low_open": low_open,
+            "aliases": tuple(aliases)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 DEFAULT_BEIR_DATASETS = (
     "trec-covid,nfcorpus,nq,hotpotqa,fiqa,arguana,webis-touche2020,dbpedia-entity,scidocs,"
     "fever,climate-fever,scifact,quora"
