@@ -81,12 +81,57 @@ def _sample(path: str | None, size: int) -> tuple[list[str], str]:
     return texts, f"first {len(texts)} documents of {path}"
 
 
+EXPORT_MARKER = ".sparse-export"  # written into every export folder: only such a folder may be replaced
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _inside(child: str, parent: str) -> bool:
+    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def check_output(checkpoint: str | None, output: str, overwrite: bool) -> None:
+    """Refuse, before anything is written, an ``output`` that would destroy what the exporter did not
+    write: one that is, holds or lies inside the checkpoint, one that is a file, and (with
+    ``--overwrite``) a non-empty folder without the exporter's marker."""
+    out = _real(output)
+    if checkpoint is not None:
+        src = _real(checkpoint)
+        if _inside(out, src) or _inside(src, out):
+            where = ("is the checkpoint" if out == src else "lies inside the checkpoint" if _inside(out, src)
+                     else "holds the checkpoint")
+            raise UserError(f"--output {output} {where} {checkpoint}: choose a folder outside it "
+                            f"(an export never replaces or writes into its source)")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--output {output} is a file, not a folder: choose another path")
+    parent = out
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"cannot create --output {output}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write --output {output}: {parent} is read-only")
+    if os.path.isdir(out) and os.listdir(out):
+        if not overwrite:
+            raise UserError(f"--output {output} exists and is not empty; pass --overwrite or choose another folder")
+        if not os.path.isfile(os.path.join(out, EXPORT_MARKER)):
+            raise UserError(f"--output {output} is not a folder this exporter wrote (no {EXPORT_MARKER} in it): "
+                            f"--overwrite only replaces earlier exports; choose another folder")
+
+
 def _prepare_output(path: str, overwrite: bool) -> None:
     if os.path.isdir(path) and os.listdir(path):
-        if not overwrite:
-            raise UserError(f"--output {path} exists and is not empty; pass --overwrite or choose another folder")
+        if not overwrite or not os.path.isfile(os.path.join(path, EXPORT_MARKER)):  # check_output said why
+            raise UserError(f"--output {path} exists and is not an earlier export")
         shutil.rmtree(path)
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+        write_text(os.path.join(path, EXPORT_MARKER), "written by python -m sparse.export; --overwrite may "
+                                                      "replace this folder\n")
+    except OSError as exc:
+        raise UserError(f"cannot write --output {path}: {exc.strerror or exc}") from None
 
 
 def _safe_name(name: str) -> str:
@@ -108,6 +153,7 @@ def export(args) -> dict:
 
     if not os.path.isdir(args.checkpoint):
         raise UserError(f"checkpoint directory not found: {args.checkpoint}")
+    check_output(args.checkpoint, args.output, args.overwrite)
     if not os.path.isfile(os.path.join(args.checkpoint, SETTINGS_FILE)):
         logging.getLogger(__name__).warning("%s has no %s: exporting with the default settings (inference-free, "
                                             "relu, max pooling)", args.checkpoint, SETTINGS_FILE)
@@ -117,6 +163,10 @@ def export(args) -> dict:
     _prepare_output(args.output, args.overwrite)
     try:
         return _write_target(args, encoder, name, results)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile: one line naming the path
+        shutil.rmtree(args.output, ignore_errors=True)  # no half export left looking complete
+        raise UserError(f"writing the export into {args.output} failed: {exc.strerror or exc}"
+                        + (f" ({exc.filename})" if exc.filename else "")) from None
     except BaseException:
         shutil.rmtree(args.output, ignore_errors=True)  # no half export left looking complete
         raise
