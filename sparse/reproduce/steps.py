@@ -1,0 +1,67 @@
+"""Resumable pipeline steps: each writes a stamp of its inputs, and a rerun with the same inputs reuses it.
+
+A stamp (``step.json`` in the step's output folder) records a digest of everything the step was
+made from and how long it took; a step whose stamp matches and whose output exists is skipped.
+Steps run the toolkit's entry points as child processes, so a kill loses at most the step in
+progress, and that step resumes from its own saved parts where it has them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+from sparse.errors import UserError, write_json
+
+STAMP = "step.json"
+
+
+def digest(*parts) -> str:
+    """A short digest of JSON-serializable parts (the inputs of a step)."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def file_digest(path: str) -> str:
+    """A short digest of a file's bytes, or "missing"."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if os.path.isfile(path) else "missing"
+
+
+def stamp_ok(directory: str, key: str) -> bool:
+    """True when ``directory`` holds a stamp made from the inputs ``key``."""
+    try:
+        return json.loads(Path(directory, STAMP).read_text()).get("key") == key
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def write_stamp(directory: str, key: str, seconds: float, **extra) -> None:
+    """Record that ``directory`` was made from ``key`` in ``seconds``."""
+    os.makedirs(directory, exist_ok=True)
+    write_json(os.path.join(directory, STAMP), {"key": key, "seconds": round(seconds, 1), **extra}, indent=1)
+
+
+def stamp_seconds(directory: str) -> Optional[float]:
+    """The seconds recorded in ``directory``'s stamp, or None."""
+    try:
+        return json.loads(Path(directory, STAMP).read_text()).get("seconds")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def run_command(step: str, cmd: list[str], cwd: str, env: dict) -> float:
+    """Run one child command, echoed first; a non-zero exit is a UserError naming the step."""
+    print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    t0 = time.time()
+    rc = subprocess.call(cmd, cwd=cwd, env=env)
+    if rc != 0:
+        raise UserError(f"step '{step}' failed (exit status {rc}); its output is above")
+    return time.time() - t0
