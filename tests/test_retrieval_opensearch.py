@@ -127,8 +127,11 @@ def test_neural_sparse_rejected_by_osmem_is_a_clear_error(osmem_url):
 def test_credentials_are_never_in_messages(monkeypatch):
     monkeypatch.setenv("OPENSEARCH_PASSWORD", "s3cret-env")
     monkeypatch.setenv("OPENSEARCH_USER", "alice")
-    conn = connection_settings("https://bob:hunter2@127.0.0.1:1")
-    assert conn["user"] == "bob" and conn["password"] == "hunter2" and conn["url"] == "https://127.0.0.1:1"
+    with pytest.raises(UserError, match="must not hold credentials") as err:  # one rule: never in URLs
+        connection_settings("https://bob:hunter2@127.0.0.1:1")
+    assert "hunter2" not in str(err.value)
+    conn = connection_settings("https://127.0.0.1:1")
+    assert conn["user"] == "alice" and conn["password"] == "s3cret-env" and conn["url"] == "https://127.0.0.1:1"
     assert redact_url("http://u:p@h:9200/x") == "http://h:9200/x"
     with pytest.raises(UserError) as err:
         OpenSearchIndex("x", TOKENS, url="http://bob:hunter2@127.0.0.1:1", max_retries=0, timeout=2)

@@ -208,6 +208,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.checkpoint is None and not args.register:
             raise UserError("give a checkpoint to export (with --to), or --register URL to register an export")
+        if args.register:  # a bad URL, credentials in it or a bad OPENSEARCH_VERIFY_CERTS: before any export
+            from sparse.retrieval.opensearch import connection_settings
+
+            connection_settings(args.register, verify_certs=False if args.insecure else None)
         if args.checkpoint is not None:
             if not args.to:
                 raise UserError(f"--to is required: one of {', '.join(TARGETS)}")
@@ -215,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.register:
             from sparse.export.register import register
 
-            print(json.dumps(register(args.register, args.output, verify_certs=not args.insecure), indent=2))
+            print(json.dumps(register(args.register, args.output, verify_certs=False if args.insecure else None), indent=2))
     except UserError as exc:
         if args.debug:
             raise

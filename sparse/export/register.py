@@ -4,7 +4,7 @@ Registers a model group, then each model by chunks (meta + 10 MB chunks: the clu
 access to the files), waits until it is registered and deployed, creates the ingest pipeline and a
 ``rank_features`` index, ingests three documents through the pipeline, runs one ``neural_sparse``
 query and returns the ids. Credentials come from the environment only (``OPENSEARCH_USER`` /
-``OPENSEARCH_PASSWORD``); TLS certificates are verified unless ``verify_certs=False``.
+``OPENSEARCH_PASSWORD``); TLS certificates are verified unless ``verify_certs=False`` (None: ``OPENSEARCH_VERIFY_CERTS``, default on).
 """
 
 from __future__ import annotations
@@ -24,11 +24,6 @@ ROLES = ("document_encoder", "query_tokenizer")  # the TorchScript encoder and t
 SAMPLE_DOCS = ["Vitamin D supplementation increases bone mineral density in older women.",
                "Interest rates rose as the central bank tried to slow inflation.",
                "The striker scored twice to win the championship."]
-
-
-def _client(url: str, verify_certs: bool, timeout: float):
-    conn = connection_settings(url, verify_certs=verify_certs, timeout=timeout)
-    return open_client(conn, max_retries=2, retry_on_timeout=True), conn["url"]
 
 
 def _wait(check, what: str, timeout_s: float, poll_s: float):
@@ -92,11 +87,33 @@ def _register_model(client, out_dir: str, manifest: dict, role: str, group_id: s
     return model_id
 
 
-def register(url: str, out_dir: str, verify_certs: bool = True, timeout: float = 60.0,
+def register(url: str, out_dir: str, verify_certs: bool | None = None, timeout: float = 60.0,
              wait_s: float = 900.0, poll_s: float = 2.0) -> dict:
-    """Register, deploy and try the export in ``out_dir`` on the cluster at ``url``; return the ids."""
+    """Register, deploy and try the export in ``out_dir`` on the cluster at ``url``; return the ids.
+
+    An unreachable cluster or a refused request is one ``UserError`` naming the URL (opensearch-py's
+    own per-attempt warnings, each with a traceback, are kept out of the console)."""
+    from opensearchpy import exceptions as ex
+
+    conn = connection_settings(url, verify_certs=verify_certs, timeout=timeout)  # a bad URL: before any work
     manifest = _load_requests(out_dir)
-    client, shown_url = _client(url, verify_certs, timeout)
+    client_logger = logging.getLogger("opensearch")
+    level = client_logger.level
+    client_logger.setLevel(logging.ERROR)
+    try:
+        return _register(conn, out_dir, manifest, wait_s, poll_s)
+    except (ex.ConnectionError, ex.ConnectionTimeout) as exc:
+        raise UserError(f"cannot reach OpenSearch at {conn['url']} ({type(exc).__name__}): is the cluster "
+                        f"running and the URL right?") from None
+    except ex.TransportError as exc:
+        status = exc.status_code if isinstance(exc.status_code, int) else "?"
+        raise UserError(f"OpenSearch at {conn['url']} refused a request ({status}): {exc.error}") from None
+    finally:
+        client_logger.setLevel(level)
+
+
+def _register(conn: dict, out_dir: str, manifest: dict, wait_s: float, poll_s: float) -> dict:
+    client, shown_url = open_client(conn, max_retries=2, retry_on_timeout=True), conn["url"]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     group = client.plugins.ml.register_model_group(body={
         "name": f"{manifest['name']}-{manifest['version']}-{stamp}",

@@ -74,9 +74,7 @@ def token_of_feature(name: str) -> str:
 def redact_url(url: str) -> str:
     """The URL without user-info (``https://user:pw@host`` -> ``https://host``)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rsplit("@", 1)[-1]  # as written (an invalid port must not make this raise)
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
@@ -118,23 +116,44 @@ def _env(*names: str) -> Optional[str]:
     return None
 
 
-def _as_bool(value, default: bool) -> bool:
-    if value is None:
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _as_bool(value, default: bool, name: str = "OPENSEARCH_VERIFY_CERTS") -> bool:
+    """A yes/no setting; an unknown word is an error (``ture`` must not quietly turn TLS checks off)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return default
     if isinstance(value, bool):
         return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+    word = str(value).strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise UserError(f"{name}={value!r} is not a yes/no value: use one of {', '.join(_TRUE + _FALSE)}")
 
 
 def connection_settings(url: Optional[str] = None, user: Optional[str] = None, password: Optional[str] = None,
                         verify_certs: Optional[bool] = None, timeout: Optional[float] = None) -> dict:
-    """Resolved connection settings: arguments first, then the environment, then defaults."""
+    """Resolved connection settings: arguments first, then the environment, then defaults.
+
+    One rule for credentials everywhere (evaluation, mining, ``--register``): never in the URL (it
+    would end up in logs, resolved configs and shell history); they come from the arguments or from
+    ``OPENSEARCH_USER`` / ``OPENSEARCH_PASSWORD``."""
     url = url or _env("OPENSEARCH_URL", "OS_URL") or DEFAULT_URL
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError(f"OpenSearch URL must look like http(s)://host:port, got {redact_url(url)!r}")
-    user = user or parts.username or _env("OPENSEARCH_USER", "OPENSEARCH_USERNAME", "OS_USERNAME")
-    password = password or parts.password or _env("OPENSEARCH_PASSWORD", "OS_PASSWORD")
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:  # a port that is not a number, or out of range
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise UserError(f"OpenSearch URL must look like http(s)://host:port (port 1-65535), got {redact_url(url)!r}")
+    if parts.username or parts.password:
+        raise UserError(f"the OpenSearch URL {redact_url(url)} must not hold credentials (user:password@): set "
+                        f"OPENSEARCH_USER and OPENSEARCH_PASSWORD in the environment instead")
+    user = user or _env("OPENSEARCH_USER", "OPENSEARCH_USERNAME", "OS_USERNAME")
+    password = password or _env("OPENSEARCH_PASSWORD", "OS_PASSWORD")
     if bool(user) != bool(password):
         raise UserError("OpenSearch credentials need both a user and a password "
                         "(OPENSEARCH_USER and OPENSEARCH_PASSWORD)")
@@ -144,14 +163,28 @@ def connection_settings(url: Optional[str] = None, user: Optional[str] = None, p
             "timeout": timeout, "use_ssl": parts.scheme == "https"}
 
 
+_WARNED_INSECURE: set = set()
+
+
+def warn_if_insecure(conn: dict) -> None:
+    """One warning per cluster and process when TLS certificate verification is off; urllib3's own
+    warning on every request is then silenced (it would repeat this one thousands of times)."""
+    if conn["verify_certs"] or conn["url"] in _WARNED_INSECURE:
+        return
+    _WARNED_INSECURE.add(conn["url"])
+    logger.warning("TLS certificate verification is OFF for %s (--insecure, opensearch_verify_certs=false or "
+                   "OPENSEARCH_VERIFY_CERTS=false): the server's identity is not checked", conn["url"])
+
+
 # --------------------------------------------------------------------------- the index
 def open_client(conn: dict, **options):
     """An opensearch-py client for resolved ``connection_settings``: its URL, timeout, TLS check and
     credentials; ``options`` (e.g. ``max_retries``) go to the client, which retries nothing by default."""
     from opensearchpy import OpenSearch
 
+    warn_if_insecure(conn)  # said once here, so urllib3's per-request repeat of it is switched off below
     kwargs = dict(hosts=[conn["url"]], timeout=conn["timeout"], max_retries=0, verify_certs=conn["verify_certs"],
-                  ssl_show_warn=False, ssl_assert_hostname=conn["verify_certs"] and None)
+                  ssl_show_warn=conn["verify_certs"], ssl_assert_hostname=conn["verify_certs"] and None)
     kwargs.update(options)
     if conn["user"]:
         kwargs["http_auth"] = (conn["user"], conn["password"])
