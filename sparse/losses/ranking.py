@@ -18,7 +18,7 @@ Score normalization of the distillation losses (``score_norm``, kldiv and margin
   (inference-free scores are sums of IDF x weight, often 2-3x the teacher's spread) lowers the KL
   fastest by shrinking every document weight, and a weight that reaches zero behind the ReLU never
   comes back: documents collapse (docs/training.md has the measurements).
-  "none": the raw scores, as the reference did.
+  "none": the raw scores.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def infonce_loss(q: torch.Tensor, d: torch.Tensor, in_batch: bool = False,
         L = -(1/B) sum_i log( exp(s(q_i, d_i^+)) / sum_{n in N_i} exp(s(q_i, d_n)) )
 
     N_i = the query's own k documents (grouped); in-batch, every document of the global batch,
-    other queries' positives included. ``exclude_other_positives`` restores the reference, which
-    drops the other queries' positives (d_{j*k}, j != i) from N_i.
+    other queries' positives included (they are documents the query should rank below its own
+    positive). ``exclude_other_positives`` drops them (d_{j*k}, j != i) from N_i.
     """
     b = q.shape[0]
     k = d.shape[0] // b

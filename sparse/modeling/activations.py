@@ -13,7 +13,7 @@ Every activation is ``log1p(relu(h))`` followed by ``depth - 1`` extra ``log1p``
 applications are monotone and keep zero at zero, so they change the weights but never the set
 of non-zero entries. Max pooling commutes with them, so pooling before or after is the same.
 
-``decouple_activation`` (l0 paper; dead code in the reference): the ranking score uses the
+``decouple_activation`` (l0 paper): the ranking score uses the
 plain ``relu`` weights w, while the sparsity regularizer sees ``l0_transform(w, depth - 1)``,
 the weights of the chosen l0 activation.
 """

@@ -1,14 +1,15 @@
 """The sparse encoder: an HF masked-LM for documents, IDF lookup (or the same MLM) for queries.
 
-Document vector (reference ``SparseModel._encode``, with its special-token bug fixed):
+Document vector:
   1. MLM logits over the vocabulary for every real (attention-mask) token;
-  2. ``log(1 + relu(logit))`` per token, pooled by max over tokens (default; equal to the
-     reference's masked max followed by the saturation) or by sum (SPLADE v1);
+  2. ``log(1 + relu(logit))`` per token, pooled by max over tokens (default; equal to a
+     masked max of the logits followed by the saturation) or by sum (SPLADE v1);
   3. the extra ``log(1 + .)`` of the l0 activations (see ``activations``);
-  4. special tokens zeroed unless ``keep_special_tokens`` (the reference kept them);
+  4. special tokens zeroed unless ``keep_special_tokens`` (they never match an inference-free
+     query, so their weights would only cost index space and FLOPS);
   5. optional pruning: keep w_j > prune_ratio * max_j w_j of that document.
 
-Inference-free query vector (reference ``_encode_inf_free``): every unique non-special token of
+Inference-free query vector: every unique non-special token of
 the query gets relu(idf[token]); all other entries are 0. Without an IDF every weight is 1.
 
 Siamese (``inf_free: false``): queries go through the document path.

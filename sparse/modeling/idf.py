@@ -1,8 +1,8 @@
 """IDF weights for inference-free queries: load, save and compute (the one IDF module).
 
 File format (the OpenSearch models' ``idf.json``): a JSON object ``{token_string: weight}``.
-Tokens of the vocabulary missing from the file get 1.0, as the reference does, so a model
-without an IDF file scores queries as a binary bag of tokens.
+Tokens of the vocabulary missing from the file get 1.0 (as ml-commons does with the same file),
+so a model without an IDF file scores queries as a binary bag of tokens.
 
 Computed IDF uses the BM25 formula, the one behind the MS MARCO ``idf.json``:
 
