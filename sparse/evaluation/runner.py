@@ -7,7 +7,7 @@ YAML mode ``evaluate_beir.py run.yaml [key=value ...]`` (no ``model_name_or_path
           in ``output_dir`` itself; outputs go to ``<output_dir>/beir_eval<suffix>/<checkpoint>/``
           plus a table over checkpoints.
 
-The suffix is the reference's: ``_2p`` (two-phase) + ``_<query_prune>`` (if > 0) +
+The suffix names the settings that change the results: ``_2p`` (two-phase) + ``_<query_prune>`` (if > 0) +
 ``_<eval_max_seq_length>`` (if != 512) + ``_<prune_ratio>`` (if set).
 
 Per model: ``results/<dataset>.json``, ``runs/<dataset>.trec``, ``summary.csv`` / ``summary.md``
