@@ -72,20 +72,20 @@ def links(path: Path):
                 yield number, target
 
 
-def broken_links(path: Path) -> list[str]:
+def broken_links(path: Path, root: Path = ROOT) -> list[str]:
     problems = []
     for number, target in links(path):
         file_part, _, anchor = target.partition("#")
         dest = (path.parent / file_part).resolve() if file_part else path
-        where = f"{path.relative_to(ROOT)}:{number}: {target}"
+        where = f"{path.relative_to(root)}:{number}: {target}"
         if not dest.exists():
-            problems.append(f"{where}: no such file {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}")
+            problems.append(f"{where}: no such file {dest.relative_to(root) if dest.is_relative_to(root) else dest}")
             continue
         if anchor:
             if dest.suffix != ".md" or dest.is_dir():
                 problems.append(f"{where}: an anchor into a file that is not markdown")
             elif anchor not in anchors(dest):
-                problems.append(f"{where}: no heading with anchor #{anchor} in {dest.relative_to(ROOT)}")
+                problems.append(f"{where}: no heading with anchor #{anchor} in {dest.relative_to(root)}")
     return problems
 
 
@@ -109,12 +109,7 @@ def test_a_broken_link_is_reported(tmp_path):
     page = tmp_path / "p.md"
     page.write_text("[ok](other.md#here) [gone](missing.md) [bad](other.md#there) `[code](x.md)`\n"
                     "[web](https://example.org) [self](#top)\n# Top\n", encoding="utf-8")
-    global ROOT
-    saved, ROOT = ROOT, tmp_path
-    try:
-        problems = broken_links(page)
-    finally:
-        ROOT = saved
+    problems = broken_links(page, root=tmp_path)
     assert len(problems) == 2, problems
     assert "missing.md" in problems[0] and "#there" in problems[1]
 
