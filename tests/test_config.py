@@ -24,29 +24,29 @@ def test_reference_yaml_files_parse(name, tmp_path):
     raw = yaml.safe_load(open(path))
     cfg = parse_config([path, f"output_dir={tmp_path}"])
     assert cfg.model.model_name_or_path == raw["model_name_or_path"]
-    assert cfg.data.loss_types == raw["loss_types"]
-    assert cfg.data.flops_d_lambda == pytest.approx(float(raw["flops_d_lambda"]))
+    assert cfg.loss.loss_types == raw["loss_types"]
+    assert cfg.regularizer.flops_d_lambda == pytest.approx(float(raw["flops_d_lambda"]))
     assert cfg.training.max_steps == raw["max_steps"]
     assert cfg.training.learning_rate == pytest.approx(float(raw["learning_rate"]))
     assert not cfg.training.max_grad_norm  # null: no clipping (HF stores it as 0)
     if raw.get("use_l0") or raw.get("activation_type") == "l1_relu":
-        assert cfg.model.resolved_activation() == "l1_relu"
+        assert cfg.model.activation_type == "l1_relu"
     if "flops_threshold" in raw:
-        assert cfg.data.flops_threshold == raw["flops_threshold"]
+        assert cfg.regularizer.flops_threshold == raw["flops_threshold"]
     if "kd_ensemble_teacher_kwargs" in raw:
-        assert cfg.data.kd_ensemble_teacher_kwargs["score_scale"] == 30
+        assert cfg.teachers.kd_ensemble_teacher_kwargs["score_scale"] == 30
     saved = cfg.save(str(tmp_path))
     again = yaml.safe_load(open(saved))
-    assert again["data"]["loss_types"] == raw["loss_types"]
+    assert again["loss"]["loss_types"] == raw["loss_types"]
 
 
 def test_cli_overrides_both_forms(tmp_path):
     cfg = parse_config(["--model_name_or_path", "m", "flops_d_lambda=0.5", "--use_in_batch_negatives",
                         "loss_types=[infonce,kldiv]", "--idf_path=null", f"output_dir={tmp_path}", "max_steps=7"])
     assert cfg.model.model_name_or_path == "m"
-    assert cfg.data.flops_d_lambda == 0.5
-    assert cfg.data.use_in_batch_negatives is True
-    assert cfg.data.loss_types == ["infonce", "kldiv"]
+    assert cfg.regularizer.flops_d_lambda == 0.5
+    assert cfg.loss.use_in_batch_negatives is True
+    assert cfg.loss.loss_types == ["infonce", "kldiv"]
     assert cfg.model.idf_path is None
     assert cfg.training.max_steps == 7
 
@@ -55,7 +55,7 @@ def test_yaml_then_override_wins(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("flops_d_lambda: 0.1\nmax_seq_length: 128\n")
     cfg = parse_config([str(path), "flops_d_lambda=0.2"], sections=("model", "data", "eval"))
-    assert cfg.data.flops_d_lambda == 0.2 and cfg.data.max_seq_length == 128
+    assert cfg.regularizer.flops_d_lambda == 0.2 and cfg.data.max_seq_length == 128
 
 
 def test_unknown_key_names_it_and_suggests():

@@ -32,10 +32,10 @@ def test_activations_match_nested_log1p(name, depth):
 
 
 def test_use_l0_is_alias_of_l1_relu():
-    from sparse.config import ModelArguments
+    from sparse.config import resolve
 
-    assert ModelArguments(use_l0=True).resolved_activation() == "l1_relu"
-    assert ModelArguments(activation_type="l3_relu").resolved_activation() == "l3_relu"
+    assert resolve({"use_l0": True}).model.activation_type == "l1_relu"
+    assert resolve({"activation_type": "l3_relu"}).model.activation_type == "l3_relu"
 
 
 # ------------------------------------------------------------------ independent reference

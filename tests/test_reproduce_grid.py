@@ -62,7 +62,7 @@ def test_generated_yaml_is_a_valid_training_config(full_grid):
     assert "${" not in yaml.safe_dump(values)
     assert os.path.isfile(values["idf_path"])
     cfg = resolve(values, sections=("model", "data", "eval", "training"))
-    assert cfg.model.resolved_activation() == "l1_relu" and cfg.data.flops_threshold == 1000
+    assert cfg.model.activation_type == "l1_relu" and cfg.regularizer.flops_threshold == 1000
     assert cfg.training.max_steps == 100000
     manifest = grid.load_manifest(str(root))
     assert [r.key for r in manifest] == [r.key for r in runs]

@@ -21,7 +21,7 @@ from sparse.config import ConfigError, ResolvedConfig
 # SparseSettings field -> the config keys that set it
 SETTING_KEYS = {
     "inf_free": ("inf_free",),
-    "activation": ("use_l0", "activation_type"),
+    "activation": ("activation_type",),
     "pooling": ("pooling",),
     "prune_ratio": ("prune_ratio",),
     "keep_special_tokens": ("keep_special_tokens",),
@@ -38,12 +38,12 @@ OVERRIDABLE = ("inf_free", "pooling", "prune_ratio", "keep_special_tokens", "pre
 
 def sparse_settings(cfg: ResolvedConfig) -> dict[str, Any]:
     """Every sparse setting as the config says (given or default): what a new model is built with."""
-    m, d = cfg.model, cfg.data
-    return {"inf_free": m.inf_free, "activation": m.resolved_activation(), "pooling": m.pooling,
+    m = cfg.model
+    return {"inf_free": m.inf_free, "activation": m.activation_type, "pooling": m.pooling,
             "prune_ratio": m.prune_ratio, "keep_special_tokens": m.keep_special_tokens,
-            "max_seq_length": d.max_seq_length, "query_max_seq_length": m.query_max_seq_length,
-            "preprocess_func": m.preprocess_func, "decouple_activation": d.decouple_activation,
-            "idf_requires_grad": m.idf_requires_grad}
+            "max_seq_length": cfg.data.max_seq_length, "query_max_seq_length": m.query_max_seq_length,
+            "preprocess_func": m.preprocess_func, "decouple_activation": cfg.regularizer.decouple_activation,
+            "idf_requires_grad": cfg.idf.idf_requires_grad}
 
 
 def explicit_sparse_settings(cfg: ResolvedConfig) -> dict[str, Any]:

@@ -6,8 +6,8 @@ For every query q of the split (queries with qrels, sorted by id):
      given sparse model (corpus encoded once, cached and shared with evaluation; ``Index``
      search), best first, ties by doc id; a query with no hit is dropped and counted. With
      ``--candidates`` D(q) is instead the union of several retrievers' top-k (student, bm25,
-     dense:MODEL), plus the judged positives with ``--include_positives``, listed by ensemble
-     score (``sparse.datagen.candidates``, which also builds the ``--write_posnegs`` rows);
+     dense:MODEL; ``sparse.datagen.retrievers``), plus the judged positives with
+     ``--include_positives``, listed by ensemble score (ties by doc id);
   2. every teacher m scores every pair (q, d), d in D(q): bi-encoders (dense, sparse) embed q
      and each distinct document once, cross-encoders and seq2seq models read every pair;
   3. per query and per teacher the scores are min-max normalized over D(q)
@@ -15,11 +15,10 @@ For every query q of the split (queries with qrels, sorted by id):
   4. score(q, d) = mean over teachers of the normalized scores, also in [0, 1].
 
 Steps 2-4 are ``TeacherEnsemble.score_candidates`` (``sparse.teachers.ensemble``, the same
-ensemble as online distillation) with ``score_scale`` 1.
-
-The reference's ``data_preparation.py`` (l0_enhance branch) normalized over batches of 50 pairs
-that mixed queries, scored only the ~10 passages attached to each query rather than a retrieval
-over the collection, and could not run as committed; none of that is reproduced.
+ensemble as online distillation) with ``score_scale`` 1. With one retriever and no positives
+added, rows keep that retriever's rank order; otherwise they are ordered by ensemble score.
+``--write_posnegs DIR`` also writes teacher-filtered posnegs rows
+(``negatives.build_filtered_posnegs``).
 
 Rows are ``kd`` / ``kd-ids`` rows: ``{query, q_id, docs, d_ids, scores}`` (+ ``teacher_scores``
 [teacher][doc] with ``--save_teacher_scores``). Work is cut into parts of ``queries_per_part``
@@ -40,45 +39,26 @@ import numpy as np
 import torch
 
 from sparse.corpus import corpus_cache_dir, distributed
-from sparse.datagen.args import KDPrepArguments
+from sparse.datagen.args import KDPrepArguments, parse_candidates, parse_teacher_specs
+from sparse.datagen.negatives import build_filtered_posnegs, posnegs_features
 from sparse.datagen.parts import PartStore, assigned_parts
+from sparse.datagen.retrievers import candidate_retriever, reuse_cached_embeddings
+from sparse.datagen.sources import beir_dataset_dir, load_source
+from sparse.datagen.stats import DROP_NO_HITS, merge_kd_stats, merge_mining_stats
 from sparse.errors import ConfigError, UserError, write_json
 
 logger = logging.getLogger(__name__)
 
 KD_SCORE_SCALE = 1.0  # the stored scores stay in [0, 1); training scales them with its score_scale key
-DROP_NO_HITS = "no document retrieved (the query shares no token with the collection)"
 
 
 # ------------------------------------------------------------------------------ teachers
-def parse_teacher_specs(specs: Sequence[str]) -> list[tuple[str, str]]:
-    """``["dense:PATH", "cross:ID", "bm25", ...]`` -> [(type, model id)]; types come from the teacher
-    registry. A type that needs no model (``bm25``: the collection being processed) may stand alone
-    (model id None)."""
-    from sparse.teachers import TEACHER_TYPES, teacher_types
-
-    known = teacher_types()
-    out = []
-    for spec in specs or []:
-        kind, sep, model = str(spec).partition(":")
-        optional = kind in known and not getattr(TEACHER_TYPES[kind], "needs_model_id", True)
-        if kind not in known or (not optional and (not sep or not model)) or (sep and not model):
-            raise ConfigError(f"teacher {spec!r} must be TYPE:MODEL with TYPE one of {known} (bm25 alone: "
-                              "the statistics of the collection being processed)")
-        out.append((kind, model or None))
-    if not out:
-        raise ConfigError("--teachers is required: e.g. --teachers dense:PATH,sparse:PATH "
-                          f"(types {known})")
-    return out
-
-
 def build_kd_ensemble(args: KDPrepArguments, device=None, bm25_index=None, cache_dir=None):
     """The ``TeacherEnsemble`` of ``--teachers`` (score_scale ``KD_SCORE_SCALE``).
 
     ``bm25`` teachers take the ``--bm25_*`` settings; a bare ``bm25`` scores with ``bm25_index``
     (the ``BM25Index`` of the collection being processed).
     """
-    from sparse.datagen.args import bm25_params
     from sparse.teachers import build_ensemble
 
     specs = parse_teacher_specs(args.teachers)
@@ -89,7 +69,7 @@ def build_kd_ensemble(args: KDPrepArguments, device=None, bm25_index=None, cache
             continue
         if model is None and bm25_index is None:
             raise ConfigError("teacher 'bm25' without a collection needs the collection's BM25 index")
-        opts = {**asdict(bm25_params(args)), "cache_dir": cache_dir}
+        opts = {**asdict(args.bm25_params()), "cache_dir": cache_dir}
         options.append({**opts, "index": bm25_index} if model is None else opts)
     kwargs = {"types": [k for k, _ in specs], "model_ids": [m for _, m in specs],
               "poolings": args.dense_pooling, "max_lengths": args.teacher_max_length,
@@ -102,6 +82,7 @@ def build_kd_ensemble(args: KDPrepArguments, device=None, bm25_index=None, cache
 
 # ------------------------------------------------------------------------------ one part
 def kd_features(with_teacher_scores: bool):
+    """The columns of a ``kd`` row (+ ``teacher_scores``)."""
     from datasets import Features, List, Value
 
     spec = {"query": Value("string"), "q_id": Value("string"), "docs": List(Value("string")),
@@ -121,13 +102,10 @@ def rows_dataset(rows: list[dict], features):
 def make_part(qids: Sequence[str], data, text_of: dict, retriever, ensemble, args: KDPrepArguments,
               progress: bool = False):
     """(kd dataset of these queries, part stats, posnegs (dataset, ``MiningStats`` dict) or None);
-    ``ensemble`` is a ``TeacherEnsemble``. Candidates, their order and the posnegs filter:
-    ``sparse.datagen.candidates``."""
-    from sparse.datagen.candidates import build_filtered_posnegs, ensemble_order, wants_positives
-
+    ``ensemble`` is a ``TeacherEnsemble``."""
     hit_ids, _ = retriever.search([data.queries[q] for q in qids], args.top_k)
     added, absent = 0, 0
-    if wants_positives(args):  # the judged positives join the candidates, so the teachers score them
+    if args.wants_positives():  # the judged positives join the candidates, so the teachers score them
         hit_ids = [list(ids) for ids in hit_ids]
         for q, ids in zip(qids, hit_ids):
             have = set(ids)
@@ -141,7 +119,7 @@ def make_part(qids: Sequence[str], data, text_of: dict, retriever, ensemble, arg
     queries = [data.queries[q] for q, _ in kept]
     docs = [[text_of[d] for d in ids] for _, ids in kept]
     means, per_teacher = ensemble.score_candidates(queries, docs, progress) if kept else ([], [])
-    if ensemble_order(args):  # best ensemble score first, ties by doc id
+    if args.ensemble_order():  # best ensemble score first, ties by doc id
         for i, (q, ids) in enumerate(kept):
             order = np.lexsort((np.asarray(ids), -means[i]))
             kept[i] = (q, [ids[j] for j in order])
@@ -165,8 +143,6 @@ def make_part(qids: Sequence[str], data, text_of: dict, retriever, ensemble, arg
         stats["retriever_hits"] = dict(retriever.last_hits)
     posnegs = None
     if args.write_posnegs:
-        from sparse.datagen.negatives import posnegs_features
-
         scored = {q: (ids, means[i]) for i, (q, ids) in enumerate(kept)}
         prow, pstats = build_filtered_posnegs(qids, data.queries, data.qrels, scored, text_of,
                                               args.negative_margin, args.min_negatives)
@@ -182,17 +158,14 @@ def _plan(cfg, args: KDPrepArguments, data, qids: list[str]) -> dict:
     keep = {k: v for k, v in asdict(args).items() if k not in ("overwrite", "batch_size", "teacher_batch_size",
                                                                "num_shards", "output")}
     return {"args": keep, "model": cfg.model.model_name_or_path, "idf_path": cfg.model.idf_path,
-            "max_seq_length": cfg.data.max_seq_length, "engine": cfg.eval.engine,
+            "max_seq_length": cfg.eval.corpus_max_seq_length, "engine": cfg.eval.engine,
             "corpus_size": len(data.doc_ids), "queries": len(qids), "queries_hash": h.hexdigest()}
 
 
 def select_queries(data, max_queries) -> list[str]:
+    """The query ids processed: sorted, the first ``max_queries`` when given."""
     qids = sorted(data.queries)
     return qids[:max_queries] if max_queries else qids
-
-
-def output_dir(args: KDPrepArguments, name: str) -> str:
-    return args.output or os.path.join("data", f"{name}_kd")
 
 
 def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, ensemble=None) -> dict:
@@ -202,14 +175,11 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, en
     """
     from tqdm.auto import tqdm
 
-    from sparse.datagen.mining import index_options
-    from sparse.datagen.sources import load_source
-
     t0 = time.perf_counter()
     started = time.time()
-    data_dir = args.data_dir or _beir_dir(cfg)
+    data_dir = args.data_dir or beir_dataset_dir(cfg)[1]
     data = load_source(data_dir, args.split, fix_encoding=args.fix_encoding)
-    out = output_dir(args, data.name)
+    out = args.output_dir(data.name)
     rank, world = distributed.launch_rank(), distributed.launch_world_size()
     store = PartStore(out)
     if os.path.isfile(os.path.join(out, "stats.json")):
@@ -228,7 +198,8 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, en
     parts = [qids[s:s + args.queries_per_part] for s in range(0, len(qids), args.queries_per_part)]
     if rank != 0 and args.overwrite:
         # rank 0 deletes the old parts first: wait for the plan it writes afterwards
-        _wait_file(os.path.join(store.root, "plan.json"), newer_than=started - 1)
+        distributed.wait_for_files([os.path.join(store.root, "plan.json")], 3600.0, "rank 0's plan",
+                                   newer_than=started - 1)
     store.check_plan(_plan(cfg, args, data, qids))  # every rank: same plan or a clear error
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -238,27 +209,21 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, en
         logger.info("rank %d: %d finished parts found, not redone", rank, skipped)
     # under torchrun every rank takes part in encoding the corpus, with or without parts to do
     if todo or world > 1:
-        from sparse.datagen.candidates import build_candidate_retriever, parse_candidates
-
         bm25_index = None  # one BM25 index of the collection, for bm25 candidates and a bare bm25 teacher
         if todo and ((retriever is None and ("bm25", None) in parse_candidates(args.candidates))
                      or (ensemble is None and ("bm25", None) in parse_teacher_specs(args.teachers))):
-            from sparse.datagen.args import bm25_params
             from sparse.retrieval.bm25 import BM25Index
 
-            bm25_index = BM25Index(data.doc_ids, data.doc_texts, bm25_params(args), cache_dir=corpus_cache_dir(cfg),
-                                   label=data.name, progress=progress)
+            bm25_index = BM25Index(data.doc_ids, data.doc_texts, args.bm25_params(), cache_dir=corpus_cache_dir(cfg),
+                                   progress=progress)
         if ensemble is None and todo:
             ensemble = build_kd_ensemble(args, device=distributed.local_device(), bm25_index=bm25_index,
                                          cache_dir=corpus_cache_dir(cfg))
         if retriever is None:
-            retriever = build_candidate_retriever(cfg, args, data, ensemble, bm25_index, progress=progress,
-                                                  searcher=bool(todo),
-                                                  index_opts=index_options(cfg, f"{data.name}-rank{rank}"))
+            retriever = candidate_retriever(cfg, args, data, ensemble, bm25_index, progress=progress,
+                                            searcher=bool(todo))
         if todo:
-            from sparse.datagen.candidates import reuse_cached_corpus_embeddings
-
-            reuse_cached_corpus_embeddings(ensemble, data.doc_ids, data.doc_texts, corpus_cache_dir(cfg), data.name)
+            reuse_cached_embeddings(ensemble, data.doc_ids, data.doc_texts, corpus_cache_dir(cfg))
     text_of = data.text_of()
     bar = tqdm(total=sum(len(parts[i]) for i in todo), desc=f"kd queries (rank {rank})", unit="query",
                disable=not progress)
@@ -275,7 +240,7 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, en
         return {}
     store.wait_all(len(parts))
     merged = store.merge(len(parts), args.num_shards)
-    stats = _merge_stats(store, len(parts))
+    stats = merge_kd_stats([store.stats(i) for i in range(len(parts))])
     stats.update({"dataset": data.name, "data_dir": data_dir, "split": args.split, "corpus_size": len(data.doc_ids),
                   "teachers": list(args.teachers or []), "top_k": args.top_k, "rows_written": len(merged),
                   "seconds_this_run": round(time.perf_counter() - t0, 1), "resumed_parts": skipped})
@@ -293,8 +258,6 @@ def run_kd(cfg, args: KDPrepArguments, progress: bool = True, retriever=None, en
 
 def _finish_posnegs(pstore: PartStore, n_parts: int, args: KDPrepArguments, cfg, name: str) -> dict:
     """Merge the posnegs parts into ``--write_posnegs`` (rows + ``stats.json``, as ``demo_train_data.py``)."""
-    from sparse.datagen.candidates import merge_mining_stats
-
     merged = pstore.merge(n_parts, args.num_shards)
     mstats = merge_mining_stats([pstore.stats(i) for i in range(n_parts)])
     mstats.extra.update({"dataset": name, "split": args.split, "candidates": list(args.candidates),
@@ -310,43 +273,6 @@ def _finish_posnegs(pstore: PartStore, n_parts: int, args: KDPrepArguments, cfg,
         logger.warning("%s holds no posnegs rows (%s)", pstore.output, mstats.summary())
     return {"output": pstore.output, "rows": mstats.rows, "queries_kept": mstats.queries_kept,
             "queries_dropped": mstats.to_dict()["queries_dropped"], "mean_negatives": round(mstats.mean_negatives, 3)}
-
-
-def _merge_stats(store: PartStore, n_parts: int) -> dict:
-    total = {"queries_in": 0, "rows": 0, "docs": 0, "dropped": {}, "seconds_parts": 0.0, "positives_added": 0}
-    for i in range(n_parts):
-        s = store.stats(i)
-        for k in ("queries_in", "rows", "docs"):
-            total[k] += s[k]
-        total["positives_added"] += s.get("positives_added", 0)
-        if s.get("positives_not_in_collection"):
-            total["positives_not_in_collection"] = total.get("positives_not_in_collection", 0) + \
-                s["positives_not_in_collection"]
-        for name, hits in s.get("retriever_hits", {}).items():
-            total.setdefault("retriever_hits", {})[name] = total.get("retriever_hits", {}).get(name, 0) + hits
-        total["seconds_parts"] += s.get("seconds", 0.0)
-        for reason, ids in s["dropped"].items():
-            entry = total["dropped"].setdefault(reason, {"count": 0, "examples": []})
-            entry["count"] += len(ids)
-            entry["examples"] = (entry["examples"] + ids)[:10]
-    total["mean_docs"] = total["docs"] / total["rows"] if total["rows"] else 0.0
-    total["queries_dropped"] = sum(v["count"] for v in total["dropped"].values())
-    total["seconds_parts"] = round(total["seconds_parts"], 1)
-    return total
-
-
-def _beir_dir(cfg) -> str:
-    from sparse.datagen.mining import dataset_dir
-
-    return dataset_dir(cfg)[1]
-
-
-def _wait_file(path: str, timeout: float = 3600.0, newer_than: float = 0.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not (os.path.isfile(path) and os.path.getmtime(path) >= newer_than):
-        if time.monotonic() > deadline:
-            raise UserError(f"timed out waiting for {path}")
-        time.sleep(0.5)
 
 
 def _write_json(path: str, content: dict) -> None:

@@ -36,15 +36,16 @@ from sparse.evaluation.report import write_checkpoint_summary, write_dataset_sum
 from sparse.retrieval.opensearch import redact_url
 
 logger = logging.getLogger("sparse.evaluation")
+COMMAND = Command("evaluate_beir.py", __doc__, config=True, training=True)
 
 
 def suffix_of(cfg: ResolvedConfig) -> str:
-    d, m = cfg.data, cfg.model
-    s = "_2p" if d.use_two_phase else ""
-    if d.query_prune and d.query_prune > 0:
-        s += f"_{d.query_prune}"
-    if d.eval_max_seq_length != 512:
-        s += f"_{d.eval_max_seq_length}"
+    e, m = cfg.eval, cfg.model
+    s = "_2p" if e.use_two_phase else ""
+    if e.query_prune and e.query_prune > 0:
+        s += f"_{e.query_prune}"
+    if e.corpus_max_seq_length != 512:
+        s += f"_{e.corpus_max_seq_length}"
     if m.prune_ratio is not None:
         s += f"_{m.prune_ratio}"
     return s
@@ -104,9 +105,9 @@ def _setup_logging(root: str) -> None:
 
 def redacted_config(cfg: ResolvedConfig) -> dict:
     data = cfg.to_dict()
-    url = data["eval"].get("opensearch_url")
+    url = data["opensearch"].get("opensearch_url")
     if url:
-        data["eval"]["opensearch_url"] = redact_url(url)
+        data["opensearch"]["opensearch_url"] = redact_url(url)
     return data
 
 

@@ -10,6 +10,7 @@ from typing import Optional
 
 import yaml
 
+from sparse.config import flat_view
 from sparse.errors import UserError
 
 CITATIONS = """\
@@ -89,7 +90,8 @@ def _fmt(value, digits: int = 4) -> str:
 def _training_lines(cfg: dict) -> list[str]:
     if not cfg:
         return ["No `train_config.yaml` was found beside the checkpoint: training settings unknown."]
-    m, d, t = cfg.get("model", {}), cfg.get("data", {}), cfg.get("training", {})
+    m = d = flat_view({k: v for k, v in cfg.items() if k != "training"})  # any grouping of the saved keys
+    t = cfg.get("training", {})
     keys = [("training data", d.get("train_file") or d.get("train_file_dir")), ("data type", d.get("data_type")),
             ("losses", d.get("loss_types")), ("loss weights", d.get("loss_weights")),
             ("score normalisation", d.get("score_norm")),

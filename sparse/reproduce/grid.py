@@ -59,9 +59,9 @@ class Run:
 
     @property
     def activation(self) -> str:
-        act = self.values.get("activation_type", "relu")
-        if self.values.get("use_l0"):
-            act = "l1_relu"
+        from sparse.config import canonical_values
+
+        act = canonical_values(self.values).get("activation_type", "relu")
         if self.values.get("decouple_activation"):
             act += " (decoupled)"
         return act

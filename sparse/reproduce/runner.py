@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from sparse.config import canonical_values
 from sparse.errors import UserError, write_json
 from sparse.reproduce import aggregate as agg
 from sparse.reproduce import grid as grid_mod
@@ -106,12 +107,12 @@ def train_command(run: grid_mod.Run, nproc: int) -> list[str]:
 def eval_command(run: grid_mod.Run, datasets: list[str], nproc: int, beir_dir: Optional[str],
                  extra: list[str]) -> list[str]:
     model = final_model_dir(run) or run.output_dir
-    v = run.values
+    v = canonical_values(run.values)
     cmd = launcher(nproc, "evaluate_beir.py") + [
         "--model_name_or_path", model, "--output_dir", run.output_dir,
         "--beir_datasets", ",".join(datasets),
     ]
-    for key in ("idf_path", "eval_max_seq_length", "per_device_eval_batch_size"):
+    for key in ("idf_path", "corpus_max_seq_length", "per_device_eval_batch_size"):
         if v.get(key) is not None:
             cmd += [f"--{key}", str(v[key])]
     if beir_dir:
@@ -153,11 +154,11 @@ def prepare_smoke(grid_path: str, root: str, runs: list[grid_mod.Run], beir_dir:
             tf = run.values.get("train_file")
             if not tf or os.path.exists(tf):
                 continue
-            v = run.values
+            v = canonical_values(run.values)
             cmd = launcher(nproc, "demo_train_data.py") + [
                 "--model_name_or_path", v["model_name_or_path"], "--idf_path", v["idf_path"],
                 "--beir_datasets", sub["name"], "--beir_dir", beir_dir, "--output", tf,
-                "--max_seq_length", str(v.get("eval_max_seq_length", 512)),
+                "--corpus_max_seq_length", str(v.get("corpus_max_seq_length", 512)),
                 "--cache_dir", os.path.join(root, "cache")]
             for key, value in (smoke.get("mine") or {}).items():
                 cmd += [f"--{key}", str(value)]

@@ -5,7 +5,7 @@ An inference-free query is the IDF of its tokens, so the score of document d for
     s(q, d) = sum_{t in q} relu(idf_t) * w_t(d)
 
 With the document encoder frozen (``freeze_document_encoder: true``), w(d) is fixed: every
-training document is encoded once (at ``eval_max_seq_length``, the length evaluation uses, and
+training document is encoded once (at ``corpus_max_seq_length``, the length evaluation uses, and
 through the corpus-vector cache, so the vectors of an earlier evaluation are reused) and only the
 IDF vector is trained, with AdamW at ``idf_lr`` (no weight decay, constant rate after
 ``warmup_steps``), over each query's *whole* candidate list:
@@ -32,7 +32,7 @@ import torch
 
 from sparse.corpus import encode_corpus
 from sparse.data.beir import load_beir, sorted_corpus
-from sparse.data.datasets import dataset_paths, load_rows
+from sparse.data.datasets import check_row_types, dataset_paths, load_rows
 from sparse.errors import ConfigError, UserError, write_json
 from sparse.losses.ranking import kldiv_loss, marginmse_loss, normalize_student
 
@@ -72,15 +72,20 @@ def _row_docs(r) -> tuple[list[str], list[str], Optional[list[float]]]:
     return docs, docs, None
 
 
-def fit_idf(cfg, encoder, health=None) -> dict:
-    """Train ``encoder.idf`` on the configured data with the document encoder frozen; returns a summary."""
-    d, args = cfg.data, cfg.training
+def load_fit_rows(cfg, encoder) -> list[dict]:
+    """The checks of the query-side fit and its training rows (types, docs vs scores), all before
+    training writes anything (``sparse.training.run.main`` calls this before its first file)."""
+    d, lcfg = cfg.data, cfg.loss
     if not encoder.settings.inf_free:
         raise ConfigError("freeze_document_encoder trains the query IDF of an inference-free model: set inf_free: true")
-    if not cfg.model.idf_requires_grad:
+    if not cfg.idf.idf_requires_grad:
         raise ConfigError("freeze_document_encoder leaves only the IDF to train: set idf_requires_grad: true")
-    losses = list(d.loss_types)
-    rows = [r for p in dataset_paths(d.train_file, d.train_file_dir) for r in load_rows(p)]
+    losses = list(lcfg.loss_types)
+    rows = []
+    for path in dataset_paths(d.train_file, d.train_file_dir):
+        ds = load_rows(path)
+        check_row_types(ds, "kd" if "docs" in ds.column_names else "posnegs", path)  # types, docs vs scores
+        rows.extend(ds)
     if not rows:
         raise UserError("the training data has no rows")
     kd = "docs" in rows[0]
@@ -90,11 +95,21 @@ def fit_idf(cfg, encoder, health=None) -> dict:
                           f"{list(allowed)}, got {losses}")
     if kd and "scores" not in rows[0]:
         raise ConfigError("kd rows need a 'scores' column to fit the IDF")
-    weights = list(d.loss_weights) if d.loss_weights is not None else [1.0] * len(losses)
+    return rows
+
+
+def fit_idf(cfg, encoder, health=None, rows: Optional[list[dict]] = None) -> dict:
+    """Train ``encoder.idf`` on the configured data with the document encoder frozen; returns a summary.
+    ``rows``: what ``load_fit_rows`` returned (loaded and checked here when not given)."""
+    d, lcfg, args = cfg.data, cfg.loss, cfg.training
+    if rows is None:
+        rows = load_fit_rows(cfg, encoder)
+    losses = list(lcfg.loss_types)
+    weights = list(lcfg.loss_weights) if lcfg.loss_weights is not None else [1.0] * len(losses)
 
     ids, texts, key_parts = _collection(cfg, rows)
     encoded = encode_corpus(encoder, ids, texts, cfg.eval.cache_dir, key_parts=key_parts,
-                            batch_size=args.per_device_eval_batch_size, max_length=d.eval_max_seq_length,
+                            batch_size=args.per_device_eval_batch_size, max_length=cfg.eval.corpus_max_seq_length,
                             progress=True)
     vectors = encoded.vectors.to_csr()
     position = {i: n for n, i in enumerate(ids)}
@@ -116,7 +131,7 @@ def fit_idf(cfg, encoder, health=None) -> dict:
     idf.requires_grad_(True)
     start_idf = idf.detach().clone()
     trained_tokens = presence.any(dim=0)  # the vocabulary entries training can move
-    lr = d.idf_lr if d.idf_lr is not None else args.learning_rate
+    lr = cfg.idf.idf_lr if cfg.idf.idf_lr is not None else args.learning_rate
     optimizer = torch.optim.AdamW([idf], lr=lr, weight_decay=0.0)
     batch = args.per_device_train_batch_size
     steps_per_epoch = max(1, len(prepared) // batch if args.dataloader_drop_last else -(-len(prepared) // batch))
@@ -137,14 +152,14 @@ def fit_idf(cfg, encoder, health=None) -> dict:
             student = (block @ torch.relu(idf[cols])).unsqueeze(0)
             for name, w in zip(losses, weights):
                 if name == "infonce":  # the positive is the row's first document
-                    value = torch.nn.functional.cross_entropy(student / d.temperature,
+                    value = torch.nn.functional.cross_entropy(student / lcfg.temperature,
                                                               torch.zeros(1, dtype=torch.long))
                 else:
                     t = teacher.unsqueeze(0)
-                    s = normalize_student(student, t) if d.score_norm == "std" else student
-                    value = (kldiv_loss if name == "kldiv" else marginmse_loss)(s, t, d.temperature)
+                    s = normalize_student(student, t) if lcfg.score_norm == "std" else student
+                    value = (kldiv_loss if name == "kldiv" else marginmse_loss)(s, t, lcfg.temperature)
                 loss = loss + w * value
-        loss = d.ranking_loss_weight * loss / len(picked)
+        loss = lcfg.ranking_loss_weight * loss / len(picked)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from sparse.config import FALSE_STRINGS, TRUE_STRINGS, ConfigError, ResolvedConfig, parse_config
+from sparse.config import FALSE_STRINGS, TRUE_STRINGS, Command, ConfigError, ResolvedConfig, parse_command
 from sparse.corpus import check_input_path, check_model_path, sparse_settings
 from sparse.corpus.distributed import group_rank, launch_world_size
 from sparse.errors import write_json
@@ -27,6 +27,7 @@ from sparse.errors import write_json
 logger = logging.getLogger("sparse.train")
 
 LOG_FORMAT = "%(asctime)s - %(levelname)s - %(name)s - %(message)s"
+COMMAND = Command("train_ir.py", __doc__, config=True, training=True)
 
 
 def setup_logging(output_dir: str, is_main: bool, level: str = "info") -> None:
@@ -51,11 +52,11 @@ def check_config(cfg: ResolvedConfig) -> None:
                           "use kd")
     if args.max_steps is None or args.max_steps <= 0:
         logger.info("max_steps is not set: training for num_train_epochs=%s", args.num_train_epochs)
-    if d.idf_lr is not None and not cfg.model.idf_requires_grad:
+    if cfg.idf.idf_lr is not None and not cfg.idf.idf_requires_grad:
         logger.warning("idf_lr is set but idf_requires_grad is false: the IDF is not trained")
-    if d.decouple_activation and cfg.model.resolved_activation() == "relu":
+    if cfg.regularizer.decouple_activation and cfg.model.activation_type == "relu":
         logger.warning("decouple_activation with the relu activation changes nothing (no l0 activation to "
-                       "decouple); set use_l0 or activation_type")
+                       "decouple); set activation_type")
 
 
 def resolve_resume(args) -> None:
@@ -144,8 +145,9 @@ def main(argv=None) -> dict:
 
     if not torch.cuda.is_available() and launch_world_size() > 1:
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")  # torchrun on CPU: DDP over gloo
-    cfg = parse_config(argv, sections=("model", "data", "eval", "training"))
+    cfg, _ = parse_command(COMMAND, argv)
     m, d, args = cfg.model, cfg.data, cfg.training
+    loss, reg, h = cfg.loss, cfg.regularizer, cfg.health
     if "report_to" not in cfg.explicit_keys:
         try:
             import tensorboard  # noqa: F401
@@ -156,15 +158,40 @@ def main(argv=None) -> dict:
     # every check and every load that can fail on bad input comes before the first file is written
     check_inputs(cfg)
     check_config(cfg)
-    datasets = None if d.freeze_document_encoder else load_training_data(cfg)
+    datasets = None if cfg.idf.freeze_document_encoder else load_training_data(cfg)
     set_seed(args.seed)
     encoder = SparseEncoder.from_pretrained(m.model_name_or_path, settings=sparse_settings(cfg), idf_path=m.idf_path,
                                             tokenizer_name=m.tokenizer_name, trust_remote_code=m.trust_remote_code)
     is_main = args.process_index == 0  # also sets up the process group under torchrun
-    setup_logging(args.output_dir, is_main, args.log_level)
     if torch.cuda.device_count() > 1 and args.n_gpu > 1:
         raise ConfigError(f"{torch.cuda.device_count()} GPUs in one process: launch with "
                           "'torchrun --nproc_per_node=N train_ir.py ...' (nn.DataParallel is not supported)")
+    # the query-side fit's rows, the losses, the regularizers and the teachers are set up (and so
+    # checked) before the first file is written: a bad setting leaves no train.log / train_config.yaml
+    fit_rows = ranking = teacher = doc_flops = query_flops = None
+    if cfg.idf.freeze_document_encoder:
+        from sparse.training.idf_fit import load_fit_rows
+
+        fit_rows = load_fit_rows(cfg, encoder)
+    else:
+        ranking = RankingLoss(loss.loss_types, loss.loss_weights, in_batch=loss.use_in_batch_negatives,
+                              temperature=loss.temperature, exclude_other_positives=loss.infonce_exclude_other_positives,
+                              ranking_loss_weight=loss.ranking_loss_weight, score_norm=loss.score_norm)
+        if cfg.teachers.kd_ensemble_teacher_kwargs:
+            from sparse.teachers.ensemble import build_ensemble
+
+            teacher = build_ensemble(cfg.teachers.kd_ensemble_teacher_kwargs, max_length=d.max_seq_length,
+                                     device=args.device)
+            from sparse.teachers.bm25 import fit_on_training_data
+
+            fit_on_training_data(teacher, datasets)  # a bm25 teacher without a collection: the training documents
+        elif ranking.needs_scores and not all(getattr(ds, "has_scores", False) for ds in datasets):
+            raise ConfigError(f"loss_types {loss.loss_types} need teacher scores, but the {d.data_type} data has no "
+                              "'scores' column and kd_ensemble_teacher_kwargs is empty")
+        doc_flops = FlopsRegularizer(reg.flops_d_lambda, reg.flops_d_T, reg.flops_threshold, reg.flops_form)
+        query_flops = None if m.inf_free else FlopsRegularizer(reg.flops_q_lambda, reg.flops_q_T, reg.flops_threshold,
+                                                               reg.flops_form)
+    setup_logging(args.output_dir, is_main, args.log_level)
     adapt_precision(args)
     if is_main:
         path = cfg.save(args.output_dir, "train_config.yaml")
@@ -174,35 +201,18 @@ def main(argv=None) -> dict:
     logger.info("student: %s, %d parameters, settings %s", m.model_name_or_path,
                 sum(p.numel() for p in encoder.parameters()), encoder.settings)
 
-    health = TrainingHealth(encoder.vocab_size, args.output_dir if is_main else None, window=d.health_window,
-                            collapse_ratio=d.collapse_ratio, target_doc_nnz=d.target_doc_nnz)
+    health = TrainingHealth(encoder.vocab_size, args.output_dir if is_main else None, window=h.health_window,
+                            collapse_ratio=h.collapse_ratio, target_doc_nnz=h.target_doc_nnz)
     if health.path and not args.resume_from_checkpoint and os.path.isfile(health.path):
         os.remove(health.path)  # a fresh run starts a fresh log; a resumed one appends
-    if d.freeze_document_encoder:
+    if cfg.idf.freeze_document_encoder:
         from sparse.training.idf_fit import fit_idf
 
-        return fit_idf(cfg, encoder, health)
+        return fit_idf(cfg, encoder, health, fit_rows)
 
-    ranking = RankingLoss(d.loss_types, d.loss_weights, in_batch=d.use_in_batch_negatives, temperature=d.temperature,
-                          exclude_other_positives=d.infonce_exclude_other_positives,
-                          ranking_loss_weight=d.ranking_loss_weight, score_norm=d.score_norm)
-    teacher = None
-    if d.kd_ensemble_teacher_kwargs:
-        from sparse.teachers.ensemble import build_ensemble
-
-        teacher = build_ensemble(d.kd_ensemble_teacher_kwargs, max_length=d.max_seq_length, device=args.device)
-        from sparse.teachers.bm25 import fit_on_training_data
-
-        fit_on_training_data(teacher, datasets)  # a bm25 teacher without a collection: the training documents
-    elif ranking.needs_scores and not all(getattr(ds, "has_scores", False) for ds in datasets):
-        raise ConfigError(f"loss_types {d.loss_types} need teacher scores, but the {d.data_type} data has no 'scores' "
-                          "column and kd_ensemble_teacher_kwargs is empty")
-    doc_flops = FlopsRegularizer(d.flops_d_lambda, d.flops_d_T, d.flops_threshold, d.flops_form)
-    query_flops = None if m.inf_free else FlopsRegularizer(d.flops_q_lambda, d.flops_q_T, d.flops_threshold,
-                                                           d.flops_form)
     collator = TrainingCollator(encoder.tokenize, d.max_seq_length, m.query_max_seq_length)
     trainer = SparseTrainer(SparseTrainingModel(encoder), args, datasets, collator, ranking, doc_flops, query_flops,
-                            teacher=teacher, idf_lr=d.idf_lr, health=health, stop_on_collapse=d.stop_on_collapse)
+                            teacher=teacher, idf_lr=cfg.idf.idf_lr, health=health, stop_on_collapse=h.stop_on_collapse)
     start = time.time()
     stopper = StopOnSignal().install()
     trainer.add_callback(stopper)

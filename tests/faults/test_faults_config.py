@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def test_yaml_1_1_words_stay_strings_for_string_keys(tmp_path):
     cfg = parse_config(["save_strategy=no", "inf_free=off", "use_l0=yes", f"output_dir={tmp_path}"])
     assert cfg.training.save_strategy == "no"
-    assert cfg.model.inf_free is False and cfg.model.use_l0 is True
+    assert cfg.model.inf_free is False and cfg.model.activation_type == "l1_relu"
     path = tmp_path / "c.yaml"
     path.write_text("save_strategy: no\nlogging_strategy: no\ninf_free: on\n")
     cfg = parse_config([str(path), f"output_dir={tmp_path}"])
@@ -44,7 +44,7 @@ def test_beir_dir_env_is_honoured_when_not_given(cli, faults_env, tmp_path, monk
 def test_ignored_reference_keys_warn_once_naming_the_key(caplog):
     from sparse import config
 
-    config._warned_ignored.discard("do_search")
+    config.forget_notes()
     with caplog.at_level(logging.WARNING, logger="sparse.config"):
         resolve({"do_search": False}, sections=("model", "data", "eval"))
         resolve({"do_search": False}, sections=("model", "data", "eval"))
