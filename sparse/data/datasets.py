@@ -79,6 +79,110 @@ def _check_columns(ds, data_type: str, source: str) -> None:
             raise UserError(f"{source}: row {bad} has no '{c}' (null)")
 
 
+_TEXT_COLUMNS = ("query", "pos")
+_TEXT_LIST_COLUMNS = ("negs", "docs")
+
+
+def _is_text_type(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _is_list_type(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _first_bad(ds, column: str, bad) -> tuple[int, object]:
+    """The first row (and its value) of ``column`` for which ``bad(value)`` holds; (-1, None) if none.
+    Only called once the Arrow type says something is wrong, so reading the column in Python is fine."""
+    for i, value in enumerate(ds[column]):
+        if bad(value):
+            return i, value
+    return -1, None
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a text"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "null" if value is None else type(value).__name__
+
+
+def check_row_types(ds, data_type: str, source: str) -> None:
+    """Every row's values have the types training reads: ``query`` / ``pos`` texts, ``negs`` / ``docs``
+    lists of texts, ``scores`` lists of finite numbers as long as ``docs``. The first offending row is
+    named (rows count from 0) with the file, before training starts. Columns are checked by their Arrow
+    type, so well-formed data costs no Python pass over its rows."""
+    import pyarrow as pa
+
+    _check_columns(ds, data_type, source)
+    names = ds.column_names
+    for column in _TEXT_COLUMNS:
+        if column in names and column in REQUIRED[data_type] and not _is_text_type(ds.data.column(column).type):
+            row, value = _first_bad(ds, column, lambda v: not isinstance(v, str))
+            raise UserError(f"{source}: row {max(row, 0)}: '{column}' must be a text, got {_kind(value)} "
+                            f"({_shown(value)})")
+    for column in _TEXT_LIST_COLUMNS:
+        if column not in names or column not in REQUIRED[data_type]:
+            continue
+        col = ds.data.column(column)
+        if not (_is_list_type(col.type) and _is_text_type(col.type.value_type)) or pc.list_flatten(col).null_count:
+            row, value = _first_bad(ds, column, lambda v: not isinstance(v, list)
+                                    or not all(isinstance(x, str) for x in v))
+            if row < 0:  # e.g. list<null>: every list is empty (the length checks say what is wrong)
+                continue
+            bad = value if not isinstance(value, list) else next((x for x in value if not isinstance(x, str)), None)
+            what = f"got {_kind(value)} ({_shown(value)})" if not isinstance(value, list) else \
+                f"one element is {_kind(bad)} ({_shown(bad)})"
+            raise UserError(f"{source}: row {max(row, 0)}: '{column}' must be a list of texts, {what}")
+    if data_type == "kd" and "scores" in names:
+        col = ds.data.column("scores")
+        numeric = _is_list_type(col.type) and (pa.types.is_integer(col.type.value_type)
+                                                or pa.types.is_floating(col.type.value_type))
+        if not numeric or pc.list_flatten(col).null_count:
+            def not_numbers(v):
+                return not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                           for x in v)
+            row, value = _first_bad(ds, "scores", not_numbers)
+            if row < 0:  # every list is empty: the docs / scores length check below speaks
+                value = []
+            bad = value if not isinstance(value, list) else next(
+                (x for x in value if not isinstance(x, (int, float)) or isinstance(x, bool)), None)
+            what = f"got {_kind(value)} ({_shown(value)})" if not isinstance(value, list) else \
+                f"one score is {_kind(bad)} ({_shown(bad)})"
+            if row >= 0:
+                raise UserError(f"{source}: row {row}: 'scores' must be a list of numbers, {what}")
+        flat = pc.list_flatten(col)
+        if pa.types.is_floating(flat.type) and len(flat):
+            finite = pc.is_finite(flat).to_numpy(zero_copy_only=False)
+            if not finite.all():
+                parents = pc.list_parent_indices(col).to_numpy(zero_copy_only=False)
+                row = int(parents[int(np.flatnonzero(~finite)[0])])
+                raise UserError(f"{source}: row {row}: 'scores' holds NaN or infinite values "
+                                f"({int((~finite).sum())} such scores in the file); fix or drop these rows")
+        docs = _list_lengths(ds, "docs", source)
+        s_len = _list_lengths(ds, "scores", source)
+        bad_rows = np.flatnonzero(s_len != docs)
+        if len(bad_rows):
+            r = int(bad_rows[0])
+            raise UserError(f"{source}: row {r} has {docs[r]} docs but {s_len[r]} scores ({len(bad_rows)} such rows)")
+
+
 class _ItemIndex:
     """Maps a flat item number to (row, position in row) through cumulative per-row counts."""
 
@@ -104,9 +208,9 @@ class PosNegsDataset:
     def __init__(self, ds, sample_num: int, source: str = "posnegs data"):
         if sample_num < 1:
             raise UserError(f"posnegs data needs sample_num_one_query >= 1 (negatives per item), got {sample_num}")
-        _check_columns(ds, "posnegs", source)
         if ds._indices is not None:
             ds = ds.flatten_indices()
+        check_row_types(ds, "posnegs", source)
         self.ds, self.n, self.source = ds, sample_num, source
         lengths = _list_lengths(ds, "negs", source)
         short = np.flatnonzero(lengths < sample_num)
@@ -152,20 +256,13 @@ class KDDataset:
                  seed: int = 42, score_scale: float = 1.0, source: str = "kd data"):
         if sample_num < 2:
             raise UserError(f"kd data needs sample_num_one_query >= 2 documents per item, got {sample_num}")
-        _check_columns(ds, "kd", source)
         if ds._indices is not None:
             ds = ds.flatten_indices()
+        check_row_types(ds, "kd", source)
         self.ds, self.s, self.swap_times, self.seed = ds, sample_num, int(swap_times), seed
         self.score_scale, self.source = score_scale, source
         self.has_scores = "scores" in ds.column_names
         lengths = _list_lengths(ds, "docs", source)
-        if self.has_scores:
-            s_len = _list_lengths(ds, "scores", source)
-            bad = np.flatnonzero(s_len != lengths)
-            if len(bad):
-                r = int(bad[0])
-                raise UserError(f"{source}: row {r} has {lengths[r]} docs but {s_len[r]} scores "
-                                f"({len(bad)} such rows)")
         short = np.flatnonzero(lengths < sample_num)
         if len(short):
             r = int(short[0])
