@@ -13,15 +13,18 @@ wheels are only downloaded and unzipped, never installed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
+from sparse.config.cli import Command, run_command
+from sparse.config.keys import key
 from sparse.errors import UserError, file_sha256
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -182,19 +185,32 @@ FETCHERS = {"splade": splade_model, "minilm": minilm_model, "idf": idf_file,
             "scifact": lambda: beir_dataset("scifact")}
 
 
+@dataclass
+class AssetsArguments:
+    """Options of ``python -m sparse.assets``."""
+
+    only: Optional[list[str]] = key(None, "Fetch only these assets; null: all of them.", choices=tuple(FETCHERS),
+                                    nargs="*")
+    beir_dir: Optional[str] = key(None, "Directory holding BEIR datasets; null: $BEIR_DIR, else the default.")
+
+
+COMMAND = Command("python -m sparse.assets", __doc__.splitlines()[0], options=AssetsArguments)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", choices=sorted(FETCHERS), help="fetch only these assets")
-    parser.add_argument("--beir_dir", help="directory holding BEIR datasets (or set BEIR_DIR)")
-    args = parser.parse_args(argv)
+    """``python -m sparse.assets``: fetch (or find) the assets; 2 when one cannot be had."""
+    return run_command(COMMAND, fetch_assets, argv)
+
+
+def fetch_assets(args: AssetsArguments) -> int:
+    """Fetch each asset ``args`` names, printing where it is."""
     if args.beir_dir:
         os.environ["BEIR_DIR"] = args.beir_dir
     for name in args.only or list(FETCHERS):
         try:
             print(f"{name}: {FETCHERS[name]()}")
         except UserError as exc:
-            print(f"error: {name}: {exc}", file=sys.stderr)
-            return 2
+            raise UserError(f"{name}: {exc}") from exc
     return 0
 
 

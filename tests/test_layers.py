@@ -19,11 +19,11 @@ ALLOWED = {
     "modeling": {"errors"},
     "losses": {"errors"},
     "data": {"errors"},
-    "assets": {"errors"},
+    "assets": {"errors", "config"},  # the ``python -m sparse.assets`` command line
     "retrieval": {"errors", "modeling", "data"},  # data: the corpus hash of cache keys
-    # config validates names against the registries of the modules that implement them
-    "config": {"errors", "modeling", "losses", "data", "retrieval"},
-    "idf": {"errors", "modeling", "data"},  # the ``python -m sparse.idf`` command line
+    # config names the registries of the modules that implement a choice as "module:NAME" strings
+    "config": {"errors"},
+    "idf": {"errors", "config", "modeling", "data"},  # the ``python -m sparse.idf`` command line
     "corpus": {"errors", "config", "modeling", "retrieval", "data"},
     # the bm25 teacher scores with retrieval's BM25 over a collection (data) cached like corpus vectors
     "teachers": {"errors", "modeling", "retrieval", "data", "corpus"},

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from sparse.config.groups import GROUPS, IGNORED_KEYS
-from sparse.config.keys import bounds_text, default_of, fields_of, meta_of, parse_scalar, type_name
+from sparse.config.keys import bounds_text, default_of, fields_of, meta_of, parse_scalar, strip_optional, type_name
 from sparse.config.resolve import (ResolvedConfig, _training_arguments_cls, alias_table, apply_aliases,
                                    check_group, check_known, coerce_all, note_once, resolve)
 from sparse.errors import ConfigError, HelpRequested, UserError, read_user_file
@@ -153,7 +153,7 @@ def parse_command(command: Command, argv: list[str]) -> tuple[Optional[ResolvedC
     """
     argv = list(argv)
     if wants_help(argv):
-        raise HelpRequested(command_help(command))
+        raise help_requested(command)
     source = None
     values: dict[str, Any] = {}
     if command.config and argv and argv[0].endswith((".yaml", ".yml")):
@@ -161,8 +161,7 @@ def parse_command(command: Command, argv: list[str]) -> tuple[Optional[ResolvedC
         values.update(load_yaml(source))
     opt_fields = _option_fields(command.options)
     hints = fields_of(command.options) if command.options else {}
-    list_keys = {n for n, t in hints.items() if typing.get_origin(t) is list or t is list
-                 or typing.get_origin(typing.get_args(t)[0] if typing.get_args(t) else None) is list}
+    list_keys = {n for n, t in hints.items() if (typing.get_origin(strip_optional(t)[0]) or strip_optional(t)[0]) is list}
     pairs, bare = tokenize(argv, command.options)
     positional = [n for n, f in opt_fields.items() if meta_of(f)["positional"]]
     if len(bare) > len(positional):
@@ -180,6 +179,7 @@ def parse_command(command: Command, argv: list[str]) -> tuple[Optional[ResolvedC
                 cli_keys |= {new} if old in cli_keys else set()
             values.pop(old)
 
+    check_known(values, known_keys(command), source, cli_keys)
     opts = None
     if command.options is not None:
         mine_raw, cli_mine = apply_aliases({k: v for k, v in values.items() if k in opt_fields
@@ -198,9 +198,16 @@ def parse_command(command: Command, argv: list[str]) -> tuple[Optional[ResolvedC
     cfg = None
     if command.config:
         cfg = resolve(values, sections=command.sections(), source=source, cli_keys=cli_keys)
-    else:
-        check_known(values, set(opt_fields), source, cli_keys)
     return cfg, opts
+
+
+def known_keys(command: Command) -> set:
+    """Every key name ``command`` accepts: its options, the groups' keys and older names, training keys."""
+    classes = ([command.options] if command.options else []) + (list(GROUPS.values()) if command.config else [])
+    known = {n for cls in classes for n in fields_of(cls)} | set(alias_table(classes))
+    if command.training:
+        known |= set(fields_of(_training_arguments_cls()))
+    return known
 
 
 def parse_config(argv: list[str] | None = None, sections=("model", "data", "eval", "training"),
@@ -209,7 +216,7 @@ def parse_config(argv: list[str] | None = None, sections=("model", "data", "eval
     argv = sys.argv[1:] if argv is None else argv
     command = Command("", config=True, training="training" in sections)
     if wants_help(argv):
-        raise HelpRequested(command_help(command))
+        raise help_requested(command)
     values, source, cli_keys = read_values(argv)
     return resolve(values, sections=sections, source=source, extra_known=extra_known, cli_keys=cli_keys)
 
@@ -241,8 +248,8 @@ def describe_group(title: str, cls) -> list[str]:
     hints = fields_of(cls)
     for f in dataclasses.fields(cls):
         meta = meta_of(f)
-        name = f.name if not meta["positional"] else f.name.upper() + " (positional)"
-        lines.append(f"  --{name:<32} {type_name(hints.get(f.name, Any)):<18} default {_default_text(f)}")
+        name = f"{f.name.upper()} (positional)" if meta["positional"] else f"--{f.name}"
+        lines.append(f"  {name:<34} {type_name(hints.get(f.name, Any)):<18} default {_default_text(f)}")
         text = meta["help"]
         allowed = allowed_text(meta)
         if allowed:
@@ -253,9 +260,16 @@ def describe_group(title: str, cls) -> list[str]:
     return lines
 
 
-def command_help(command: Command) -> str:
+def help_requested(command: Command) -> HelpRequested:
+    """The ``HelpRequested`` of ``command``: its keys, and its usage (which an entry point's own replaces)."""
+    req = HelpRequested(command_help(command, usage=False))
+    req.usage = command.usage
+    return req
+
+
+def command_help(command: Command, usage: bool = True) -> str:
     """What ``--help`` prints: usage, then the keys by group with type, default and help."""
-    lines = [command.usage.strip(), ""] if command.usage.strip() else []
+    lines = [command.usage.strip(), ""] if usage and command.usage.strip() else []
     if command.config:
         lines.append("Keys (in the YAML file, or as key=value / --key value; values are YAML scalars):")
     else:
@@ -290,9 +304,7 @@ def run_cli(main: Callable, argv: list[str] | None = None, usage: str | None = N
     try:
         return main(argv)
     except HelpRequested as req:
-        text = req.text if (usage or "").strip() and req.text.startswith((usage or "").strip()) else \
-            ((usage or "").strip() + "\n\n" + req.text).strip()
-        print(text)
+        print(((usage or getattr(req, "usage", "") or "").strip() + "\n\n" + req.text).strip())
         sys.exit(0)
     except UserError as exc:
         if debug:

@@ -59,8 +59,10 @@ class DataArguments:
     sample_num_one_query: int = key(2, "Documents per query in a training group (the first is the positive).", low=1)
     max_seq_length: int = key(512, "Token limit of documents in training (and of queries when "
                                    "query_max_seq_length is null).", low=1)
-    first_rank_thresh: int = key(10000, "kd rows: keep documents ranked below this by the retriever.", low=0)
-    swap_times: int = key(0, "kd rows: random swaps of neighbouring documents per row (augmentation).", low=0)
+    first_rank_thresh: int = key(10000, "kd data with a first_rank column: keep rows with 0 <= first_rank <= this.",
+                                 low=0)
+    swap_times: int = key(0, "kd rows: random swaps of the documents' order before grouping (>= half the documents: "
+                             "a full shuffle).", low=0)
     score_scale: float = key(1.0, "Multiplies the scores stored in the training data.", low=0, low_open=True)
     beir_dir: Optional[str] = key(None, "Folder of BEIR datasets; null: $BEIR_DIR, ../shared/data/beir, "
                                         "else data/beir.")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import re
 import shutil
-import sys
+from dataclasses import dataclass
+from typing import Optional
 
+from sparse.config import Command, key, run_command
 from sparse.errors import UserError, write_text
 
 TARGETS = ("opensearch", "sentence-transformers", "onnx")
@@ -30,33 +31,35 @@ SAMPLE_TEXTS = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m sparse.export",
-        description="Export a checkpoint for serving: OpenSearch ml-commons artifacts, a sentence-transformers "
-                    "SparseEncoder directory, or ONNX; every export has a model card (README.md).")
-    p.add_argument("checkpoint", nargs="?", help="checkpoint directory (a training output or checkpoint-N)")
-    p.add_argument("--to", choices=TARGETS, help="what to write")
-    p.add_argument("--output", required=True, help="output directory (created; must be empty or absent, "
-                                                    "unless --overwrite)")
-    p.add_argument("--name", help="model name (default: the checkpoint folder's name)")
-    p.add_argument("--version", default="1.0.0", help="model version for ml-commons (default 1.0.0)")
-    p.add_argument("--url_base", help="where the cluster will download the zips from (register by URL); "
-                                      "default: file:// URLs of the written zips")
-    p.add_argument("--license", default="apache-2.0", dest="license_name", help="licence id for the card")
-    p.add_argument("--results", action="append", help="evaluation results files or folders for the card "
-                                                       "(added to the ones found beside the checkpoint)")
-    p.add_argument("--sample_corpus", help="a BEIR corpus.jsonl (or a text file, one document per line) for the "
-                                           "weight-range report; default: 12 built-in sentences")
-    p.add_argument("--sample_size", type=int, default=200, help="documents read from --sample_corpus")
-    p.add_argument("--no_onnx", action="store_true", help="--to opensearch: skip the ONNX variant")
-    p.add_argument("--register", metavar="URL", help="register, deploy and try the exported OpenSearch models on "
-                                                     "this cluster (credentials from OPENSEARCH_USER / "
-                                                     "OPENSEARCH_PASSWORD)")
-    p.add_argument("--insecure", action="store_true", help="--register: do not verify TLS certificates")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
+@dataclass(kw_only=True)
+class ExportArguments:
+    """Options of ``python -m sparse.export``."""
+
+    checkpoint: Optional[str] = key(None, "Checkpoint directory (a training output or checkpoint-N).", positional=True)
+    to: Optional[str] = key(None, "What to write.", choices=TARGETS)
+    output: str = key(help="Output directory (created; must be empty or absent, unless --overwrite).")
+    name: Optional[str] = key(None, "Model name; null: the checkpoint folder's name.")
+    version: str = key("1.0.0", "Model version for ml-commons.")
+    url_base: Optional[str] = key(None, "Where the cluster downloads the zips from (register by URL); null: "
+                                        "file:// URLs of the written zips.")
+    license: str = key("apache-2.0", "Licence id for the model card.")  # noqa: A003
+    results: Optional[list[str]] = key(None, "Evaluation results files or folders for the card (added to the ones "
+                                             "found beside the checkpoint); may be repeated.")
+    sample_corpus: Optional[str] = key(None, "A BEIR corpus.jsonl (or a text file, one document per line) for the "
+                                             "weight-range report; null: 12 built-in sentences.")
+    sample_size: int = key(200, "Documents read from sample_corpus.", low=1)
+    no_onnx: bool = key(False, "--to opensearch: skip the ONNX variant.")
+    register: Optional[str] = key(None, "Register, deploy and try the exported OpenSearch models on this cluster "
+                                        "URL (credentials from OPENSEARCH_USER / OPENSEARCH_PASSWORD).")
+    insecure: bool = key(False, "--register: do not verify TLS certificates.")
+    overwrite: bool = key(False, "Replace an existing output directory written by an earlier export.")
+
+
+COMMAND = Command("python -m sparse.export", """Export a checkpoint for serving: OpenSearch ml-commons artifacts, a
+sentence-transformers SparseEncoder directory, or ONNX; every export has a model card (README.md).
+
+    python -m sparse.export CHECKPOINT --to opensearch|sentence-transformers|onnx --output DIR [--register URL]""",
+                  options=ExportArguments)
 
 
 def _sample(path: str | None, size: int) -> tuple[list[str], str]:
@@ -181,7 +184,7 @@ def _write_target(args, encoder, name: str, results: list[dict]) -> dict:
 
         texts, source = _sample(args.sample_corpus, args.sample_size)
         manifest = write_opensearch(encoder, args.output, name, args.version,
-                                    _license_text(args.checkpoint, args.license_name), texts, source,
+                                    _license_text(args.checkpoint, args.license), texts, source,
                                     url_base=args.url_base, with_onnx=not args.no_onnx)
         files = [m["zip"] for m in manifest["models"].values()] + ["requests/", "quantization.json", "manifest.json"]
         summary["models"] = {role: {"zip": m["zip"], "sha256": m["sha256"]} for role, m in manifest["models"].items()}
@@ -196,32 +199,31 @@ def _write_target(args, encoder, name: str, results: list[dict]) -> dict:
 
         files = write_onnx_dir(encoder, args.output)
     write_text(os.path.join(args.output, "README.md"),
-               card.model_card(name, args.checkpoint, encoder, files, args.license_name, results,
+               card.model_card(name, args.checkpoint, encoder, files, args.license, results,
                                card.training_config(args.checkpoint)))
     summary["results_in_card"] = len(results)
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def run(args: ExportArguments) -> None:
+    """Export (and/or register) as ``args`` say, printing each summary as JSON."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.checkpoint is None and not args.register:
-            raise UserError("give a checkpoint to export (with --to), or --register URL to register an export")
-        if args.register:  # a bad URL, credentials in it or a bad OPENSEARCH_VERIFY_CERTS: before any export
-            from sparse.retrieval.opensearch import connection_settings
+    if args.checkpoint is None and not args.register:
+        raise UserError("give a checkpoint to export (with --to), or --register URL to register an export")
+    if args.register:  # a bad URL, credentials in it or a bad OPENSEARCH_VERIFY_CERTS: before any export
+        from sparse.retrieval.opensearch import connection_settings
 
-            connection_settings(args.register, verify_certs=False if args.insecure else None)
-        if args.checkpoint is not None:
-            if not args.to:
-                raise UserError(f"--to is required: one of {', '.join(TARGETS)}")
-            print(json.dumps(export(args), indent=2))
-        if args.register:
-            from sparse.export.register import register
+        connection_settings(args.register, verify_certs=False if args.insecure else None)
+    if args.checkpoint is not None:
+        if not args.to:
+            raise UserError(f"--to is required: one of {', '.join(TARGETS)}")
+        print(json.dumps(export(args), indent=2))
+    if args.register:
+        from sparse.export.register import register
 
-            print(json.dumps(register(args.register, args.output, verify_certs=False if args.insecure else None), indent=2))
-    except UserError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        print(json.dumps(register(args.register, args.output, verify_certs=False if args.insecure else None), indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m sparse.export``: the one command-line reader, then ``run``."""
+    run_command(COMMAND, run, argv)

@@ -12,11 +12,12 @@ FLOPS and mean document length (both averaged over the datasets, as the referenc
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from dataclasses import dataclass
 from typing import Optional
 
+from sparse.config import Command, key, run_command
 from sparse.errors import UserError, write_text
 from sparse.evaluation import plots
 from sparse.reproduce import grid as grid_mod
@@ -94,16 +95,26 @@ def aggregate(output_root: str, datasets: Optional[list[str]] = None, plot: bool
     return out
 
 
+@dataclass
+class AggregateArguments:
+    """Options of ``python -m sparse.reproduce.aggregate``."""
+
+    output_root: str = key(grid_mod.DEFAULT_OUTPUT_ROOT, "The grid's output root (configs, runs, results).")
+    beir_datasets: Optional[str] = key(None, "Comma list of datasets; null: each run's beir_datasets.")
+
+
+COMMAND = Command("python -m sparse.reproduce.aggregate", "Aggregate the grid's runs into a table and a Pareto plot.",
+                  options=AggregateArguments)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Aggregate the grid's runs into a table and a Pareto plot.")
-    parser.add_argument("--output_root", default=grid_mod.DEFAULT_OUTPUT_ROOT)
-    parser.add_argument("--beir_datasets", help="comma list (default: each run's beir_datasets)")
-    args = parser.parse_args(argv)
-    try:
-        out = aggregate(args.output_root, args.beir_datasets.split(",") if args.beir_datasets else None)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m sparse.reproduce.aggregate``: the one command-line reader, then ``report``."""
+    return run_command(COMMAND, report, argv)
+
+
+def report(args: AggregateArguments) -> int:
+    """Aggregate and print the table."""
+    out = aggregate(args.output_root, args.beir_datasets.split(",") if args.beir_datasets else None)
     print(open(out["markdown"], encoding="utf-8").read())
     for missing in out["missing"]:
         print(f"missing: {missing}", file=sys.stderr)

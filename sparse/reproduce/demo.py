@@ -27,7 +27,6 @@ and allows network access. The last line is ``NDCG@10 zero-shot X -> fine-tuned 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -36,11 +35,12 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from sparse.errors import UserError, write_json
-from sparse.config import split_overrides
+from sparse.config import Command, key, run_command, split_overrides
 from sparse.reproduce.results import LABELS, eval_results_dir, read_dataset_row
 from sparse.reproduce.runner import launcher, visible_gpus
 from sparse.reproduce.training_log import curves_for, read_training_log
@@ -316,42 +316,45 @@ class Demo:
         return out
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Zero-shot -> distillation data -> fine-tune -> evaluate -> report, on SciFact.")
-    p.add_argument("--hub", nargs="?", const=True, default=None, metavar="MODEL",
-                   help=f"use a hub model (default {HUB_DEFAULT}) and allow network access")
-    p.add_argument("--model", help="a local base model directory instead of the offline SPLADE model")
-    p.add_argument("--dataset", default="scifact", help="BEIR dataset with train and test qrels (default scifact)")
-    p.add_argument("--beir_dir", help="directory holding the BEIR datasets")
-    p.add_argument("--config", default=DEMO_CONFIG, help=f"training config (default {DEMO_CONFIG})")
-    p.add_argument("--train_data", help="where the distillation data goes (default data/<dataset>_kd)")
-    p.add_argument("--output_root", default="output/demo")
-    p.add_argument("--nproc", type=int, help="processes per step (default: visible GPUs; 0 = CPU, no torchrun)")
-    p.add_argument("--train_set", nargs="*", default=[], metavar="KEY=VALUE", help="training config overrides")
-    p.add_argument("--eval_args", nargs="*", default=[], metavar="KEY=VALUE", help="extra evaluate_beir.py arguments")
-    p.add_argument("--prep_args", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra data_preparation.py arguments")
-    p.add_argument("--cache_dir", default=os.path.join("cache", "corpus"),
-                   help="corpus-vector cache shared by evaluation and mining (default cache/corpus)")
-    p.add_argument("--force", action="store_true", help="redo every step (ignore what is cached)")
-    p.add_argument("--require_improvement", action="store_true",
-                   help="exit with status 1 if fine-tuning did not improve NDCG@10")
-    return p.parse_args(argv)
+@dataclass
+class DemoArguments:
+    """Options of ``python -m sparse.reproduce.demo``."""
+
+    hub: Any = key(None, f"Use a hub model (--hub alone: {HUB_DEFAULT}) and allow network access; null: the "
+                         "offline SPLADE model.")
+    model: Optional[str] = key(None, "A local base model directory instead of the offline SPLADE model.")
+    dataset: str = key("scifact", "BEIR dataset with train and test qrels.")
+    beir_dir: Optional[str] = key(None, "Directory holding the BEIR datasets.")
+    config: str = key(DEMO_CONFIG, "Training config.")
+    train_data: Optional[str] = key(None, "Where the distillation data goes; null: data/<dataset>_kd.")
+    output_root: str = key("output/demo", "Where the demo's models and report go.")
+    nproc: Optional[int] = key(None, "Processes per step; null: the visible GPUs; 0: CPU, no torchrun.", low=0)
+    train_set: list[str] = key(help="KEY=VALUE training config overrides.", factory=list, nargs="*")
+    eval_args: list[str] = key(help="Extra evaluate_beir.py arguments (KEY=VALUE).", factory=list, nargs="*")
+    prep_args: list[str] = key(help="Extra data_preparation.py arguments (KEY=VALUE).", factory=list, nargs="*")
+    cache_dir: str = key(os.path.join("cache", "corpus"), "Corpus-vector cache shared by evaluation and mining.")
+    force: bool = key(False, "Redo every step (ignore what is cached).")
+    require_improvement: bool = key(False, "Exit with status 1 if fine-tuning did not improve NDCG@10.")
+
+
+COMMAND = Command("python -m sparse.reproduce.demo", "Zero-shot -> distillation data -> fine-tune -> evaluate -> "
+                  "report, on SciFact.", options=DemoArguments)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    """``python -m sparse.reproduce.demo``: the one command-line reader, then ``demo``."""
+    return run_command(COMMAND, demo, argv)
+
+
+def demo(args: DemoArguments) -> int:
+    """Run the demo's steps (reusing what is done) and print the comparison; 1 if asked to and no gain."""
     os.chdir(REPO_ROOT)
     if args.force:
         for d in (os.path.join(args.output_root, n) for n in ("zero-shot", "model", "fine-tuned")):
             Path(d, STAMP).unlink(missing_ok=True)
         Path(args.train_data or f"data/{args.dataset}_kd", STAMP).unlink(missing_ok=True)
         Path(f"data/{args.dataset}_idf.json.d", STAMP).unlink(missing_ok=True)
-    try:
-        out = Demo(args).run()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    out = Demo(args).run()
     zs, ft = out["zero_shot"]["NDCG@10"], out["fine_tuned"]["NDCG@10"]
     print("\n" + out["table"])
     print(f"report: {out['report']} (plots: {', '.join(out['plots'])})")

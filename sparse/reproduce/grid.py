@@ -9,7 +9,6 @@ prints one line per run. The grid file format is documented at the top of
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -21,7 +20,7 @@ from typing import Any, Optional
 
 import yaml
 
-from sparse.config import load_yaml, resolve, split_overrides
+from sparse.config import Command, key, load_yaml, resolve, run_command, split_overrides
 from sparse.errors import UserError, write_json, write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -231,17 +230,20 @@ def load_manifest(output_root: str) -> list[Run]:
     return [Run(**r) for r in data["runs"]]
 
 
-def add_selection_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--grid", default=str(DEFAULT_GRID), help="grid file (default config/grid/grid.yaml)")
-    parser.add_argument("--base", default=str(DEFAULT_BASE), help="base config (default config/grid/base.yaml)")
-    parser.add_argument("--output_root", help=f"where configs/runs/results go (default {DEFAULT_OUTPUT_ROOT}, "
-                                              "or the smoke section's output_root with --smoke)")
-    parser.add_argument("--smoke", action="store_true", help="the scaled-down CPU grid (grid file 'smoke' section)")
-    parser.add_argument("--only", help="comma-separated block names to keep")
-    parser.add_argument("--per_block", type=int, help="keep the first N runs of each block")
-    parser.add_argument("--limit", type=int, help="keep the first N runs overall")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override a config key in every run (e.g. max_steps=20)")
+@dataclass
+class GridArguments:
+    """Options of ``python -m sparse.reproduce.grid``: which grid, which runs, where."""
+
+    grid: str = key(str(DEFAULT_GRID), "Grid file.")
+    base: str = key(str(DEFAULT_BASE), "Base config every run starts from.")
+    output_root: Optional[str] = key(None, f"Where configs, runs and results go; null: {DEFAULT_OUTPUT_ROOT}, or "
+                                           "the smoke section's output_root with --smoke.")
+    smoke: bool = key(False, "The scaled-down CPU grid (the grid file's smoke section).")
+    only: Optional[str] = key(None, "Comma-separated block names to keep.")
+    per_block: Optional[int] = key(None, "Keep the first N runs of each block.", low=1)
+    limit: Optional[int] = key(None, "Keep the first N runs overall.", low=1)
+    set: list[str] = key(help="KEY=VALUE overrides of a config key in every run (e.g. max_steps=20).",  # noqa: A003
+                         factory=list, nargs="*")
 
 
 def runs_from_args(args, write: bool = True) -> tuple[list[Run], str]:
@@ -252,15 +254,18 @@ def runs_from_args(args, write: bool = True) -> tuple[list[Run], str]:
     return runs, root
 
 
+COMMAND = Command("python -m sparse.reproduce.grid", "Write the per-run YAMLs of the reproduction grid.",
+                  options=GridArguments)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Write the per-run YAMLs of the reproduction grid.")
-    add_selection_args(parser)
-    args = parser.parse_args(argv)
-    try:
-        runs, root = runs_from_args(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m sparse.reproduce.grid``: the one command-line reader, then ``write_grid``."""
+    return run_command(COMMAND, write_grid, argv)
+
+
+def write_grid(args: GridArguments) -> int:
+    """Write the runs' configs and print one line per run."""
+    runs, root = runs_from_args(args)
     for r in runs:
         print(f"{r.key:45s} {r.method:35s} {r.config_path}")
     print(f"{len(runs)} runs; manifest {os.path.join(root, MANIFEST)}")

@@ -18,7 +18,6 @@ A failing run is reported and the next one starts; the exit status is non-zero i
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -26,10 +25,11 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from sparse.config import canonical_values
+from sparse.config import Command, canonical_values, key, run_command
 from sparse.errors import UserError, write_json
 from sparse.reproduce import aggregate as agg
 from sparse.reproduce import grid as grid_mod
@@ -222,33 +222,42 @@ def run_grid(runs: list[grid_mod.Run], output_root: str, datasets: Optional[list
     return summary
 
 
+@dataclass
+class RunnerArguments(grid_mod.GridArguments):
+    """Options of ``python -m sparse.reproduce.runner``: the grid's selection plus how to run it."""
+
+    beir_datasets: Optional[str] = key(None, "Comma list to evaluate on; null: each config's beir_datasets (the "
+                                             "smoke grid uses scifact).")
+    beir_dir: Optional[str] = key(None, "Directory holding the BEIR datasets.")
+    nproc: Optional[int] = key(None, "Processes per run; null: the visible GPUs; 0: CPU, no torchrun.", low=0)
+    eval_args: list[str] = key(help="Extra arguments passed to evaluate_beir.py (must come last).", factory=list,
+                               nargs="...")
+    dry_run: bool = key(False, "Print the commands, run nothing.")
+
+
+COMMAND = Command("python -m sparse.reproduce.runner", "Train, evaluate and aggregate the l0 paper's grid "
+                  "(resumable).", options=RunnerArguments)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Train, evaluate and aggregate the l0 paper's grid (resumable).")
-    grid_mod.add_selection_args(parser)
-    parser.add_argument("--beir_datasets", help="comma list to evaluate on (default: each config's beir_datasets; "
-                                                "the smoke grid uses scifact)")
-    parser.add_argument("--beir_dir", help="directory holding the BEIR datasets")
-    parser.add_argument("--nproc", type=int, help="processes per run (default: visible GPUs; 0 = CPU, no torchrun)")
-    parser.add_argument("--eval_args", nargs=argparse.REMAINDER, default=[],
-                        help="extra arguments passed to evaluate_beir.py (must come last)")
-    parser.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
-    args = parser.parse_args(argv)
+    """``python -m sparse.reproduce.runner``: the one command-line reader, then ``reproduce``."""
+    return run_command(COMMAND, reproduce, argv)
+
+
+def reproduce(args: RunnerArguments) -> int:
+    """Train and evaluate the selected runs (or print the commands), then aggregate."""
     os.chdir(REPO_ROOT)
-    try:
-        runs, root = grid_mod.runs_from_args(args, write=not args.dry_run)
-        datasets = args.beir_datasets.split(",") if args.beir_datasets else None
-        nproc = visible_gpus() if args.nproc is None else args.nproc
-        beir_dir = args.beir_dir
-        if args.smoke:
-            beir_dir = prepare_smoke(args.grid, root, runs, beir_dir, nproc, args.dry_run)
-        if not args.dry_run:
-            check_train_data(runs)
-        print(f"reproduce: {len(runs)} runs under {root}; "
-              f"{'GPUs: ' + str(visible_gpus()) if args.nproc is None else 'nproc: ' + str(args.nproc)}", flush=True)
-        summary = run_grid(runs, root, datasets, beir_dir, nproc, args.eval_args, args.dry_run)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    runs, root = grid_mod.runs_from_args(args, write=not args.dry_run)
+    datasets = args.beir_datasets.split(",") if args.beir_datasets else None
+    nproc = visible_gpus() if args.nproc is None else args.nproc
+    beir_dir = args.beir_dir
+    if args.smoke:
+        beir_dir = prepare_smoke(args.grid, root, runs, beir_dir, nproc, args.dry_run)
+    if not args.dry_run:
+        check_train_data(runs)
+    print(f"reproduce: {len(runs)} runs under {root}; "
+          f"{'GPUs: ' + str(visible_gpus()) if args.nproc is None else 'nproc: ' + str(args.nproc)}", flush=True)
+    summary = run_grid(runs, root, datasets, beir_dir, nproc, args.eval_args, args.dry_run)
     if "aggregate" in summary:
         out = summary["aggregate"]
         print(Path(out["markdown"]).read_text())

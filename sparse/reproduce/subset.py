@@ -11,12 +11,14 @@ The result is a normal ``<dir>/{corpus.jsonl, queries.jsonl, qrels/<split>.tsv}`
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
 import sys
 
+from dataclasses import dataclass
+
+from sparse.config import Command, key, run_command
 from sparse.errors import UserError
 
 
@@ -77,19 +79,28 @@ def make_subset(source: str, output: str, queries: int = 20, distractors: int = 
     return counts
 
 
+@dataclass(kw_only=True)
+class SubsetArguments:
+    """Options of ``python -m sparse.reproduce.subset``."""
+
+    source: str = key(help="A BEIR dataset directory.")
+    output: str = key(help="Where the subset is written.")
+    queries: int = key(20, "Queries kept per split.", low=1)
+    distractors: int = key(200, "Unjudged documents kept.", low=0)
+    splits: str = key("test", "Comma list of qrels splits to keep.")
+
+
+COMMAND = Command("python -m sparse.reproduce.subset", __doc__.splitlines()[0], options=SubsetArguments)
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--source", required=True, help="a BEIR dataset directory")
-    p.add_argument("--output", required=True)
-    p.add_argument("--queries", type=int, default=20, help="queries kept per split")
-    p.add_argument("--distractors", type=int, default=200, help="unjudged documents kept")
-    p.add_argument("--splits", default="test", help="comma list of qrels splits to keep")
-    a = p.parse_args(argv)
-    try:
-        counts = make_subset(a.source, a.output, a.queries, a.distractors, tuple(a.splits.split(",")))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m sparse.reproduce.subset``: the one command-line reader, then ``write``."""
+    return run_command(COMMAND, write, argv)
+
+
+def write(a: SubsetArguments) -> int:
+    """Write the subset and print its counts."""
+    counts = make_subset(a.source, a.output, a.queries, a.distractors, tuple(a.splits.split(",")))
     print(json.dumps(counts))
     return 0
 
