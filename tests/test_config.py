@@ -102,3 +102,173 @@ def test_evaluation_encode_batch_and_dtype(tmp_path):
     assert opts("per_device_eval_batch_size=16", "encode_batch_size=128", "encode_dtype=bf16") == (128, "bf16")
     with pytest.raises(ConfigError, match="encode_dtype"):
         parse_config(["--model_name_or_path", "m", "encode_dtype=fp64"])
+
+
+# ----------------------------------------------------------------------------- groups, metadata, aliases
+def _group_fields():
+    import dataclasses
+
+    from sparse.config import GROUPS
+
+    return [(name, f) for name, cls in GROUPS.items() for f in dataclasses.fields(cls)]
+
+
+def test_groups_are_small_and_every_key_has_help_and_one_home():
+    from sparse.config import GROUPS
+
+    for name, cls in GROUPS.items():
+        assert len(cls.__dataclass_fields__) <= 15, f"group {name} holds {len(cls.__dataclass_fields__)} keys"
+    names = [f.name for _, f in _group_fields()]
+    assert len(names) == len(set(names)), "a key name appears in two groups"
+    aliases = [a for _, f in _group_fields() for a in f.metadata["aliases"]]
+    assert not set(aliases) & set(names) and len(aliases) == len(set(aliases))
+    for group, f in _group_fields():
+        help_text = f.metadata.get("help", "")
+        assert help_text and "(new)" not in help_text and "issue" not in help_text, f"{group}.{f.name}"
+
+
+def test_every_choice_names_an_existing_registry():
+    from sparse.config.keys import resolve_choices
+
+    for group, f in _group_fields():
+        if f.metadata.get("choices") is not None:
+            assert resolve_choices(f.metadata["choices"]), f"{group}.{f.name}"
+
+
+def test_older_names_are_read_as_their_keys_with_one_note(caplog):
+    import logging
+
+    from sparse.config import forget_notes
+
+    forget_notes()
+    with caplog.at_level(logging.INFO, logger="sparse.config"):
+        cfg = resolve({"eval_max_seq_length": 96, "batch_size": 16, "use_l0": True})
+        resolve({"eval_max_seq_length": 96})
+    assert cfg.eval.corpus_max_seq_length == 96 and cfg.eval.encode_batch_size == 16
+    assert cfg.model.activation_type == "l1_relu"
+    assert {"corpus_max_seq_length", "encode_batch_size", "activation_type"} <= cfg.explicit_keys
+    notes = [r.getMessage() for r in caplog.records if "older name" in r.getMessage()]
+    assert len([n for n in notes if "'eval_max_seq_length'" in n]) == 1
+    assert any("'use_l0'" in n and "'activation_type'" in n for n in notes)
+    assert resolve({"use_l0": False, "activation_type": "l2_relu"}).model.activation_type == "l2_relu"
+    with pytest.raises(ConfigError, match="eval_max_seq_length.*corpus_max_seq_length"):
+        resolve({"eval_max_seq_length": 96, "corpus_max_seq_length": 128})
+    with pytest.raises(ConfigError, match="use_l0"):
+        resolve({"use_l0": "maybe"})
+
+
+def test_datagen_reads_max_seq_length_as_corpus_truncation():
+    from sparse.datagen.args import MiningArguments, parse_script_args
+
+    cfg, _ = parse_script_args(["--model_name_or_path", "m", "--max_seq_length", "96"], MiningArguments)
+    assert cfg.eval.corpus_max_seq_length == 96
+    cfg, _ = parse_script_args(["--model_name_or_path", "m", "corpus_max_seq_length=80"], MiningArguments)
+    assert cfg.eval.corpus_max_seq_length == 80
+
+
+def test_saved_config_is_grouped_and_flat_view_reads_any_grouping(tmp_path):
+    from sparse.config import flat_view
+
+    cfg = parse_config(["flops_d_lambda=0.25", "health_window=7", f"output_dir={tmp_path}"])
+    saved = yaml.safe_load(open(cfg.save(str(tmp_path))))
+    assert saved["regularizer"]["flops_d_lambda"] == 0.25 and saved["health"]["health_window"] == 7
+    assert flat_view(saved)["flops_d_lambda"] == 0.25
+    assert flat_view({"data": {"flops_d_lambda": 1}})["flops_d_lambda"] == 1  # an older run's grouping
+
+
+# ----------------------------------------------------------------------------- the one reader
+def _commands():
+    """(name, main(argv), keys and help texts --help must show) of every entry point."""
+    import importlib.util
+
+    from sparse.assets import main as assets_main
+    from sparse.config.docs import main as docs_main
+    from sparse.export.command import main as export_main
+    from sparse.idf import main as idf_main
+    from sparse.reproduce import aggregate, demo, grid, runner, subset
+
+    root = Path(__file__).resolve().parent.parent
+
+    def script(name):  # what ``python name.py ARGS`` runs
+        from sparse.config import run_cli
+
+        spec = importlib.util.spec_from_file_location(f"_help_{name}", root / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return lambda argv: run_cli(module.main, argv, usage=module.__doc__)
+
+    group_keys = {"flops_d_lambda": "Weight of the FLOPS regularizer on document vectors.",
+                  "corpus_max_seq_length": "Token limit of documents when a whole corpus is encoded"}
+    return [
+        ("train_ir", script("train_ir"), {**group_keys, "learning_rate": None}),
+        ("evaluate_beir", script("evaluate_beir"), {**group_keys, "eval_top_k": "Documents retrieved per query."}),
+        ("demo_train_data", script("demo_train_data"), {**group_keys, "negatives_per_query": None}),
+        ("data_preparation", script("data_preparation"), {**group_keys, "queries_per_part": None}),
+        ("sparse.export", export_main, {"to": "What to write.", "overwrite": None, "CHECKPOINT": None}),
+        ("sparse.assets", assets_main, {"only": "Fetch only these assets"}),
+        ("sparse.idf", idf_main, {"tokenizer": "Tokenizer id or directory.", "batch_size": None}),
+        ("sparse.reproduce.grid", grid.main, {"smoke": "The scaled-down CPU grid", "set": None}),
+        ("sparse.reproduce.runner", runner.main, {"dry_run": "Print the commands, run nothing.", "smoke": None}),
+        ("sparse.reproduce.aggregate", aggregate.main, {"output_root": None}),
+        ("sparse.reproduce.subset", subset.main, {"distractors": "Unjudged documents kept."}),
+        ("sparse.reproduce.demo", demo.main, {"prep_args": "Extra data_preparation.py arguments"}),
+        ("sparse.config.docs", docs_main, {"check": None}),
+    ]
+
+
+@pytest.mark.parametrize("index", range(13))
+def test_every_command_help_lists_keys_with_help_and_defaults(index, capsys):
+    name, main, keys = _commands()[index]
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    flat = " ".join(out.split())
+    assert "default" in out and "--debug" in out
+    for k, help_text in keys.items():
+        assert (f"--{k} " in out or k in out), f"{name}: {k}"
+        if help_text:
+            assert help_text in flat, f"{name}: help of {k}"
+
+
+@pytest.mark.parametrize("index", range(13))
+def test_every_command_reports_a_bad_key_in_one_line(index, capsys):
+    name, main, _ = _commands()[index]
+    with pytest.raises(SystemExit) as exit_:
+        main(["--no_such_key_anywhere", "1"])
+    assert exit_.value.code == 2, name
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no_such_key_anywhere" in err and "Traceback" not in err
+
+
+def test_export_keeps_its_command_line():
+    from sparse.config import parse_command
+    from sparse.export.command import COMMAND
+
+    _, args = parse_command(COMMAND, ["run/ckpt", "--to", "onnx", "--output", "out", "--no_onnx", "--results", "a",
+                                      "--results", "b", "--license", "mit", "--sample_size", "5"])
+    assert (args.checkpoint, args.to, args.output, args.no_onnx, args.results) == ("run/ckpt", "onnx", "out", True,
+                                                                                  ["a", "b"])
+    assert args.license == "mit" and args.sample_size == 5 and args.overwrite is False
+    with pytest.raises(ConfigError, match="--output is required"):
+        parse_command(COMMAND, ["run/ckpt", "--to", "onnx"])
+    with pytest.raises(ConfigError, match="to must be one of"):
+        parse_command(COMMAND, ["run/ckpt", "--to", "tflite", "--output", "o"])
+    with pytest.raises(ConfigError, match="cannot parse argument 'extra'"):
+        parse_command(COMMAND, ["run/ckpt", "extra", "--output", "o"])
+
+
+def test_debug_shows_the_traceback_of_every_command():
+    from sparse.errors import UserError
+    from sparse.reproduce.subset import main
+
+    with pytest.raises(UserError, match="--source is required"):
+        main(["--output", "o", "--debug"])
+
+
+def test_configuration_docs_match_the_code():
+    from sparse.config.docs import DOCS_PATH, HEADER, render
+
+    text = DOCS_PATH.read_text(encoding="utf-8")
+    assert text.startswith(HEADER)
+    assert text == render(), "docs/configuration.md is out of date: run python -m sparse.config.docs"
