@@ -1,13 +1,14 @@
-"""Errors a user can cause and fix (entry points print their message and exit with status 2), and
-the one way results files are written (atomically)."""
+"""Errors a user can cause and fix (entry points print their message and exit with status 2), the
+checks of the paths a user gives, and the one way files and folders are written (atomically)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Optional
 
 
 class UserError(Exception):
@@ -59,6 +60,36 @@ def write_atomic(path: str, write: Callable[[IO[str]], Any]) -> str:
     return path
 
 
+def save_atomic(path: str, save: Callable[[str], Any], keep_existing: bool = False) -> str:
+    """``save(tmp)`` writes a file or a folder at a temporary path beside ``path`` (same extension,
+    for writers that add one), which is then renamed over ``path``: no reader, and no other rank,
+    ever sees half of it. ``keep_existing``: when another process published ``path`` first, keep
+    theirs and drop ours (for caches whose entries are equal by construction)."""
+    tmp = f"{path}.tmp{os.getpid()}{os.path.splitext(path)[1]}"
+    _remove(tmp)
+    try:
+        save(tmp)
+        if os.path.isdir(path) and not keep_existing:
+            shutil.rmtree(path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not (keep_existing and os.path.exists(path)):
+                raise
+            _remove(tmp)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return path
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.unlink(path)
+
+
 def write_json(path: str, obj: Any, indent: int = 2, **kwargs) -> str:
     """``obj`` as JSON at ``path``, atomically (``write_atomic``)."""
     return write_atomic(path, lambda f: json.dump(obj, f, indent=indent, **kwargs))
@@ -76,3 +107,26 @@ def file_sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_PATH_KINDS = {"file": os.path.isfile, "directory": os.path.isdir, "file or directory": os.path.exists}
+
+
+def check_input_path(key: str, path: str, kind: str = "file") -> None:
+    """Before any work: the ``kind`` of input ``key`` names must exist (the message names key and path)."""
+    if not _PATH_KINDS[kind](path):
+        raise ConfigError(f"{key}: {kind} not found: {path}")
+
+
+def check_model_path(path: Optional[str], key: str = "model_name_or_path") -> None:
+    """The one rule for a model path: a local directory must hold a model (``config.json``), and a
+    value that looks like a path rather than a hub id ``org/name`` must exist."""
+    if not path:
+        raise ConfigError(f"{key} is required: a checkpoint or model directory, or a hub id")
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            inside = sorted(os.listdir(path))[:5]
+            raise ConfigError(f"{key}: {path} holds no model (no config.json; it has {inside or 'nothing'}); pass "
+                              "a checkpoint-* directory or a saved model")
+    elif path.startswith((".", "/", "~")) or path.count("/") > 1:
+        raise ConfigError(f"{key}: model directory not found: {path}")

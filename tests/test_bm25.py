@@ -83,7 +83,7 @@ def test_index_search_and_pairs_equal_bm25s(subset, tmp_path, ranking):
 
     _, ids, texts, queries = subset
     want = bm25s_scores(texts, queries)
-    idx = BM25Index(ids, texts, cache_dir=str(tmp_path), label="sub", progress=False)
+    idx = BM25Index(ids, texts, cache_dir=str(tmp_path), progress=False)
     assert not idx.cache_hit
     got_ids, got_scores = idx.search(queries, k=10)
     for i, q in enumerate(queries):
@@ -91,12 +91,12 @@ def test_index_search_and_pairs_equal_bm25s(subset, tmp_path, ranking):
         ranking.check(got_ids[i], want_ids, dict(zip(ids, want[i])), got_scores[i], where=q)
         np.testing.assert_allclose(idx.score_pairs([q] * len(texts), texts), want[i], rtol=1e-5, atol=1e-9)
     # cached: the second build loads the entry and answers the same; other settings, another entry
-    again = BM25Index(ids, texts, cache_dir=str(tmp_path), label="sub", progress=False)
+    again = BM25Index(ids, texts, cache_dir=str(tmp_path), progress=False)
     assert again.cache_hit and again.entry == idx.entry
     assert again.search(queries, k=10) == (got_ids, got_scores)
     from sparse.retrieval.bm25 import BM25Params
 
-    other = BM25Index(ids, texts, BM25Params(k1=1.2), cache_dir=str(tmp_path), label="sub", progress=False)
+    other = BM25Index(ids, texts, BM25Params(k1=1.2), cache_dir=str(tmp_path), progress=False)
     assert not other.cache_hit and other.entry != idx.entry
 
 
@@ -105,7 +105,7 @@ def test_bm25_teacher_online_offline(subset, toy_dir, tmp_path):
     (no model id), and from ``--teachers ...,bm25`` (``parse_teacher_specs``)."""
     from datasets import Dataset
 
-    from sparse.datagen.kd import parse_teacher_specs
+    from sparse.datagen.args import parse_teacher_specs
     from sparse.errors import ConfigError
     from sparse.teachers import build_ensemble, minmax_per_row
     from sparse.teachers.bm25 import fit_on_training_data

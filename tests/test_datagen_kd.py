@@ -130,7 +130,7 @@ def test_kd_rows_scores_determinism_and_resume(kd_setup, independent_kd, ranking
     check_against_independent(rows, independent_kd, ranking)
 
     # same seed, same output
-    from sparse.datagen.miners import SparseRetriever
+    from sparse.datagen.retrievers import SparseRetriever
     from sparse.corpus import load_encoder
     from sparse.datagen.kd import build_kd_ensemble
     from sparse.teachers import TeacherEnsemble
@@ -184,7 +184,7 @@ class Overlap:
 
 def test_kd_torchrun_sharding_equals_one_process(kd_setup, monkeypatch):
     """Ranks do disjoint parts; rank 0 merges them into what one process writes."""
-    from sparse.datagen.miners import BM25Retriever
+    from sparse.datagen.retrievers import BM25Retriever
     from sparse.datagen.sources import load_source
     from sparse.teachers import TeacherEnsemble
 

@@ -11,8 +11,8 @@ import pytest
 from sparse.config import ConfigError
 from sparse.corpus import explicit_sparse_settings
 from sparse.datagen.args import KDPrepArguments, MiningArguments, parse_script_args
-from sparse.datagen.negatives import (DROP_FEW_NEGATIVES, DROP_NO_POSITIVE, build_posnegs_rows, query_rng,
-                                      select_negatives)
+from sparse.datagen.negatives import build_posnegs_rows, query_rng, select_negatives
+from sparse.datagen.stats import DROP_FEW_NEGATIVES, DROP_NO_POSITIVE
 from sparse.datagen.parts import PartStore, assigned_parts
 from sparse.datagen.sources import fix_mojibake, load_source
 from sparse.errors import UserError
@@ -80,7 +80,7 @@ def test_args_parse_and_validate(tmp_path):
         parse_script_args(["--top_kk", "3"], MiningArguments)
     _, kd = parse_script_args(["--teachers", "dense:a/b,sparse:c"], KDPrepArguments)
     assert kd.teachers == ["dense:a/b", "sparse:c"] and kd.top_k == 100
-    from sparse.datagen.kd import parse_teacher_specs
+    from sparse.datagen.args import parse_teacher_specs
 
     assert parse_teacher_specs(kd.teachers) == [("dense", "a/b"), ("sparse", "c")]
     with pytest.raises(ConfigError, match="TYPE:MODEL"):

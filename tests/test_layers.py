@@ -1,8 +1,18 @@
-"""The import graph of ``sparse/`` has floors: no package imports one above or beside it.
+"""The import graph of ``sparse/`` has floors and no circles.
 
-Every ``import`` / ``from ... import`` of every ``.py`` file under ``sparse/`` counts, the ones
-inside functions too (a lazy import is still a dependency). A package is a first-level name under
-``sparse`` (``sparse.corpus.cache`` -> ``corpus``; ``sparse/config.py`` -> ``config``).
+Floors: no package imports one above or beside it. A package is a first-level name under
+``sparse`` (``sparse.corpus.cache`` -> ``corpus``; ``sparse/errors.py`` -> ``errors``).
+
+Circles: no module imports, directly or through others, a module that imports it back, inside one
+package or across packages. The nodes are modules (a package's ``__init__`` is the module named
+after the package); ``from sparse.corpus import distributed`` is an edge to the module
+``sparse.corpus.distributed`` when that is a module, else to ``sparse.corpus`` itself. The implicit
+import of a parent package that Python performs before a submodule is not an edge: it is how every
+package works, not a dependency a maintainer wrote.
+
+In both checks every ``import`` / ``from ... import`` of every ``.py`` file under ``sparse/``
+counts, the ones inside functions too: a lazy import is still a dependency, and a circle closed
+by a lazy import is still a circle (two modules that need each other are one job in two files).
 """
 
 from __future__ import annotations
@@ -34,11 +44,14 @@ ALLOWED = {
     "export": {"errors", "config", "corpus", "modeling", "retrieval", "data"},
     # the reproduction grid drives the entry points and reads their reports
     "reproduce": {"errors", "config", "assets", "evaluation", "data"},
+    # adaptation drives the entry points like the demo, and makes its pseudo-queries in process
+    "adapt": {"errors", "config", "assets", "data", "datagen", "evaluation", "reproduce"},
 }
 
 
-def _imported_modules(path: Path) -> list[tuple[int, str]]:
-    """(line, absolute module name) of every import in ``path``, relative imports resolved."""
+def _imported_modules(path: Path, submodules: bool = False) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in ``path``, relative imports resolved;
+    ``submodules``: ``from package import name`` also yields ``package.name`` (a module or not)."""
     rel = path.relative_to(SPARSE.parent).with_suffix("")
     package = list(rel.parts[:-1])  # the package holding the file (also for __init__.py)
     out = []
@@ -50,6 +63,8 @@ def _imported_modules(path: Path) -> list[tuple[int, str]]:
             module = ".".join(base + ([node.module] if node.module else []))
             if module == "sparse":  # from sparse import assets: the names are modules
                 out += [(node.lineno, f"sparse.{a.name}") for a in node.names]
+            elif submodules:
+                out += [(node.lineno, f"{module}.{a.name}") for a in node.names]
             else:
                 out.append((node.lineno, module))
     return out
@@ -66,6 +81,84 @@ def package_edges() -> dict[tuple[str, str], list[str]]:
                 continue
             edges.setdefault((source, parts[1]), []).append(f"{path.relative_to(SPARSE.parent)}:{line}")
     return edges
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SPARSE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_edges() -> dict[str, dict[str, int]]:
+    """module -> {module of ``sparse`` it imports: the first line that imports it}."""
+    paths = sorted(SPARSE.rglob("*.py"))
+    modules = {_module_name(p) for p in paths}
+    edges: dict[str, dict[str, int]] = {}
+    for path in paths:
+        source = _module_name(path)
+        out = edges.setdefault(source, {})
+        for line, module in _imported_modules(path, submodules=True):
+            target = module if module in modules else module.rpartition(".")[0]
+            while target and target not in modules:  # ``import sparse.x.y.name`` of a name
+                target = target.rpartition(".")[0]
+            if target.startswith("sparse") and target != source:
+                out.setdefault(target, line)
+    return edges
+
+
+def import_circles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return sorted(circles)
+
+
+def test_no_import_circles():
+    edges = module_edges()
+    circles = import_circles(edges)
+    lines = [" <-> ".join(group) + ": " + ", ".join(f"{a} imports {b} (line {edges[a][b]})" for a in group
+                                                      for b in group if b in edges[a])
+             for group in circles]
+    assert not circles, "import circles:\n" + "\n".join(lines)
+
+
+def test_the_circle_check_sees_lazy_imports_and_submodules(tmp_path, monkeypatch):
+    pkg = tmp_path / "sparse" / "datagen"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "args.py").write_text("def check():\n    from sparse.datagen.candidates import parse\n")
+    (pkg / "candidates.py").write_text("from sparse.datagen import args\n")
+    (pkg / "kd.py").write_text("from . import args\nfrom sparse.datagen import stats\n")
+    (pkg / "stats.py").write_text("")
+    monkeypatch.setattr(sys.modules[__name__], "SPARSE", tmp_path / "sparse")
+    assert import_circles(module_edges()) == [["sparse.datagen.args", "sparse.datagen.candidates"]]
 
 
 def test_every_package_has_a_floor():

@@ -1,25 +1,32 @@
-"""Encode a corpus once: document vectors cached on disk, sharded across ``torchrun`` ranks.
+"""Encode a corpus once: per-document data cached on disk, sharded across ``torchrun`` ranks.
 
-The cache entry of a corpus lives in ``<cache_dir>/<label>-<key>/`` where ``key`` hashes
+Two kinds of per-document data go through this one cache:
 
-* the encoder (``encoder_fingerprint``: its weights, sparse settings and vocabulary; not the
-  query-side IDF, inference-free flag or query length, which never change a document vector),
-* the caller's ``key_parts`` (e.g. the dataset name),
-* ``max_length`` and the document ids and texts themselves,
+* ``encode_corpus``: a sparse encoder's document vectors (a ``SparseBatch``), in
+  ``<cache_dir>/sparse-<key>/vectors.npz``;
+* ``embed_corpus``: a dense bi-encoder's document embeddings (an ``(n, dim)`` float32 array, e.g.
+  a dense teacher's), in ``<cache_dir>/dense-<key>/embeddings.npy``.
 
-so a changed model, dataset or truncation length never reuses stale vectors. A complete entry
-holds ``vectors.npz`` (a ``SparseBatch`` in the caller's document order) and ``meta.json``
-(written last: it marks the entry complete). An entry that cannot be read, or holds another
-number of vectors than the corpus has documents, is encoded again, with a warning that says why.
+``key`` hashes what decides the data and nothing else (``corpus_key``): the model
+(``encoder_fingerprint`` / ``teacher_fingerprint``: weights and settings; for a sparse encoder not
+the query-side IDF, inference-free flag or query length, which never change a document vector),
+the truncation length, a non-fp32 encode dtype, and the corpus content (ids and texts in order).
+The dataset's name is not in the key: the same corpus under another folder name reuses the entry,
+and the name (``key_parts``) is only recorded in ``meta.json``. A changed model, corpus or
+truncation length never reuses stale data.
 
-With ``WORLD_SIZE = w > 1`` rank r encodes positions r, r+w, ... and writes
-``shard-r-of-w.npz``; rank 0 waits for every shard, interleaves them back into document order,
-writes the entry and removes the shards. A completed entry is loaded by every rank at once.
+A complete entry holds the data file and ``meta.json`` (written last: it marks the entry
+complete). An entry that cannot be read, or holds another number of rows than the corpus has
+documents, is computed again, with a warning that says why.
 
-Encoding is resumable: each rank encodes its documents in blocks of ``block_docs`` and saves
-every finished block (``block-r-of-w-k.npz``, atomically) in the entry; a run killed mid-corpus
-and started again loads the finished blocks and encodes only the rest. Blocks are removed once
-the entry is complete.
+With ``WORLD_SIZE = w > 1`` rank r computes positions r, r+w, ... and writes ``shard-r-of-w``;
+rank 0 waits for every shard, interleaves them back into document order, writes the entry and
+removes the shards. A completed entry is loaded by every rank at once.
+
+Work is resumable: each rank computes its documents in blocks of ``block_docs`` and saves every
+finished block (``block-r-of-w-k``, atomically) in the entry; a run killed mid-corpus and started
+again loads the finished blocks and computes only the rest. Blocks are removed once the entry is
+complete.
 """
 
 from __future__ import annotations
@@ -28,96 +35,115 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 import zipfile
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from sparse.corpus import distributed
 from sparse.data.digest import corpus_digest
-from sparse.errors import UserError, write_json
+from sparse.errors import UserError, save_atomic, write_json
 from sparse.modeling.vectors import SparseBatch
 
 logger = logging.getLogger(__name__)
 
-VECTORS = "vectors.npz"
 META = "meta.json"
 BLOCK_DOCS = 20_000  # documents per saved block: what a killed encode can lose at most, per rank
+EMBED_CHUNK = 512  # texts per dense embed call (progress granularity)
+READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+@dataclass(frozen=True)
+class DocumentStore:
+    """How one kind of per-document data is named, saved, loaded and put back into document order."""
+
+    prefix: str  # entry folder: <cache_dir>/<prefix>-<key>
+    filename: str  # the data file of a complete entry (its extension is the shards' and blocks')
+    save: Callable[[Any, str], None]
+    load: Callable[[str], Any]
+    concat: Callable[[list], Any]
+    take: Callable[[Any, np.ndarray], Any]
+    describe: Callable[[Any], dict]  # what meta.json records about the data
+
+    def ext(self) -> str:
+        """The data file's extension, which shards and blocks share (writers such as np.save add it)."""
+        return os.path.splitext(self.filename)[1]
+
+
+SPARSE_VECTORS = DocumentStore("sparse", "vectors.npz", lambda b, p: b.save(p), SparseBatch.load, SparseBatch.concat,
+                               lambda b, order: b.take(order), lambda b: {"nnz": b.nnz, "vocab_size": b.vocab_size})
+DENSE_EMBEDDINGS = DocumentStore("dense", "embeddings.npy", lambda a, p: np.save(p, a), np.load, np.concatenate,
+                                 lambda a, order: a[order], lambda a: {"dim": int(a.shape[1])})
 
 
 @dataclass
 class CorpusVectors:
-    """What ``encode_corpus`` returns: the document vectors and how they were obtained."""
+    """What ``encode_corpus`` / ``embed_corpus`` return: the per-document data and how it was obtained."""
 
-    vectors: Optional[SparseBatch]  # in the order of ``ids``; None on a rank that only helped encode
+    vectors: Any  # SparseBatch or (n, dim) array in the order of ``ids``; None on a rank that only helped
     ids: list[str]
-    cache_hit: bool  # loaded from a complete cache entry, not encoded
-    seconds: float  # wall time of the call (hashing, loading or encoding, merging shards)
+    cache_hit: bool  # loaded from a complete cache entry, not computed
+    seconds: float  # wall time of the call (hashing, loading or computing, merging shards)
     entry: Optional[str] = None  # the cache entry directory (None without a cache)
     key: Optional[str] = None  # the hash of model + corpus behind ``entry`` (None without a cache)
 
 
 # query-side state: document vectors never depend on it, so a new (learned or in-domain) IDF
-# reuses the cached document vectors; the length is part of the key separately (``encode_corpus``)
+# reuses the cached document vectors; the length is part of the key separately (``corpus_key``)
 QUERY_ONLY_SETTINGS = ("inf_free", "query_max_seq_length", "idf_requires_grad", "max_seq_length")
 QUERY_ONLY_TENSORS = ("idf",)
 
 
-def encoder_fingerprint(encoder) -> str:
-    """A hash of everything that decides an encoder's document vectors (not the query-side IDF)."""
+def weights_fingerprint(header, state_dict: dict, skip: Sequence[str] = ()) -> str:
+    """A hash of ``header`` (JSON) and every tensor of ``state_dict`` but ``skip``, by name order."""
     h = hashlib.blake2b(digest_size=16)
-    settings = {k: v for k, v in asdict(encoder.settings).items() if k not in QUERY_ONLY_SETTINGS}
-    h.update(json.dumps(settings, sort_keys=True).encode())
-    h.update(str(encoder.vocab_size).encode())
-    for name, tensor in sorted(encoder.state_dict().items()):
-        if name in QUERY_ONLY_TENSORS:
+    h.update(json.dumps(header, sort_keys=True).encode())
+    for name, tensor in sorted(state_dict.items()):
+        if name in skip:
             continue
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
+def encoder_fingerprint(encoder) -> str:
+    """A hash of everything that decides an encoder's document vectors (not the query-side IDF)."""
+    settings = {k: v for k, v in asdict(encoder.settings).items() if k not in QUERY_ONLY_SETTINGS}
+    return weights_fingerprint([settings, encoder.vocab_size], encoder.state_dict(), skip=QUERY_ONLY_TENSORS)
+
+
+def teacher_fingerprint(teacher) -> str:
+    """A hash of everything that decides a dense teacher's document embeddings."""
+    header = [type(teacher).__name__, teacher.name, getattr(teacher, "pooling", None), teacher.max_length,
+              str(teacher.dtype)]
+    return weights_fingerprint(header, teacher.model.state_dict())
+
+
 def corpus_key(fingerprint: str, doc_ids: Sequence[str], texts: Sequence[str], max_length: Optional[int],
-               key_parts: Sequence = ()) -> str:
-    """The cache key of a corpus (ids and texts in order) encoded by an encoder of this fingerprint."""
-    return corpus_digest([fingerprint, list(map(str, key_parts)), max_length, len(doc_ids)], doc_ids, texts)
+               dtype: str = "fp32") -> str:
+    """The cache key of a corpus (ids and texts in order) computed by a model of this fingerprint."""
+    header = [fingerprint, max_length, len(doc_ids)] + ([dtype] if dtype != "fp32" else [])
+    return corpus_digest(header, doc_ids, texts)
 
 
-def _label(key_parts: Sequence) -> str:
-    label = "-".join(str(p) for p in key_parts) or "corpus"
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label)[:80]
+def load_cached(entry: str, n_docs: int, store: DocumentStore = SPARSE_VECTORS):
+    """The data of a complete cache entry, or None.
 
-
-def _atomic_save(batch: SparseBatch, path: str) -> None:
-    tmp = path + f".tmp{os.getpid()}.npz"
-    batch.save(tmp)
-    os.replace(tmp, path)
-
-
-def cache_entry_dir(cache_dir: str, key_parts: Sequence, key: str) -> str:
-    """``<cache_dir>/<label>-<key>``, the label made of ``key_parts`` (e.g. the dataset name)."""
-    return os.path.join(cache_dir, f"{_label(key_parts)}-{key}")
-
-
-def load_cached(entry: str, n_docs: int) -> Optional[SparseBatch]:
-    """The vectors of a complete cache entry, or None.
-
-    An unusable entry (unreadable, or not ``n_docs`` vectors) is marked incomplete (its
-    ``meta.json`` removed, so no rank waits on it) and None is returned after a warning that says why.
+    An unusable entry (unreadable, or not ``n_docs`` rows) is marked incomplete (its ``meta.json``
+    removed, so no rank waits on it) and None is returned after a warning that says why.
     """
     if not os.path.isfile(os.path.join(entry, META)):
         return None
     try:
-        batch = SparseBatch.load(os.path.join(entry, VECTORS))
-        why = None if len(batch) == n_docs else f"it holds {len(batch)} vectors for {n_docs} documents"
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        data = store.load(os.path.join(entry, store.filename))
+        why = None if len(data) == n_docs else f"it holds {len(data)} rows for {n_docs} documents"
+    except READ_ERRORS as exc:
         why = f"it cannot be read ({type(exc).__name__}: {exc})"
     if why is None:
-        return batch
-    logger.warning("corpus cache entry %s is unusable, %s: encoding the corpus again", entry, why)
+        return data
+    logger.warning("corpus cache entry %s is unusable, %s: computing it again", entry, why)
     try:
         os.remove(os.path.join(entry, META))
     except FileNotFoundError:  # another rank removed it first
@@ -135,97 +161,150 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
     ``cache_dir=None`` disables caching (single process only). Under ``torchrun`` every rank
     must call this; rank 0 gets the full batch in ``vectors``, the other ranks get None unless
     ``all_ranks``. ``rank`` / ``world_size`` default to the launch's. ``dtype`` is the encode dtype
-    (``SparseEncoder.encode_documents``); callers put a non-fp32 one in ``key_parts``.
+    (``SparseEncoder.encode_documents``). ``key_parts`` name the entry in its ``meta.json`` (e.g.
+    the dataset); they are not part of the key.
     """
+    def encode(part: list[str], desc: str, show: bool) -> SparseBatch:
+        if not part:
+            return SparseBatch.empty(encoder.vocab_size)
+        return encoder.encode_documents(part, batch_size=batch_size, max_length=length, progress=show, desc=desc,
+                                        dtype=dtype)
+
+    length = max_length or encoder.settings.max_seq_length
+    key = (lambda: corpus_key(encoder_fingerprint(encoder), doc_ids, texts, length, dtype)) if cache_dir else None
+    meta = {"key_parts": list(map(str, key_parts)), "max_length": length}
+    return cached_corpus(SPARSE_VECTORS, encode, doc_ids, texts, cache_dir, key, meta, "encode corpus", progress,
+                         rank, world_size, all_ranks, wait_timeout, block_docs)
+
+
+def embed_corpus(teacher, doc_ids: Sequence[str], texts: Sequence[str], cache_dir: Optional[str],
+                 progress: bool = True, rank: Optional[int] = None, world_size: Optional[int] = None,
+                 all_ranks: bool = False, wait_timeout: float = 24 * 3600.0,
+                 block_docs: Optional[int] = None) -> CorpusVectors:
+    """(n, dim) float32 embeddings of ``texts`` by a bi-encoder ``teacher`` (``embed_docs``: pooled,
+    normalized states), from the cache or embedded and cached; ranks and arguments as ``encode_corpus``."""
+    def embed(part: list[str], desc: str, show: bool) -> np.ndarray:
+        return embed_texts(teacher, part, show, desc)
+
+    key = (lambda: corpus_key(teacher_fingerprint(teacher), doc_ids, texts, None)) if cache_dir else None
+    return cached_corpus(DENSE_EMBEDDINGS, embed, doc_ids, texts, cache_dir, key, {"model": teacher.name},
+                         "dense corpus", progress, rank, world_size, all_ranks, wait_timeout, block_docs)
+
+
+def cached_embeddings(teacher, doc_ids: Sequence[str], texts: Sequence[str], cache_dir: str) -> Optional[np.ndarray]:
+    """The teacher's embeddings of this corpus if an earlier run cached them (nothing is computed)."""
+    key = corpus_key(teacher_fingerprint(teacher), doc_ids, texts, None)
+    return load_cached(entry_dir(cache_dir, DENSE_EMBEDDINGS, key), len(doc_ids), DENSE_EMBEDDINGS)
+
+
+def embed_texts(teacher, texts: Sequence[str], progress: bool = False, desc: str = "dense embed") -> np.ndarray:
+    """(n, dim) float32 embeddings by ``teacher.embed_docs``, longest texts first (less padding)."""
+    from tqdm.auto import tqdm
+
+    texts = list(texts)
+    order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
+    pieces = []
+    with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress, leave=False) as bar:
+        for s in range(0, len(order), EMBED_CHUNK):
+            chunk = [texts[i] for i in order[s:s + EMBED_CHUNK]]
+            pieces.append(teacher.embed_docs(chunk).float().cpu().numpy())
+            bar.update(len(chunk))
+    if not pieces:
+        return np.zeros((0, 0), np.float32)
+    stacked = np.concatenate(pieces)
+    out = np.empty_like(stacked)
+    out[np.asarray(order)] = stacked
+    return out
+
+
+def entry_dir(cache_dir: str, store: DocumentStore, key: str) -> str:
+    """``<cache_dir>/<prefix>-<key>``: named by content alone, so any name of the corpus finds it."""
+    return os.path.join(cache_dir, f"{store.prefix}-{key}")
+
+
+def cached_corpus(store: DocumentStore, compute: Callable[[list[str], str, bool], Any], doc_ids: Sequence[str],
+                  texts: Sequence[str], cache_dir: Optional[str], key: Optional[Callable[[], str]], meta: dict,
+                  desc: str, progress: bool = True, rank: Optional[int] = None, world_size: Optional[int] = None,
+                  all_ranks: bool = False, wait_timeout: float = 24 * 3600.0,
+                  block_docs: Optional[int] = None) -> CorpusVectors:
+    """The cache of the module docstring: ``compute(texts, desc, progress)`` runs on what is missing."""
     if len(doc_ids) != len(texts):
         raise ValueError(f"{len(doc_ids)} ids for {len(texts)} texts")
     t0 = time.perf_counter()
     ids = doc_ids if isinstance(doc_ids, list) else list(doc_ids)
 
-    def result(vectors, hit, entry=None, key=None) -> CorpusVectors:
-        return CorpusVectors(vectors, ids, hit, time.perf_counter() - t0, entry, key)
+    def result(data, hit, entry=None, k=None) -> CorpusVectors:
+        return CorpusVectors(data, ids, hit, time.perf_counter() - t0, entry, k)
 
     rank = distributed.launch_rank() if rank is None else rank
     world = distributed.launch_world_size() if world_size is None else world_size
     if cache_dir is None:
         if world > 1:
-            raise UserError("encoding a corpus across processes needs a cache_dir (the shards meet there)")
-        return result(_encode(encoder, list(texts), batch_size, max_length, progress, dtype=dtype), False)
-    max_length = max_length or encoder.settings.max_seq_length
-    key = corpus_key(encoder_fingerprint(encoder), doc_ids, texts, max_length, key_parts)
-    entry = cache_entry_dir(cache_dir, key_parts, key)
-    cached = load_cached(entry, len(doc_ids))
+            raise UserError("computing a corpus across processes needs a cache_dir (the shards meet there)")
+        return result(compute(list(texts), desc, progress), False)
+    k = key()
+    entry = entry_dir(cache_dir, store, k)
+    cached = load_cached(entry, len(doc_ids), store)
     if cached is not None:
-        logger.info("corpus vectors loaded from cache %s", entry)
-        return result(cached if (rank == 0 or all_ranks) else None, True, entry, key)
+        logger.info("corpus %s loaded from cache %s", store.filename, entry)
+        return result(cached if (rank == 0 or all_ranks) else None, True, entry, k)
     os.makedirs(entry, exist_ok=True)
     positions = list(distributed.shard_positions(len(texts), rank, world))
-    t_encode = time.perf_counter()
-    shard = _encode_in_blocks(encoder, [texts[i] for i in positions], batch_size, max_length, progress and rank == 0,
-                              desc=f"encode corpus (rank {rank}/{world})" if world > 1 else "encode corpus",
-                              folder=entry, tag=f"{rank}-of-{world}", block_docs=block_docs or BLOCK_DOCS,
-                              dtype=dtype)
-    logger.info("rank %d encoded %d documents in %.1fs (%.1f docs/s)", rank, len(positions),
-                time.perf_counter() - t_encode, len(positions) / max(time.perf_counter() - t_encode, 1e-9))
+    t_compute = time.perf_counter()
+    shard = _in_blocks(store, compute, [texts[i] for i in positions], progress and rank == 0,
+                       f"{desc} (rank {rank}/{world})" if world > 1 else desc, entry, f"{rank}-of-{world}",
+                       block_docs or BLOCK_DOCS)
+    seconds = max(time.perf_counter() - t_compute, 1e-9)
+    logger.info("rank %d computed %d documents in %.1fs (%.1f docs/s)", rank, len(positions), seconds,
+                len(positions) / seconds)
     if world == 1:
         full = shard
     else:
-        shard_paths = [os.path.join(entry, f"shard-{r}-of-{world}.npz") for r in range(world)]
-        _atomic_save(shard, shard_paths[rank])
+        shard_paths = [os.path.join(entry, f"shard-{r}-of-{world}{store.ext()}") for r in range(world)]
+        save_atomic(shard_paths[rank], lambda tmp: store.save(shard, tmp))
         distributed.barrier()
         if rank != 0:
             if not all_ranks:
-                return result(None, False, entry, key)
+                return result(None, False, entry, k)
             distributed.wait_for_files([os.path.join(entry, META)], wait_timeout, "rank 0 to merge the corpus shards")
-            merged = load_cached(entry, len(doc_ids))
+            merged = load_cached(entry, len(doc_ids), store)
             if merged is None:
                 raise UserError(f"rank 0 merged the corpus shards into {entry}, but rank {rank} cannot use them")
-            return result(merged, False, entry, key)
+            return result(merged, False, entry, k)
         distributed.wait_for_files(shard_paths, wait_timeout, "every rank's corpus shard")
-        shards = [SparseBatch.load(p) for p in shard_paths]
-        stacked = SparseBatch.concat(shards)
+        stacked = store.concat([store.load(p) for p in shard_paths])
         # stacked row j holds document position order[j]; invert that to document order
         order = np.concatenate([np.arange(r, len(texts), world) for r in range(world)])
         inverse = np.empty(len(order), np.int64)
         inverse[order] = np.arange(len(order))
-        full = stacked.take(inverse)
-    _atomic_save(full, os.path.join(entry, VECTORS))
-    meta = {"n_docs": len(doc_ids), "key_parts": list(map(str, key_parts)), "max_length": max_length,
-            "world_size": world, "nnz": full.nnz, "vocab_size": full.vocab_size}
-    write_json(os.path.join(entry, META), meta, indent=None)
+        full = store.take(stacked, inverse)
+    save_atomic(os.path.join(entry, store.filename), lambda tmp: store.save(full, tmp))
+    write_json(os.path.join(entry, META), {"n_docs": len(doc_ids), **meta, "world_size": world, **store.describe(full)},
+               indent=None)
     for name in os.listdir(entry):
         if name.startswith(("shard-", "block-")):
             os.remove(os.path.join(entry, name))
-    return result(full, False, entry, key)
+    return result(full, False, entry, k)
 
 
-def _encode_in_blocks(encoder, texts: list[str], batch_size: int, max_length: Optional[int], progress: bool,
-                      desc: str, folder: str, tag: str, block_docs: int, dtype: str = "fp32") -> SparseBatch:
-    """``_encode`` block by block, each finished block saved in ``folder`` and reused on a rerun."""
+def _in_blocks(store: DocumentStore, compute: Callable, texts: list[str], progress: bool, desc: str, folder: str,
+               tag: str, block_docs: int):
+    """``compute`` block by block, each finished block saved in ``folder`` and reused on a rerun."""
     blocks = []
     for k, start in enumerate(range(0, len(texts), block_docs)):
         part = texts[start:start + block_docs]
-        path = os.path.join(folder, f"block-{tag}-{k}.npz")
+        path = os.path.join(folder, f"block-{tag}-{k}{store.ext()}")
         done = None
         if os.path.isfile(path):
             try:
-                done = SparseBatch.load(path)
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                done = store.load(path)
+            except READ_ERRORS:
                 done = None
         if done is not None and len(done) == len(part):
-            logger.info("block %d of %s: %d documents already encoded (%s)", k, desc, len(part), path)
+            logger.info("block %d of %s: %d documents already computed (%s)", k, desc, len(part), path)
             blocks.append(done)
             continue
-        batch = _encode(encoder, part, batch_size, max_length, progress, dtype=dtype,
-                        desc=f"{desc} block {k + 1}" if len(texts) > block_docs else desc)
-        _atomic_save(batch, path)
-        blocks.append(batch)
-    return SparseBatch.concat(blocks) if blocks else SparseBatch.empty(encoder.vocab_size)
-
-
-def _encode(encoder, texts: list[str], batch_size: int, max_length: Optional[int], progress: bool,
-            desc: str = "encode corpus", dtype: str = "fp32") -> SparseBatch:
-    if not texts:
-        return SparseBatch.empty(encoder.vocab_size)
-    return encoder.encode_documents(texts, batch_size=batch_size, max_length=max_length, progress=progress,
-                                    desc=desc, dtype=dtype)
+        data = compute(part, f"{desc} block {k + 1}" if len(texts) > block_docs else desc, progress)
+        save_atomic(path, lambda tmp: store.save(data, tmp))
+        blocks.append(data)
+    return store.concat(blocks) if blocks else compute([], desc, False)

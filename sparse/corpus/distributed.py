@@ -17,8 +17,8 @@ ranks equals the gradient of one process training on the whole global batch:
 
     (1/W) * sum_r W * dL/dx_r = sum_r dL/dx_r = dL/dx
 
-The reference gathered by the local rank, which is wrong on more than one node; here every
-gather and every shard uses the global rank.
+Every gather and every shard uses the global rank (the local rank is only a GPU index, and is
+wrong as a rank on more than one node).
 """
 
 from __future__ import annotations
@@ -63,14 +63,23 @@ def shard_positions(n: int, rank: int, world: int) -> range:
     return range(rank, n, world)
 
 
-def wait_for_files(paths: list[str], timeout: float, what: str, poll: float = 0.5) -> None:
-    """Wait until every path exists (how launched processes meet without a process group), or
-    raise a ``UserError`` naming ``what`` and the first missing paths after ``timeout`` seconds."""
+def wait_for_files(paths: list[str], timeout: float, what: str, poll: float = 0.5, newer_than: float = 0.0) -> None:
+    """Wait until every path is a file modified at or after ``newer_than`` (how launched processes
+    meet without a process group), or raise a ``UserError`` naming ``what`` and the first missing
+    paths after ``timeout`` seconds."""
+    def ready(path: str) -> bool:
+        try:
+            return os.path.isfile(path) and os.path.getmtime(path) >= newer_than
+        except OSError:  # removed between the two looks
+            return False
+
+    def missing() -> list[str]:
+        return [p for p in paths if not ready(p)]
+
     deadline = time.monotonic() + timeout
-    while not all(os.path.isfile(p) for p in paths):
+    while missing():
         if time.monotonic() > deadline:
-            missing = [p for p in paths if not os.path.isfile(p)]
-            raise UserError(f"timed out after {timeout:.0f}s waiting for {what}: {missing[:3]}")
+            raise UserError(f"timed out after {timeout:.0f}s waiting for {what}: {missing()[:3]}")
         time.sleep(poll)
 
 

@@ -1,4 +1,4 @@
-"""From a resolved config to an encoder: its sparse settings, where corpus vectors are cached, loading.
+"""From a resolved config to an encoder and an index: sparse settings, cache folder, engine options, loading.
 
 The rule for sparse settings (``SparseSettings`` fields, saved with every checkpoint):
 
@@ -6,8 +6,7 @@ The rule for sparse settings (``SparseSettings`` fields, saved with every checkp
 * evaluation, mining and KD preparation load a trained model, so only the settings the user gave
   explicitly (on the command line or in the YAML file) override what the checkpoint says, and the
   checkpoint's own settings fill the rest (``explicit_sparse_settings``). A siamese checkpoint is
-  therefore searched with siamese queries unless ``--inf_free true`` is given (the reference
-  always searched inference-free). Evaluation and data generation use the same rule, so a model
+  therefore searched with siamese queries unless ``--inf_free true`` is given. Evaluation and data generation use the same rule, so a model
   mined and evaluated with the same keys has the same fingerprint and shares cached vectors.
 """
 
@@ -65,27 +64,15 @@ def corpus_cache_dir(cfg: ResolvedConfig) -> str:
     return cfg.eval.cache_dir or default_cache_dir()
 
 
-_PATH_KINDS = {"file": os.path.isfile, "directory": os.path.isdir, "file or directory": os.path.exists}
-
-
-def check_input_path(key: str, path: str, kind: str = "file") -> None:
-    """Before any work: the ``kind`` of input ``key`` names must exist (the message names key and path)."""
-    if not _PATH_KINDS[kind](path):
-        raise ConfigError(f"{key}: {kind} not found: {path}")
-
-
-def check_model_path(path: Optional[str], key: str = "model_name_or_path") -> None:
-    """Before any work: a local model directory must hold a model (config.json), and a value that
-    looks like a path (not a hub id ``org/name``) must exist."""
-    if not path:
-        raise ConfigError(f"{key} is required: a checkpoint or model directory, or a hub id")
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            inside = sorted(os.listdir(path))[:5]
-            raise ConfigError(f"{key}: {path} holds no model (no config.json; it has {inside or 'nothing'}); pass "
-                              "a checkpoint-* directory or a saved model")
-    elif path.startswith((".", "/", "~")) or path.count("/") > 1:
-        raise ConfigError(f"{key}: model directory not found: {path}")
+def engine_options(cfg: ResolvedConfig) -> dict[str, Any]:
+    """The ``Index`` options the eval keys give the chosen engine: the embedded engine's precision,
+    or the OpenSearch connection (callers add what is theirs: index name, progress, two-phase)."""
+    e = cfg.eval
+    if e.engine == "embedded":
+        return {"precision": e.index_precision}
+    o = cfg.opensearch
+    return {"url": o.opensearch_url, "query_form": o.opensearch_query_form, "verify_certs": o.opensearch_verify_certs,
+            "timeout": o.opensearch_timeout, "bulk_size": o.opensearch_bulk_size}
 
 
 def load_encoder(cfg: ResolvedConfig, path: Optional[str] = None, device: Optional[str] = None,

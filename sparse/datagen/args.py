@@ -1,100 +1,210 @@
-"""Command-line arguments of ``demo_train_data.py`` and ``data_preparation.py``.
+"""Keys of ``demo_train_data.py`` (``MiningArguments``) and ``data_preparation.py`` (``KDPrepArguments``).
 
-Both scripts read the shared model / data / eval keys of ``sparse.config`` (so the reference's
-``--model_name_or_path --inf_free --idf_path --beir_dir --beir_datasets`` keep working, from the
-command line or a YAML file) plus the keys of one dataclass below, parsed with the same rules
-(``--key value``, ``key=value``, YAML scalars; unknown keys are errors naming the key).
+Both scripts read the shared model / data / eval keys of ``sparse.config`` (so
+``--model_name_or_path --inf_free --idf_path --beir_dir --beir_datasets`` work from the command line
+or a YAML file) plus the keys of one class below, parsed with the same rules (``--key value``,
+``key=value``, YAML scalars; unknown keys are errors naming the key). The keys both scripts have
+are declared once, in ``DatagenArguments``. Every field is a ``sparse.config.key`` (help text and
+allowed values in its metadata); each class checks its values in ``__post_init__``, and this module
+imports no pipeline module.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
+import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import ClassVar, Optional, Sequence
 
-from sparse.config import ConfigError, ResolvedConfig
+from sparse.config import Command, ConfigError, ResolvedConfig, key, parse_command
+
+CANDIDATE_KINDS = ("student", "bm25", "dense")
+
+
+def _at_least(args, low: int, *names: str, null_ok: bool = False) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if not (value is None and null_ok) and value < low:
+            raise ConfigError(f"{name} must be >= {low}{' or null' if null_ok else ''}, got {value}")
+
+
+def _one_of(name: str, value, allowed: Sequence) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
 
 
 @dataclass
-class MiningArguments:
+class DatagenArguments:
+    """Keys shared by hard-negative mining and KD data preparation."""
+
+    default_top_k: ClassVar[int] = 50
+    output_suffix: ClassVar[str] = "data"
+
+    split: str = key("train", "split whose queries (those with qrels) are processed")
+    top_k: Optional[int] = key(None, "documents retrieved per query; null: 50 (mining) or 100 (KD data)", low=1)
+    min_negatives: int = key(1, "a query with fewer negatives left is dropped (and counted)", low=0)
+    seed: int = key(42, "random seed")
+    output: Optional[str] = key(None, "output directory; null: data/<dataset>_train (mining) or data/<dataset>_kd")
+    overwrite: bool = key(False, "rebuild a finished output instead of stopping")
+    bm25_k1: float = key(0.9, "BM25 k1 (Lucene BM25, sparse.retrieval.bm25)", low=0)
+    bm25_b: float = key(0.4, "BM25 b", low=0, high=1)
+    bm25_stemmer: Optional[str] = key("english", "PyStemmer language of BM25; null: no stemming")
+    bm25_stopwords: Optional[str] = key("en", "bm25s stop-word list of BM25; null: keep every word")
+
+    def __post_init__(self):
+        if self.top_k is None:
+            self.top_k = self.default_top_k
+        _at_least(self, 1, "top_k")
+        _at_least(self, 0, "min_negatives")
+        self.bm25_params()
+
+    def bm25_params(self):
+        """The ``BM25Params`` of the ``bm25_*`` keys (checks k1 and b)."""
+        from sparse.retrieval.bm25 import BM25Params
+
+        return BM25Params.from_dict({"k1": self.bm25_k1, "b": self.bm25_b, "stemmer": self.bm25_stemmer,
+                                     "stopwords": self.bm25_stopwords})
+
+    def output_dir(self, name: str) -> str:
+        """``output``, else ``data/<name>_<train|kd>``."""
+        return self.output or os.path.join("data", f"{name}_{self.output_suffix}")
+
+
+@dataclass
+class MiningArguments(DatagenArguments):
     """Keys of ``demo_train_data.py`` (hard-negative mining)."""
 
-    split: str = "train"
-    miner: str = "sparse"  # sparse: the given model through an Index; bm25: bm25s
-    top_k: int = 50
-    negatives_per_query: Optional[int] = None  # None keeps every remaining candidate (reference)
-    min_negatives: int = 1  # a query with fewer negatives is dropped (and counted)
-    skip_top: int = 0  # remaining candidates skipped from the top (likely false negatives)
-    sampling: str = "top"  # top | random (among the candidates left after skip_top)
-    seed: int = 42
-    output: Optional[str] = None  # default data/<name>_train
-    batch_size: int = 32  # encoding batch size
-    overwrite: bool = False
-    bm25_k1: float = 0.9  # --miner bm25: sparse.retrieval.bm25 settings (Anserini's k1, b)
-    bm25_b: float = 0.4
-    bm25_stemmer: Optional[str] = "english"  # PyStemmer language; null: no stemming
-    bm25_stopwords: Optional[str] = "en"  # bm25s stop word list; null: keep every word
+    output_suffix: ClassVar[str] = "train"
+
+    miner: str = key("sparse", "sparse: the given model through an Index; bm25: BM25 of the corpus",
+                     choices=("sparse", "bm25"))
+    negatives_per_query: Optional[int] = key(None, "negatives kept per query; null: every remaining candidate",
+                                             low=1)
+    skip_top: int = key(0, "remaining candidates skipped from the top (likely unjudged positives)", low=0)
+    sampling: str = key("top", "top: the best remaining candidates; random: drawn among them",
+                        choices=("top", "random"))
+
+    def __post_init__(self):
+        super().__post_init__()
+        _one_of("miner", self.miner, ("sparse", "bm25"))
+        _one_of("sampling", self.sampling, ("top", "random"))
+        _at_least(self, 0, "skip_top")
+        _at_least(self, 1, "negatives_per_query", null_ok=True)
+        if self.skip_top >= self.top_k:
+            raise ConfigError(f"skip_top ({self.skip_top}) must be below top_k ({self.top_k})")
 
 
 @dataclass
-class KDPrepArguments:
+class KDPrepArguments(DatagenArguments):
     """Keys of ``data_preparation.py`` (KD data with teacher scores)."""
 
-    data_dir: Optional[str] = None  # MS MARCO-format or BEIR-format directory
-    split: str = "train"
-    top_k: int = 100
-    teachers: Optional[list] = None  # ["dense:PATH", "sparse:PATH", "cross:PATH", "seq2seq:PATH"]
-    dense_pooling: str = "mean"  # dense teachers: mean (sentence-transformers) or cls
-    teacher_max_length: int = 512
-    teacher_batch_size: int = 32
-    teacher_dtype: Optional[str] = None  # fp16 | bf16 | fp32; default half on GPU, fp32 on CPU
-    teacher_trust_remote_code: bool = False  # e.g. Alibaba-NLP/gte-large-en-v1.5
-    save_teacher_scores: bool = False  # also store each teacher's normalized scores
-    queries_per_part: int = 1000  # unit of work, of torchrun sharding and of resuming
-    max_queries: Optional[int] = None  # keep the first N queries (sorted by id), for trials
-    num_shards: Optional[int] = None  # arrow shards of the output (default: by size)
-    prescored: Optional[str] = None  # join-only mode: {query, docs, scores} id lists + texts
-    fix_encoding: bool = True  # repair UTF-8 read as latin-1 ("mojibake") in MS MARCO texts
-    seed: int = 42
-    output: Optional[str] = None  # default data/<name>_kd
-    batch_size: int = 32  # encoding batch size of the retriever
-    overwrite: bool = False
-    # candidates: the union of these retrievers' top_k per query (sparse/datagen/candidates.py)
-    candidates: list = dataclasses.field(default_factory=lambda: ["student"])  # student | bm25 | dense:MODEL
-    include_positives: Optional[bool] = None  # add the qrels positives; null: true unless candidates=[student]
-    write_posnegs: Optional[str] = None  # also write teacher-filtered posnegs rows to this directory
-    negative_margin: float = 0.1  # posnegs: drop candidates scored >= (lowest positive's score - margin)
-    min_negatives: int = 1  # posnegs: a query with fewer negatives left is dropped (and counted)
-    bm25_k1: float = 0.9  # BM25 candidates and the bm25 teacher (sparse.retrieval.bm25)
-    bm25_b: float = 0.4
-    bm25_stemmer: Optional[str] = "english"  # PyStemmer language; null: no stemming
-    bm25_stopwords: Optional[str] = "en"  # bm25s stop word list; null: keep every word
+    default_top_k: ClassVar[int] = 100
+    output_suffix: ClassVar[str] = "kd"
+
+    data_dir: Optional[str] = key(None, "MS MARCO-format or BEIR-format directory; null: --beir_datasets")
+    teachers: Optional[list] = key(None, "teachers as TYPE:MODEL (dense, sparse, cross, seq2seq; bm25 alone)")
+    dense_pooling: str = key("mean", "pooling of dense teachers: mean (sentence-transformers) or cls",
+                             choices="sparse.teachers.dense:POOLINGS")
+    teacher_max_length: int = key(512, "teacher truncation length in tokens", low=1)
+    teacher_batch_size: int = key(32, "teacher batch size", low=1)
+    teacher_dtype: Optional[str] = key(None, "fp16 | bf16 | fp32; null: half precision on GPU, fp32 on CPU")
+    teacher_trust_remote_code: bool = key(False, "let teacher models run their own code (e.g. gte-large-en-v1.5)")
+    save_teacher_scores: bool = key(False, "also store each teacher's normalized scores")
+    queries_per_part: int = key(1000, "queries per part: the unit of work, of torchrun sharding and of resuming",
+                                low=1)
+    max_queries: Optional[int] = key(None, "keep the first N queries (sorted by id), for trials", low=1)
+    num_shards: Optional[int] = key(None, "arrow shards of the output; null: by size")
+    prescored: Optional[str] = key(None, "join-only mode: {query, docs, scores} id lists joined with texts")
+    fix_encoding: bool = key(True, "repair UTF-8 read as latin-1 (mojibake) in MS MARCO texts")
+    candidates: list = key(help="retrievers whose top_k per query are unioned: student, bm25, dense:MODEL",
+                           factory=lambda: ["student"])
+    include_positives: Optional[bool] = key(None, "add the judged positives to the candidates; null: true "
+                                                  "unless the candidates are [student] alone")
+    write_posnegs: Optional[str] = key(None, "also write teacher-filtered posnegs rows to this directory")
+    negative_margin: float = key(0.1, "posnegs: drop candidates scored >= (lowest positive's score - margin)",
+                                 low=0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _at_least(self, 1, "queries_per_part", "min_negatives")
+        _at_least(self, 1, "max_queries", null_ok=True)
+        from sparse.teachers.dense import POOLINGS
+
+        _one_of("dense_pooling", self.dense_pooling, POOLINGS)
+        parse_candidates(self.candidates)
+        if self.write_posnegs:
+            if self.include_positives is False:
+                raise ConfigError("write_posnegs needs the positives scored by the teachers: include_positives "
+                                  "cannot be false")
+            if self.output and os.path.normpath(self.write_posnegs) == os.path.normpath(self.output):
+                raise ConfigError("write_posnegs must be another directory than output")
+        if not self.negative_margin >= 0:
+            raise ConfigError(f"negative_margin must be >= 0, got {self.negative_margin}")
+
+    def wants_positives(self) -> bool:
+        """``include_positives``; null means true unless the candidates are the student's alone and no
+        posnegs rows are written."""
+        if self.include_positives is not None:
+            return bool(self.include_positives)
+        return parse_candidates(self.candidates) != [("student", None)] or bool(self.write_posnegs)
+
+    def ensemble_order(self) -> bool:
+        """Whether rows list their documents by ensemble score (else in the single retriever's order)."""
+        return len(parse_candidates(self.candidates)) > 1 or self.wants_positives()
 
 
-def _fields(cls) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+def parse_candidates(specs: Sequence[str]) -> list[tuple[str, Optional[str]]]:
+    """``["student", "bm25", "dense:MODEL"]`` -> [(kind, model or None)], in the given order."""
+    out: list[tuple[str, Optional[str]]] = []
+    for spec in specs or []:
+        kind, sep, model = str(spec).strip().partition(":")
+        if kind in ("student", "bm25") and not sep:
+            out.append((kind, None))
+        elif kind == "dense" and sep and model:
+            out.append((kind, model))
+        else:
+            raise ConfigError(f"candidates entry {spec!r}: use student, bm25 or dense:MODEL")
+    if not out:
+        raise ConfigError("candidates needs at least one retriever: student, bm25 or dense:MODEL")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"candidates names a retriever twice: {specs}")
+    return out
+
+
+def parse_teacher_specs(specs: Sequence[str]) -> list[tuple[str, Optional[str]]]:
+    """``["dense:PATH", "cross:ID", "bm25", ...]`` -> [(type, model id)]; types come from the teacher
+    registry. A type that needs no model (``bm25``: the collection being processed) may stand alone
+    (model id None)."""
+    from sparse.teachers import TEACHER_TYPES, teacher_types
+
+    known = teacher_types()
+    out = []
+    for spec in specs or []:
+        kind, sep, model = str(spec).partition(":")
+        optional = kind in known and not getattr(TEACHER_TYPES[kind], "needs_model_id", True)
+        if kind not in known or (not optional and (not sep or not model)) or (sep and not model):
+            raise ConfigError(f"teacher {spec!r} must be TYPE:MODEL with TYPE one of {known} (bm25 alone: "
+                              "the statistics of the collection being processed)")
+        out.append((kind, model or None))
+    if not out:
+        raise ConfigError("--teachers is required: e.g. --teachers dense:PATH,sparse:PATH "
+                          f"(types {known})")
+    return out
+
+
+def command_of(cls) -> Command:
+    """The ``Command`` of the script whose keys ``cls`` holds: its keys plus the configuration groups.
+    Data generation truncates corpus documents only, so its ``max_seq_length`` is read as
+    ``corpus_max_seq_length`` (with a note)."""
+    prog = "demo_train_data.py" if issubclass(cls, MiningArguments) else "data_preparation.py"
+    return Command(prog, options=cls, config=True, key_aliases={"max_seq_length": "corpus_max_seq_length"})
 
 
 def parse_script_args(argv, cls):
-    """(ResolvedConfig of model/data/eval keys, instance of ``cls``) from ``argv``."""
-    from sparse.config import HelpRequested, coerce_all, keys_help, read_values, resolve, wants_help
-
-    sections = ("model", "data", "eval")
-    if wants_help(argv):
-        raise HelpRequested(keys_help(sections, script_cls=cls))
-    values, source, cli_keys = read_values(argv)
-    own = _fields(cls)
-    mine = coerce_all({k: values.pop(k) for k in list(values) if k in own}, own, source, cli_keys)
-    cfg: ResolvedConfig = resolve(values, sections=sections, source=source, extra_known=tuple(own),
-                                  cli_keys=cli_keys)
-    args = cls(**mine)
-    _validate(args)
-    return cfg, args
+    """(ResolvedConfig, instance of ``cls``) from ``argv``, read by the one command-line reader."""
+    return parse_command(command_of(cls), argv)
 
 
-def check_inputs(cfg: ResolvedConfig, args) -> None:
+def check_inputs(cfg: ResolvedConfig, args: DatagenArguments) -> None:
     """The files and models a run reads, checked by the entry points before any work (and any file)."""
     from sparse.corpus import check_input_path, check_model_path
 
@@ -117,53 +227,12 @@ def check_inputs(cfg: ResolvedConfig, args) -> None:
                          cfg.data.beir_dir)
 
 
-def _validate(args) -> None:
-    for name in ("top_k", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(args, name)}")
-    if isinstance(args, MiningArguments):
-        if args.miner not in ("sparse", "bm25"):
-            raise ConfigError(f"miner must be 'sparse' or 'bm25', got {args.miner!r}")
-        if args.sampling not in ("top", "random"):
-            raise ConfigError(f"sampling must be 'top' or 'random', got {args.sampling!r}")
-        if args.skip_top < 0 or args.min_negatives < 0:
-            raise ConfigError("skip_top and min_negatives must be >= 0")
-        if args.negatives_per_query is not None and args.negatives_per_query < 1:
-            raise ConfigError(f"negatives_per_query must be >= 1 or null, got {args.negatives_per_query}")
-        if args.skip_top >= args.top_k:
-            raise ConfigError(f"skip_top ({args.skip_top}) must be below top_k ({args.top_k})")
-    if isinstance(args, KDPrepArguments):
-        if args.queries_per_part < 1:
-            raise ConfigError("queries_per_part must be >= 1")
-        from sparse.teachers.dense import POOLINGS
-
-        if args.dense_pooling not in POOLINGS:
-            raise ConfigError(f"dense_pooling must be one of {POOLINGS}, got {args.dense_pooling!r}")
-        if args.max_queries is not None and args.max_queries < 1:
-            raise ConfigError("max_queries must be >= 1 or null")
-        from sparse.datagen.candidates import check_candidate_args
-
-        check_candidate_args(args)
-    if hasattr(args, "bm25_k1"):
-        bm25_params(args)  # checks k1 and b
-
-
 def check_teacher_models(args: KDPrepArguments) -> None:
     """Every teacher model is checked at start, not after hours of encoding and retrieval."""
     from sparse.corpus import check_model_path
-    from sparse.datagen.kd import parse_teacher_specs
 
     if args.prescored or not args.teachers:
         return  # join-only mode needs no teacher; run_kd says --teachers is required otherwise
     for kind, model in parse_teacher_specs(args.teachers):
         if model is not None:
             check_model_path(model, key=f"--teachers {kind}:{model}")
-
-
-def bm25_params(args):
-    """The ``BM25Params`` of the ``bm25_*`` keys."""
-    from sparse.retrieval.bm25 import BM25Params
-
-    return BM25Params.from_dict({"k1": args.bm25_k1, "b": args.bm25_b, "stemmer": args.bm25_stemmer,
-                                 "stopwords": args.bm25_stopwords})
-

@@ -155,7 +155,7 @@ def _plan(cfg, args: KDPrepArguments, data, qids: list[str]) -> dict:
     h = hashlib.blake2b(digest_size=12)
     for q in qids:
         h.update(q.encode() + b"\x00")
-    keep = {k: v for k, v in asdict(args).items() if k not in ("overwrite", "batch_size", "teacher_batch_size",
+    keep = {k: v for k, v in asdict(args).items() if k not in ("overwrite", "teacher_batch_size",
                                                                "num_shards", "output")}
     return {"args": keep, "model": cfg.model.model_name_or_path, "idf_path": cfg.model.idf_path,
             "max_seq_length": cfg.eval.corpus_max_seq_length, "engine": cfg.eval.engine,

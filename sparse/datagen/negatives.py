@@ -1,38 +1,44 @@
-"""From retrieved candidates to ``posnegs`` rows (as the reference's ``demo_train_data.py`` builds them).
+"""From retrieved candidates to ``posnegs`` rows ``{query, pos, negs}`` (+ ids), two ways.
 
-For a query q with qrels R(q) (any grade) and positives P(q) = {d in R(q): grade > 0}:
+Mining (``build_posnegs_rows``, ``demo_train_data.py``), for a query q with qrels R(q) (any grade)
+and positives P(q) = {d in R(q): grade > 0}:
 
   1. candidates = the retrieved top-k of q, best first, minus every document of R(q)
      (a judged document is never a negative, whatever its grade);
   2. the first ``skip_top`` candidates are stepped over (likely unjudged positives);
-  3. ``sampling="top"`` keeps the next ``negatives_per_query`` (all when None, the reference);
+  3. ``sampling="top"`` keeps the next ``negatives_per_query`` (all when None);
      ``sampling="random"`` draws that many uniformly from what is left, with a generator seeded
      by (seed, crc32(query id)), and keeps them in rank order: the draw of one query does not
      depend on the others, on their order or on sharding;
-  4. one row ``{query, pos, negs}`` per positive (plus ids), all sharing the negatives.
+  4. one row per positive, all sharing the negatives.
 
-A query is dropped, and counted under its reason, when it has no positive, or fewer than
-``min_negatives`` negatives are left. Nothing is dropped silently: see ``MiningStats``.
+Teacher-filtered (``build_filtered_posnegs``, ``data_preparation.py --write_posnegs DIR``), with
+every candidate and positive scored by the teacher ensemble (S, in [0, 1)):
+
+    s_min(q)  = min_{p in P(q)} S(q, p)
+    negs(q)   = [d in C(q), ensemble order : d not in R(q) and S(q, d) < s_min(q) - margin]
+
+so a candidate the teachers score within ``--negative_margin`` of the weakest positive (a likely
+unjudged positive) is never a negative.
+
+A query is dropped, and counted under its reason (``sparse.datagen.stats``), when it has no
+positive, none of its positives is in the corpus, or fewer than ``min_negatives`` negatives are left.
 """
 
 from __future__ import annotations
 
 import os
 import zlib
-from collections import Counter
-from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
 
+from sparse.datagen.stats import DROP_FEW_NEGATIVES, DROP_NO_POSITIVE, DROP_POSITIVES_MISSING, MiningStats
 from sparse.errors import write_json
-
-DROP_NO_POSITIVE = "no positive (grade > 0) in qrels"
-DROP_FEW_NEGATIVES = "fewer than min_negatives negatives left"
-DROP_POSITIVES_MISSING = "positives not in the corpus"
 
 
 def query_rng(seed: int, query_id: str) -> np.random.Generator:
+    """The generator of one query's random draw: seeded by (seed, crc32(query id))."""
     return np.random.default_rng([int(seed), zlib.crc32(str(query_id).encode("utf-8"))])
 
 
@@ -50,54 +56,6 @@ def select_negatives(candidates: Sequence[str], judged: set, skip_top: int = 0,
         raise ValueError("random sampling needs a generator")
     keep = np.sort(rng.choice(len(pool), size=n, replace=False))
     return [pool[i] for i in keep]
-
-
-@dataclass
-class MiningStats:
-    """Counts of a mining run: queries in and kept, rows, negatives per row, and what was dropped why."""
-
-    queries_in: int = 0
-    queries_kept: int = 0
-    rows: int = 0
-    negatives_total: int = 0
-    min_negatives: Optional[int] = None
-    max_negatives: Optional[int] = None
-    dropped: dict = field(default_factory=dict)
-    positives_in_candidates: int = 0  # judged docs retrieved and removed (not an error)
-    positives_missing: list = field(default_factory=list)  # "qid:docid" of qrels docs absent from the corpus
-    extra: dict = field(default_factory=dict)
-
-    def add_query(self, n_negs: int, n_rows: int) -> None:
-        self.queries_kept += 1
-        self.rows += n_rows
-        self.negatives_total += n_negs * n_rows
-        self.min_negatives = n_negs if self.min_negatives is None else min(self.min_negatives, n_negs)
-        self.max_negatives = n_negs if self.max_negatives is None else max(self.max_negatives, n_negs)
-
-    def drop(self, reason: str, query_id: str) -> None:
-        entry = self.dropped.setdefault(reason, {"count": 0, "examples": []})
-        entry["count"] += 1
-        if len(entry["examples"]) < 10:
-            entry["examples"].append(query_id)
-
-    @property
-    def mean_negatives(self) -> float:
-        return self.negatives_total / self.rows if self.rows else 0.0
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["mean_negatives"] = round(self.mean_negatives, 3)
-        out["queries_dropped"] = sum(v["count"] for v in self.dropped.values())
-        return out
-
-    def save(self, path: str) -> None:
-        write_json(path, self.to_dict())
-
-    def summary(self) -> str:
-        drops = ", ".join(f"{v['count']} {k}" for k, v in self.dropped.items()) or "none"
-        return (f"{self.rows} rows from {self.queries_kept}/{self.queries_in} queries, "
-                f"{self.mean_negatives:.1f} negatives per row (min {self.min_negatives}, max "
-                f"{self.max_negatives}); dropped queries: {drops}")
 
 
 def judged_positives(qid: str, qrels: dict, stats: MiningStats) -> tuple[dict, list[str]]:
@@ -128,17 +86,11 @@ def build_posnegs_rows(query_ids: Sequence[str], queries: dict, qrels: dict, ret
         if len(negs) < min_negatives:
             stats.drop(DROP_FEW_NEGATIVES, qid)
             continue
-        neg_texts = [doc_text[d] for d in negs]
-        kept = 0
-        for pid in positives:
-            if pid not in doc_text:
-                stats.positives_missing.append(f"{qid}:{pid}")
-                continue
-            rows.append({"query": queries[qid], "pos": doc_text[pid], "negs": neg_texts,
-                         "query_id": qid, "pos_id": pid, "neg_ids": list(negs)})
-            kept += 1
-        if kept:
-            stats.add_query(len(negs), kept)
+        present = [p for p in positives if p in doc_text]
+        stats.positives_missing.extend(f"{qid}:{p}" for p in positives if p not in doc_text)
+        if present:
+            rows.extend(_rows(qid, queries, present, negs, doc_text))
+            stats.add_query(len(negs), len(present))
         else:
             stats.drop(DROP_POSITIVES_MISSING, qid)
     return rows, stats
@@ -163,5 +115,54 @@ def write_rows(rows: list[dict], output: str, stats: MiningStats, extra_files: O
     stats.save(os.path.join(output, "stats.json"))
 
 
-def histogram(values: Sequence[int]) -> dict:
-    return dict(sorted(Counter(values).items()))
+
+def filtered_negatives(ids: Sequence[str], scores: Sequence[float], judged, min_positive: float,
+                       margin: float) -> tuple[list[str], int]:
+    """(negatives in the given order, how many unjudged candidates the margin dropped)."""
+    negs, dropped = [], 0
+    for d, s in zip(ids, scores):
+        if d in judged:
+            continue
+        if s < min_positive - margin:
+            negs.append(d)
+        else:
+            dropped += 1
+    return negs, dropped
+
+
+def build_filtered_posnegs(qids: Sequence[str], queries: dict, qrels: dict, scored: dict, text_of: dict,
+                           margin: float, min_negatives: int = 1) -> tuple[list[dict], MiningStats]:
+    """Teacher-filtered rows of the module docstring; ``scored[qid] = (doc ids in ensemble order, scores)``
+    (a query absent from ``scored`` had no candidate)."""
+    stats = MiningStats(extra={"negatives_dropped_by_margin": 0})
+    rows: list[dict] = []
+    for qid in qids:
+        judged, positives = judged_positives(qid, qrels, stats)
+        if not positives:
+            continue
+        present = [p for p in positives if p in text_of]
+        stats.positives_missing.extend(f"{qid}:{p}" for p in positives if p not in text_of)
+        if not present:
+            stats.drop(DROP_POSITIVES_MISSING, qid)
+            continue
+        ids, scores = scored.get(qid, ([], []))
+        score_of = dict(zip(ids, (float(s) for s in scores)))
+        unscored = [p for p in present if p not in score_of]
+        if unscored:
+            raise RuntimeError(f"query {qid}: positives {unscored} were not scored (include_positives is off)")
+        stats.positives_in_candidates += sum(1 for d in ids if d in judged)
+        negs, dropped = filtered_negatives(ids, scores, judged, min(score_of[p] for p in present), margin)
+        stats.extra["negatives_dropped_by_margin"] += dropped
+        if len(negs) < min_negatives:
+            stats.drop(DROP_FEW_NEGATIVES, qid)
+            continue
+        rows.extend(_rows(qid, queries, present, negs, text_of))
+        stats.add_query(len(negs), len(present))
+    return rows, stats
+
+
+def _rows(qid: str, queries: dict, positives: Sequence[str], negs: Sequence[str], text_of: dict) -> list[dict]:
+    """One posnegs row per positive, all sharing ``negs``."""
+    neg_texts = [text_of[d] for d in negs]
+    return [{"query": queries[qid], "pos": text_of[pid], "negs": neg_texts, "query_id": qid, "pos_id": pid,
+             "neg_ids": list(negs)} for pid in positives]

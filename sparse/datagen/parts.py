@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from typing import Optional
 
-from sparse.errors import UserError, write_json
+from sparse.corpus.distributed import wait_for_files
+from sparse.errors import UserError, save_atomic, write_json
 
 
 class PartStore:
@@ -32,12 +32,15 @@ class PartStore:
         self.root = self.output + ".parts"
 
     def part_dir(self, i: int) -> str:
+        """The folder of part ``i``."""
         return os.path.join(self.root, f"part-{i:05d}")
 
     def is_done(self, i: int) -> bool:
+        """Whether part ``i`` is finished."""
         return os.path.isfile(os.path.join(self.part_dir(i), "state.json"))
 
     def finished_parts(self) -> list[str]:
+        """The folder names of the finished parts."""
         return sorted(n for n in os.listdir(self.root) if n.startswith("part-") and "." not in n
                       and self.is_done(int(n[5:]))) if os.path.isdir(self.root) else []
 
@@ -58,34 +61,28 @@ class PartStore:
         write_json(path, normalized, sort_keys=True)  # a new plan, or an old one no part was finished with
 
     def save(self, i: int, dataset, stats: dict) -> None:
-        final = self.part_dir(i)
-        tmp = f"{final}.tmp{os.getpid()}"
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
-        dataset.save_to_disk(tmp, num_shards=1 if not len(dataset) else None)  # an empty part: 1 empty shard
-        write_json(os.path.join(tmp, "part_stats.json"), stats, indent=None)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        """Part ``i``: its rows and stats, published at once (a half-written part is never seen)."""
+        def save(tmp: str) -> None:
+            dataset.save_to_disk(tmp, num_shards=1 if not len(dataset) else None)  # an empty part: 1 empty shard
+            write_json(os.path.join(tmp, "part_stats.json"), stats, indent=None)
+
+        save_atomic(self.part_dir(i), save)
 
     def load(self, i: int):
+        """The rows of part ``i``."""
         from datasets import load_from_disk
 
         return load_from_disk(self.part_dir(i))
 
     def stats(self, i: int) -> dict:
+        """The stats of part ``i``."""
         with open(os.path.join(self.part_dir(i), "part_stats.json"), encoding="utf-8") as f:
             return json.load(f)
 
     def wait_all(self, n_parts: int, timeout: float = 7 * 24 * 3600.0, poll: float = 2.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            missing = [i for i in range(n_parts) if not self.is_done(i)]
-            if not missing:
-                return
-            if time.monotonic() > deadline:
-                raise UserError(f"timed out waiting for parts {missing[:5]} of {self.root}")
-            time.sleep(poll)
+        """Wait until parts 0..n-1 are finished (by any rank)."""
+        wait_for_files([os.path.join(self.part_dir(i), "state.json") for i in range(n_parts)], timeout,
+                       f"the parts of {self.root}", poll=poll)
 
     def merge(self, n_parts: int, num_shards: Optional[int] = None):
         """Concatenate parts 0..n-1 in order into ``output``; returns the merged dataset."""
@@ -102,9 +99,11 @@ class PartStore:
         return merged
 
     def remove(self) -> None:
+        """Delete every part (once merged, or to start over)."""
         if os.path.isdir(self.root):
             shutil.rmtree(self.root)
 
 
 def assigned_parts(n_parts: int, rank: int, world: int) -> list[int]:
+    """The parts rank ``rank`` of ``world`` does: i with i mod world = rank."""
     return list(range(rank, n_parts, world))

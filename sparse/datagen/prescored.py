@@ -1,5 +1,4 @@
-"""Join published pre-scored id lists with collection texts (reference
-``prepare_msmarco_hard_negatives.py``).
+"""Join published pre-scored id lists with collection texts.
 
 Input rows ``{query: query id, docs: [doc ids], scores: [floats]}`` (e.g. the Hugging Face set
 ``opensearch-project/msmarco-hard-negatives``: MS MARCO train queries, top-100 candidates,
@@ -8,8 +7,7 @@ cross-encoder scores) come from a ``save_to_disk`` directory, a ``.jsonl``/``.js
 (``collection.tsv``, ``queries.<split>.tsv``) or BEIR-format directory. Output rows are ``kd``
 rows ``{query, q_id, docs, d_ids, scores}``; the scores are kept as published.
 
-The reference repaired mojibake by round-tripping *every* text through latin-1; here only texts
-that can be mojibake are repaired (``sources.fix_mojibake``). A row whose query or documents are
+Only texts that can be mojibake are repaired (``sources.fix_mojibake``). A row whose query or documents are
 missing from the texts is not written; the count and examples go to ``stats.json``.
 """
 
@@ -72,6 +70,7 @@ def text_tables(data_dir: str, split: str, fix_encoding: bool = True) -> tuple[d
 
 def join_prescored(spec: str, data_dir: str, output: str, split: str = "train", fix_encoding: bool = True,
                    num_shards=None, overwrite: bool = False, max_rows=None) -> dict:
+    """Write ``kd`` rows joining the id lists of ``spec`` with the texts of ``data_dir``; returns the stats."""
     from datasets import Features, List, Value
 
     if os.path.isfile(os.path.join(output, "stats.json")) and not overwrite:

@@ -32,15 +32,15 @@ class RetrievalData:
     qrels: dict[str, dict[str, int]]
 
     def text_of(self) -> dict[str, str]:
+        """doc id -> text."""
         return dict(zip(self.doc_ids, self.doc_texts))
 
 
 def fix_mojibake(text: str) -> str:
     """Undo UTF-8 bytes decoded as latin-1 (MS MARCO's "Ã©" for "é"); other text is returned as is.
 
-    The reference (``prepare_msmarco_hard_negatives.py``) round-tripped every text through
-    latin-1 and fell back on failure; here only texts that can be mojibake are tried (all
-    characters below 256, at least one above 127), so clean text is never touched.
+    Only texts that can be mojibake are tried (all characters below 256, at least one above 127),
+    so clean text is never touched.
     """
     if text.isascii() or any(ord(c) > 255 for c in text):
         return text
@@ -51,13 +51,16 @@ def fix_mojibake(text: str) -> str:
 
 
 def _tsv_rows(path: str):
-    with open(path, encoding="utf-8", newline="") as f:
-        for n, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
-            if row:
-                yield n, row
+    from sparse.data.beir import utf8_lines  # bytes that are not UTF-8: one error with line and offset
+
+    lines = (line for _, line in utf8_lines(path))
+    for n, row in enumerate(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+        if row:
+            yield n, row
 
 
 def read_id_text_tsv(path: str, fix_encoding: bool = True) -> dict[str, str]:
+    """``id<TAB>text`` rows as {id: text} (mojibake repaired with ``fix_encoding``)."""
     out: dict[str, str] = {}
     for n, row in _tsv_rows(path):
         if len(row) < 2:
@@ -68,6 +71,7 @@ def read_id_text_tsv(path: str, fix_encoding: bool = True) -> dict[str, str]:
 
 
 def read_msmarco_qrels(path: str) -> dict[str, dict[str, int]]:
+    """MS MARCO qrels (TREC 4 columns or 3 columns, optional header) as {qid: {pid: grade}}."""
     qrels: dict[str, dict[str, int]] = {}
     for n, row in _tsv_rows(path):
         if n == 1 and row[0].strip().lower() in ("query-id", "qid", "query_id"):
@@ -86,10 +90,12 @@ def read_msmarco_qrels(path: str) -> dict[str, dict[str, int]]:
 
 
 def is_msmarco_dir(path: str) -> bool:
+    """Whether ``path`` is an MS MARCO-format directory (it has ``collection.tsv``)."""
     return os.path.isfile(os.path.join(path, "collection.tsv"))
 
 
 def load_msmarco(path: str, split: str = "train", fix_encoding: bool = True) -> RetrievalData:
+    """One split of an MS MARCO-format directory."""
     files = {name: os.path.join(path, name) for name in
              ("collection.tsv", f"queries.{split}.tsv", f"qrels.{split}.tsv")}
     for name, full in files.items():
@@ -107,11 +113,22 @@ def load_msmarco(path: str, split: str = "train", fix_encoding: bool = True) -> 
 
 
 def load_beir_data(path: str, split: str = "train") -> RetrievalData:
+    """One split of a BEIR-format directory."""
     from sparse.data.beir import load_beir, sorted_corpus
 
     corpus, queries, qrels = load_beir(path, split)
     ids, texts = sorted_corpus(corpus)
     return RetrievalData(os.path.basename(os.path.normpath(path)), ids, texts, queries, qrels)
+
+
+def beir_dataset_dir(cfg) -> tuple[str, str]:
+    """(name, folder) of the one BEIR dataset ``--beir_datasets`` names (fetched if needed)."""
+    names = [n.strip() for n in str(cfg.data.beir_datasets).split(",") if n.strip()]
+    if len(names) != 1:
+        raise UserError(f"--beir_datasets must name exactly one dataset to mine, got {names}")
+    from sparse.assets import beir_dataset
+
+    return names[0], str(beir_dataset(names[0], cfg.data.beir_dir))
 
 
 def load_source(path: str, split: str = "train", fix_encoding: bool = True) -> RetrievalData:

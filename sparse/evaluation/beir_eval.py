@@ -70,8 +70,7 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
     timings["load_s"] = time.perf_counter() - t
     logger.info("%s: %d documents, %d queries with qrels (%s split)", dataset, len(doc_ids), len(queries), opts.split)
 
-    key_parts = (dataset,) if opts.dtype == "fp32" else (dataset, opts.dtype)
-    encoded = encode_corpus(encoder, doc_ids, texts, opts.cache_dir, key_parts=key_parts,
+    encoded = encode_corpus(encoder, doc_ids, texts, opts.cache_dir, key_parts=(dataset,),
                             batch_size=opts.batch_size, max_length=opts.max_length, progress=opts.progress,
                             dtype=opts.dtype)
     timings["encode_corpus_s"] = encoded.seconds
@@ -89,7 +88,7 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
     engine = index_class(opts.engine)
     engine_opts = dict(opts.engine_opts)
     if engine.persistent:  # a named index per dataset and model, reusable with skip_ingest
-        key = encoded.key or corpus_key(encoder_fingerprint(encoder), doc_ids, texts, opts.max_length, key_parts)
+        key = encoded.key or corpus_key(encoder_fingerprint(encoder), doc_ids, texts, opts.max_length, opts.dtype)
         engine_opts.setdefault("index_name", index_name(opts.index_prefix, dataset, key))
         engine_opts.setdefault("skip_ingest", opts.skip_ingest)
         engine_opts.setdefault("delete_on_close", opts.delete_index)

@@ -87,6 +87,7 @@ def rank_hits(ids: Sequence[str], scores: Sequence[float], k: int) -> tuple[list
 
 
 def check_k(k: int) -> int:
+    """``k`` as an int, or a ValueError when it is not a positive integer."""
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     return int(k)

@@ -22,21 +22,19 @@ Defaults k1 = 0.9, b = 0.4 are Anserini's (the BM25 baselines of BEIR and MS MAR
   that are not in the collection (a token the collection never holds has df = 0). For a text
   of the collection it equals bm25s's own ``get_scores`` (computed here in float64).
 
-An index is cached on disk under ``<cache_dir>/bm25-<label>-<key>/`` where ``key`` hashes the
-collection (ids and texts in order), k1, b, stemmer, stop words and the bm25s version; the
-entry holds bm25s's saved index plus ``meta.json`` (N, avgdl, settings; written last, so a
-directory without it is never used). Entries are written under a temporary name and renamed,
-so concurrent ``torchrun`` ranks never see half an entry.
+An index is cached on disk under ``<cache_dir>/bm25-<key>/`` where ``key`` hashes the collection
+(ids and texts in order), k1, b, stemmer, stop words and the bm25s version (not the dataset's
+name: the same collection under another name reuses the entry); the entry holds bm25s's saved
+index plus ``meta.json`` (N, avgdl, settings). Entries are written under a temporary name and
+renamed, so concurrent ``torchrun`` ranks never see half an entry.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
-import re
 import shutil
 import time
 from collections import Counter
@@ -45,7 +43,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from sparse.errors import ConfigError, UserError
+from sparse.errors import ConfigError, UserError, save_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +69,7 @@ class BM25Params:
 
     @classmethod
     def from_dict(cls, values: Optional[dict]) -> "BM25Params":
+        """Settings from ``{k1, b, stemmer, stopwords}`` (any subset; "none"/"null" turn a list off)."""
         values = dict(values or {})
         known = {"k1", "b", "stemmer", "stopwords"}
         unknown = sorted(set(values) - known)
@@ -109,18 +108,14 @@ def collection_key(doc_ids: Sequence[str], texts: Sequence[str], params: BM25Par
     return corpus_digest([FORMAT_VERSION, bm25s.__version__, asdict(params), len(doc_ids)], doc_ids, texts)
 
 
-def _label(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label or "corpus")[:80]
-
-
 class BM25Index:
     """BM25 statistics and index of one collection (see the module docstring).
 
-    ``cache_dir=None``: built in memory only. ``label`` names the cache entry (e.g. the dataset).
+    ``cache_dir=None``: built in memory only.
     """
 
     def __init__(self, doc_ids: Sequence[str], doc_texts: Sequence[str], params: Optional[BM25Params] = None,
-                 cache_dir: Optional[str] = None, label: str = "corpus", progress: bool = True):
+                 cache_dir: Optional[str] = None, progress: bool = True):
         import bm25s
 
         if len(doc_ids) != len(doc_texts):
@@ -138,7 +133,7 @@ class BM25Index:
         texts = list(doc_texts)
         if cache_dir:
             key = collection_key(self.doc_ids, texts, self.params)
-            self.entry = os.path.join(cache_dir, f"bm25-{_label(label)}-{key}")
+            self.entry = os.path.join(cache_dir, f"bm25-{key}")
             self.cache_hit = self._load(self.entry)
         if not self.cache_hit:
             self._build(texts)
@@ -158,21 +153,18 @@ class BM25Index:
         self.model.index(tokens, show_progress=self.progress)
 
     def _save(self, entry: str) -> None:
-        tmp = f"{entry}.tmp{os.getpid()}"
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
-        self.model.save(tmp, show_progress=False)
-        meta = {"format": FORMAT_VERSION, "n_docs": self.n_docs_built, "avgdl": self.avgdl,
-                "params": asdict(self.params), "bm25s": self._bm25s.__version__}
-        with open(os.path.join(tmp, META), "w", encoding="utf-8") as f:
-            json.dump(meta, f)
-        try:
-            os.replace(tmp, entry)
-        except OSError:  # another process wrote the entry first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+        def save(tmp: str) -> None:
+            self.model.save(tmp, show_progress=False)
+            meta = {"format": FORMAT_VERSION, "n_docs": self.n_docs_built, "avgdl": self.avgdl,
+                    "params": asdict(self.params), "bm25s": self._bm25s.__version__}
+            with open(os.path.join(tmp, META), "w", encoding="utf-8") as f:
+                json.dump(meta, f)
+
+        save_atomic(entry, save, keep_existing=True)  # another process that wrote it first wrote the same
 
     @property
     def n_docs_built(self) -> int:
+        """N of the bm25s index."""
         return int(self.model.scores["num_docs"])
 
     def _load(self, entry: str) -> bool:
@@ -220,6 +212,7 @@ class BM25Index:
                                     return_ids=False, show_progress=False)
 
     def idf(self, token: str) -> float:
+        """Lucene's BM25 idf of a (stemmed) token: log(1 + (N - df + 0.5) / (df + 0.5))."""
         df = self.df.get(token, 0)
         return math.log(1.0 + (self.n_docs - df + 0.5) / (df + 0.5))
 
@@ -277,6 +270,7 @@ class BM25Index:
         return out_ids, out_scores
 
     def close(self) -> None:
+        """Drop the index."""
         self.model = None
         self._postings = None
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
@@ -27,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from sparse.errors import UserError
+from sparse.errors import UserError, save_atomic
 from sparse.modeling.vectors import SparseBatch
 from sparse.retrieval.base import ENGINES, SearchResult, check_k, prune_queries
 from sparse.retrieval.precision import PRECISIONS, store_values
@@ -187,19 +185,18 @@ class EmbeddedIndex:
     def save(self, directory: str) -> str:
         """Write ``vectors.npz``, ``ids.json`` and ``meta.json`` into ``directory`` (atomically)."""
         self._build()
-        parent = os.path.dirname(os.path.abspath(directory))
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".index-", dir=parent)
-        self._docs.save(os.path.join(tmp, "vectors.npz"))
-        with open(os.path.join(tmp, "ids.json"), "w", encoding="utf-8") as f:
-            json.dump(self._ids, f)
-        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump({"format_version": FORMAT_VERSION, "precision": self.precision,
-                       "n_docs": len(self._ids), "vocab_size": self._docs.vocab_size}, f)
-        if os.path.isdir(directory):
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-        return directory
+
+        def save(tmp: str) -> None:
+            os.makedirs(tmp)
+            self._docs.save(os.path.join(tmp, "vectors.npz"))
+            with open(os.path.join(tmp, "ids.json"), "w", encoding="utf-8") as f:
+                json.dump(self._ids, f)
+            with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+                json.dump({"format_version": FORMAT_VERSION, "precision": self.precision,
+                           "n_docs": len(self._ids), "vocab_size": self._docs.vocab_size}, f)
+
+        os.makedirs(os.path.dirname(os.path.abspath(directory)), exist_ok=True)
+        return save_atomic(directory, save)
 
     @classmethod
     def load(cls, directory: str, **opts) -> "EmbeddedIndex":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pkgutil
 from typing import Callable, Optional, Sequence
 
@@ -48,9 +49,7 @@ NOT_TEACHER_MODULES = {"base", "ensemble"}
 
 def teacher_types() -> tuple[str, ...]:
     """Every registered teacher type, after importing each module of ``sparse/teachers/`` once."""
-    import sparse.teachers as package
-
-    for module in pkgutil.iter_modules(package.__path__):
+    for module in pkgutil.iter_modules([os.path.dirname(__file__)]):
         if module.name not in NOT_TEACHER_MODULES:
             importlib.import_module(f"sparse.teachers.{module.name}")
     return tuple(sorted(TEACHER_TYPES))
@@ -67,6 +66,7 @@ def minmax_per_row(scores: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def default_device(device=None) -> torch.device:
+    """``device``, else the GPU when there is one, else the CPU."""
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -136,13 +136,10 @@ class BM25Teacher(Teacher):
         if not model_id:
             return cls(None, params, cache_dir=cache_dir, name="bm25:training-data", batch_size=batch_size)
         ids, texts = read_collection(model_id)
-        label = os.path.basename(os.path.normpath(str(model_id)))
-        if label in ("corpus.jsonl", "collection.tsv"):
-            label = os.path.basename(os.path.dirname(os.path.normpath(str(model_id))))
-        idx = BM25Index(ids, texts, params, cache_dir=cache_dir, label=label, progress=progress)
+        idx = BM25Index(ids, texts, params, cache_dir=cache_dir, progress=progress)
         return cls(idx, name=str(model_id), batch_size=batch_size)
 
-    def fit(self, texts: Sequence[str], label: str = "training-docs", progress: bool = False) -> None:
+    def fit(self, texts: Sequence[str], progress: bool = False) -> None:
         """Collection statistics from ``texts`` (the distinct ones, sorted; e.g. the training documents)."""
         from sparse.retrieval.bm25 import BM25Index
 
@@ -150,7 +147,7 @@ class BM25Teacher(Teacher):
         if not distinct:
             raise UserError("bm25 teacher: no documents to take statistics from")
         self.index = BM25Index([str(i) for i in range(len(distinct))], distinct, self.params,
-                               cache_dir=self.cache_dir, label=label, progress=progress)
+                               cache_dir=self.cache_dir, progress=progress)
 
     @torch.no_grad()
     def score_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> torch.Tensor:

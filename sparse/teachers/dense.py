@@ -2,7 +2,7 @@
 
     e(x) = pool(h(x)) / ||pool(h(x))||_2,   score(q, d) = e(q) . e(d)   (cosine)
 
-``pooling`` is ``cls`` (the first token's state, the reference) or ``mean`` (mean over real tokens,
+``pooling`` is ``cls`` (the first token's state) or ``mean`` (mean over real tokens,
 as sentence-transformers models such as all-MiniLM-L6-v2 are trained).
 """
 

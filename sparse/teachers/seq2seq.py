@@ -1,7 +1,6 @@
 """A seq2seq relevance teacher in the monoT5 style (Nogueira et al., 2020).
 
-Score of a (query, document) pair, as in the reference's teacher 3 of ``data_preparation.py``
-(``castorini/monot5-*-msmarco``), fixed to be a proper pairwise score:
+Score of a (query, document) pair with a ``castorini/monot5-*-msmarco`` model:
 
   1. the encoder reads ``"Query: {q} Document: {d} Relevant:"`` in at most ``max_length``
      tokens: a long document loses its tail, the prompt keeps its closing "Relevant:";
@@ -9,8 +8,8 @@ Score of a (query, document) pair, as in the reference's teacher 3 of ``data_pre
   3. the score is ``softmax([logit("true"), logit("false")])[0]``: the probability of "true"
      against "false" at that first step, in [0, 1].
 
-The reference took the softmax over the whole vocabulary; restricting it to the two answer
-tokens is what monoT5 was trained for and what its authors use for ranking.
+The softmax is over the two answer tokens only: what monoT5 was trained for and what its authors
+rank with.
 """
 
 from __future__ import annotations
