@@ -13,10 +13,13 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import logging
 import os
 from typing import Iterable, Iterator
 
 from sparse.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 Corpus = dict[str, dict[str, str]]
 Queries = dict[str, str]
@@ -34,56 +37,72 @@ def sorted_corpus(corpus: Corpus) -> tuple[list[str], list[str]]:
     return ids, [doc_text(corpus[i]) for i in ids]
 
 
+def utf8_lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number from 1, text) of each line of ``path``; bytes that are not UTF-8 are one
+    ``UserError`` naming the file, the line and the byte offset in the file (a leading BOM is dropped)."""
+    offset = 0
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path}: line {n} is not UTF-8 (byte offset {offset + exc.start}: "
+                                f"0x{raw[exc.start]:02x}); convert the file to UTF-8 "
+                                f"(e.g. iconv -f latin1 -t utf-8)") from None
+            if n == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            offset += len(raw)
+            yield n, line
+
+
 def iter_corpus_texts(path: str) -> Iterator[str]:
     """Document texts of a BEIR ``corpus.jsonl`` (``doc_text``), a ``.tsv`` collection (id<TAB>text,
     MS MARCO style) or a plain text file (one document per line); blank lines are skipped."""
     if not os.path.isfile(path):
         raise UserError(f"corpus file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            if path.endswith(".jsonl"):
-                try:
-                    doc = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}:{n} is not valid JSON: {exc}") from None
-                yield doc_text(doc)
-            elif path.endswith(".tsv"):
-                yield line.split("\t", 1)[-1]
-            else:
-                yield line
+    for n, line in utf8_lines(path):
+        line = line.rstrip("\r\n")
+        if not line:
+            continue
+        if path.endswith(".jsonl"):
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{n} is not valid JSON: {exc}") from None
+            yield doc_text(doc)
+        elif path.endswith(".tsv"):
+            yield line.split("\t", 1)[-1]
+        else:
+            yield line
 
 
 def _read_jsonl(path: str) -> Iterable[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{n} is not valid JSON ({exc})") from None
-            if not isinstance(row, dict) or "_id" not in row:
-                raise UserError(f"{path}:{n} has no '_id' field")
-            yield n, row
+    for n, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{n} is not valid JSON ({exc})") from None
+        if not isinstance(row, dict) or "_id" not in row:
+            raise UserError(f"{path}:{n} has no '_id' field")
+        yield n, row
 
 
 def _read_qrels_tsv(path: str) -> Qrels:
     qrels: Qrels = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for n, row in enumerate(reader, 1):
-            if not row or (n == 1 and row[0].strip().lower() in ("query-id", "query_id", "qid")):
-                continue
-            if len(row) < 3:
-                raise UserError(f"{path}:{n}: expected 'query-id<TAB>corpus-id<TAB>score', got {row!r}")
-            try:
-                score = int(float(row[2]))
-            except ValueError:
-                raise UserError(f"{path}:{n}: score {row[2]!r} is not a number") from None
-            qrels.setdefault(row[0], {})[row[1]] = score
+    # lines decoded by utf8_lines: a byte that is not UTF-8 is named with its line and offset
+    reader = csv.reader((line for _, line in utf8_lines(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
+    for n, row in enumerate(reader, 1):
+        if not row or (n == 1 and row[0].strip().lower() in ("query-id", "query_id", "qid")):
+            continue
+        if len(row) < 3:
+            raise UserError(f"{path}:{n}: expected 'query-id<TAB>corpus-id<TAB>score', got {row!r}")
+        try:
+            score = int(float(row[2]))
+        except ValueError:
+            raise UserError(f"{path}:{n}: score {row[2]!r} is not a number") from None
+        qrels.setdefault(row[0], {})[row[1]] = score
     return qrels
 
 
@@ -144,4 +163,46 @@ def load_beir(dataset_dir: str, split: str = "test") -> tuple[Corpus, Queries, Q
     queries = {q: queries[q] for q in qrels}
     if not qrels:
         raise UserError(f"{dataset_dir}: split {split!r} has no qrels")
+    warn_corpus_gaps(dataset_dir, split, corpus, qrels)
     return corpus, queries, qrels
+
+
+def warn_corpus_gaps(dataset_dir: str, split: str, corpus: Corpus, qrels: Qrels) -> dict[str, int]:
+    """Warn (with counts) about what silently changes the metrics: qrels naming documents that are not
+    in the corpus (never retrievable: they lower Recall and NDCG) and empty documents (their vectors
+    come from special-token positions only). Returns the counts."""
+    pairs = [(q, d) for q, docs in qrels.items() for d in docs if d not in corpus]
+    counts = {"qrels_docs_absent": len(pairs), "empty_documents": sum(1 for doc in corpus.values()
+                                                                       if not doc_text(doc))}
+    if pairs:
+        total = sum(len(docs) for docs in qrels.values())
+        logger.warning("%s: %d of %d qrels (%s split, %d queries) name documents that are not in the corpus, e.g. "
+                       "%r: they can never be retrieved and lower Recall/NDCG", dataset_dir, len(pairs), total, split,
+                       len({q for q, _ in pairs}), pairs[0][1])
+    if counts["empty_documents"]:
+        logger.warning("%s: %d of %d documents are empty (no title, no text): their vectors come from special "
+                       "tokens only", dataset_dir, counts["empty_documents"], len(corpus))
+    return counts
+
+
+def check_beir_dataset(dataset_dir: str, split: str = "test") -> None:
+    """Read every file of a dataset once (UTF-8, JSON, qrels format, query ids) without keeping the
+    corpus: the checks ``load_beir`` makes, run before an evaluation writes anything."""
+    dataset_dir = str(dataset_dir)
+    if not os.path.isdir(dataset_dir) or is_parquet_layout(dataset_dir):
+        return  # a missing folder is reported by load_beir; parquet files are typed and checked when read
+    corpus_path = os.path.join(dataset_dir, "corpus.jsonl")
+    queries_path = os.path.join(dataset_dir, "queries.jsonl")
+    qrels_path = os.path.join(dataset_dir, "qrels", f"{split}.tsv")
+    for path in (corpus_path, queries_path, qrels_path):
+        if not os.path.isfile(path):
+            return  # load_beir says what is missing
+    for _ in _read_jsonl(corpus_path):
+        pass
+    query_ids = {str(row["_id"]) for _, row in _read_jsonl(queries_path)}
+    qrels = _read_qrels_tsv(qrels_path)
+    missing = [q for q in qrels if q not in query_ids]
+    if missing:
+        raise UserError(f"{dataset_dir}: {len(missing)} qrels query ids have no query text, e.g. {missing[:5]}")
+    if not qrels:
+        raise UserError(f"{dataset_dir}: split {split!r} has no qrels")

@@ -8,7 +8,7 @@ YAML mode ``evaluate_beir.py run.yaml [key=value ...]`` (no ``model_name_or_path
           plus a table over checkpoints.
 
 The suffix names the settings that change the results: ``_2p`` (two-phase) + ``_<query_prune>`` (if > 0) +
-``_<eval_max_seq_length>`` (if != 512) + ``_<prune_ratio>`` (if set).
+``_<corpus_max_seq_length>`` (if != 512) + ``_<prune_ratio>`` (if set).
 
 Per model: ``results/<dataset>.json``, ``runs/<dataset>.trec``, ``summary.csv`` / ``summary.md``
 (with the average row). At the root: ``eval_config.yaml`` (resolved, credentials redacted) and
@@ -28,8 +28,8 @@ from typing import Optional
 
 import yaml
 
-from sparse.config import ResolvedConfig, parse_config, split_overrides
-from sparse.corpus import check_model_path, corpus_cache_dir, distributed, load_encoder
+from sparse.config import Command, ResolvedConfig, parse_command, split_overrides
+from sparse.corpus import check_model_path, corpus_cache_dir, distributed, engine_options, load_encoder
 from sparse.errors import ConfigError, UserError, write_atomic
 from sparse.evaluation.beir_eval import EvalOptions, evaluate_dataset
 from sparse.evaluation.report import write_checkpoint_summary, write_dataset_summary
@@ -125,37 +125,54 @@ def encode_batch_size(cfg: ResolvedConfig) -> int:
 
 
 def eval_options(cfg: ResolvedConfig) -> EvalOptions:
-    e, d = cfg.eval, cfg.data
-    if not 0 <= d.query_prune < 1:
-        raise ConfigError(f"query_prune must be in [0, 1), got {d.query_prune}")
-    if e.eval_top_k < 1:
-        raise ConfigError(f"eval_top_k must be >= 1, got {e.eval_top_k}")
-    if e.engine == "embedded":
-        engine_opts = {"precision": e.index_precision, "progress": True}
-        if d.use_two_phase:
-            raise ConfigError("use_two_phase is an OpenSearch search pipeline; it needs --engine opensearch")
-    else:
-        engine_opts = {"url": e.opensearch_url, "query_form": e.opensearch_query_form,
-                       "two_phase": d.use_two_phase, "verify_certs": e.opensearch_verify_certs,
-                       "timeout": e.opensearch_timeout, "bulk_size": e.opensearch_bulk_size, "progress": True}
+    """The ``EvalOptions`` of the eval keys, checked before any model is loaded."""
+    e = cfg.eval
+    engine_opts = {**engine_options(cfg), "progress": True}
+    if e.engine == "embedded" and e.use_two_phase:
+        raise ConfigError("use_two_phase is an OpenSearch search pipeline; it needs --engine opensearch")
+    if e.engine != "embedded":
+        engine_opts["two_phase"] = e.use_two_phase
     return EvalOptions(split=e.eval_split, top_k=e.eval_top_k, engine=e.engine, engine_opts=engine_opts,
-                       query_prune=d.query_prune, cache_dir=corpus_cache_dir(cfg),
-                       batch_size=encode_batch_size(cfg), dtype=e.encode_dtype, max_length=d.eval_max_seq_length,
-                       index_prefix=e.opensearch_index_prefix, skip_ingest=d.skip_ingest,
-                       delete_index=e.delete_index, write_run=e.write_run_files)
+                       query_prune=e.query_prune, cache_dir=corpus_cache_dir(cfg),
+                       batch_size=encode_batch_size(cfg), dtype=e.encode_dtype, max_length=e.corpus_max_seq_length,
+                       index_prefix=cfg.opensearch.opensearch_index_prefix, skip_ingest=e.skip_ingest,
+                       delete_index=cfg.opensearch.delete_index, write_run=e.write_run_files)
 
 
 def load_model(cfg: ResolvedConfig, path: str, yaml_mode: bool):
     """The encoder of one checkpoint; in YAML mode its own tokenizer, and its own (trained) IDF if learned."""
     return load_encoder(cfg, path, device=distributed.local_device(),
-                        config_idf=not (yaml_mode and cfg.model.idf_requires_grad), config_tokenizer=not yaml_mode)
+                        config_idf=not (yaml_mode and cfg.idf.idf_requires_grad), config_tokenizer=not yaml_mode)
+
+
+def preflight(cfg: ResolvedConfig, models: list[tuple[str, str]], dataset_dirs: dict[str, str],
+              yaml_mode: bool) -> None:
+    """Every check of a later stage that bad input can fail, run before the first file is written:
+    each model's files (weights, IDF, tokenizer size), the OpenSearch connection settings, and each
+    dataset's files (UTF-8, JSON, qrels) read once."""
+    from sparse.data.beir import check_beir_dataset
+    from sparse.modeling.encoder import check_model_files
+
+    m = cfg.model
+    config_idf = not (yaml_mode and cfg.idf.idf_requires_grad)
+    for _, path in models:
+        check_model_files(path, idf_path=m.idf_path if config_idf else None,
+                          tokenizer_name=None if yaml_mode else m.tokenizer_name,
+                          trust_remote_code=m.trust_remote_code)
+    if cfg.eval.engine == "opensearch":
+        from sparse.retrieval.opensearch import connection_settings
+
+        o = cfg.opensearch
+        connection_settings(o.opensearch_url, verify_certs=o.opensearch_verify_certs, timeout=o.opensearch_timeout)
+    for folder in dataset_dirs.values():
+        check_beir_dataset(folder, cfg.eval.eval_split)
 
 
 def main(argv: Optional[list[str]] = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     yaml_mode = bool(argv) and argv[0].endswith((".yaml", ".yml")) and \
         "model_name_or_path" not in split_overrides(argv[1:])
-    cfg = parse_config(argv, sections=("model", "data", "eval", "training"))
+    cfg, _ = parse_command(COMMAND, argv)
     from sparse.assets import beir_dataset, check_beir_names
     from transformers import set_seed
 
@@ -175,6 +192,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     if not distributed.is_launch_main():  # the main process may have downloaded; resolve again locally
         dataset_dirs = {name: str(beir_dataset(name, cfg.data.beir_dir)) for name in datasets}
     check_splits(dataset_dirs, cfg.eval.eval_split)
+    preflight(cfg, models, dataset_dirs, yaml_mode)
     _setup_logging(root)
     if distributed.is_launch_main():
         write_atomic(os.path.join(root, "eval_config.yaml"),

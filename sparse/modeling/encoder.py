@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sparse.errors import UserError, write_json
+from sparse.errors import UserError, check_model_path, write_json
 from sparse.modeling.activations import activation_depth, l0_transform, saturate
 from sparse.modeling.idf import idf_vector, load_idf_file, save_idf
 from sparse.modeling.screen import BF16Weights, cpu_has_native_bf16, screened_max
@@ -342,19 +343,22 @@ class SparseEncoder(nn.Module):
         """
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-        if not path:
-            raise UserError("model_name_or_path is required")
+        check_model_path(path)
         local = os.path.isdir(path)
-        if not local and os.path.sep in path and not path.count("/") == 1:
-            raise UserError(f"model directory not found: {path}")
-        if local and not os.path.isfile(os.path.join(path, "config.json")):
-            raise UserError(f"{path} holds no model (no config.json): pass a checkpoint-* directory or a saved model")
+        if local:
+            check_weight_files(path)
         try:
             mlm, info = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code,
                                                              output_loading_info=True)
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_name or path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load a masked-LM from {path!r}: {exc}") from None
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # a damaged pytorch_model.bin
+            if not local or not any(n.endswith(".bin") for n in os.listdir(path)):
+                raise
+            raise UserError(f"the weights in {path} are damaged ({type(exc).__name__}: {str(exc)[:120]}): "
+                            f"re-copy the checkpoint") from None
+        check_vocab_size(tokenizer, mlm, path, tokenizer_name)
         # a model saved without its MLM head loads with a random one: vectors would be noise
         missing = [k for k in info.get("missing_keys", []) if not k.endswith("position_ids")]
         if missing:
@@ -388,6 +392,61 @@ class SparseEncoder(nn.Module):
         if device is not None:
             model.to(device)
         return model.eval()  # like HF from_pretrained: training code calls .train() itself
+
+
+def check_weight_files(path: str) -> None:
+    """Every ``*.safetensors`` file of a local model folder has a readable header that covers the
+    whole file; a damaged one (garbage, cut short by a copy) is one error saying to re-copy it."""
+    names = sorted(n for n in os.listdir(path) if n.endswith(".safetensors"))
+    if not names:
+        return
+    from safetensors import safe_open
+
+    for name in names:
+        file = os.path.join(path, name)
+        try:
+            with safe_open(file, "pt") as f:
+                f.keys()
+        except Exception as exc:  # noqa: BLE001 - SafetensorError (rust), OSError: both mean a bad file
+            raise UserError(f"the weights in {file} are damaged ({str(exc).strip()[:120]}): re-copy them from "
+                            f"where the checkpoint came from") from None
+
+
+def check_model_files(path: str, idf_path: Optional[str] = None, tokenizer_name: Optional[str] = None,
+                      trust_remote_code: bool = False) -> None:
+    """The checks of ``SparseEncoder.from_pretrained`` that need no weights loaded: the weight files'
+    headers, the IDF file(s) and the tokenizer against the model's vocabulary size. Commands run
+    this for every model before they write anything."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    if not path or not os.path.isdir(path):
+        return  # no path, a hub id: checked when loaded
+    check_weight_files(path)
+    for idf_file in (idf_path, os.path.join(path, IDF_FILE)):
+        if idf_file and os.path.isfile(idf_file):
+            load_idf_file(idf_file)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name or path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return  # from_pretrained reports it, with its own message
+    size = getattr(config, "vocab_size", None)
+    if isinstance(size, int) and len(tokenizer) != size:
+        which = f"tokenizer {tokenizer_name}" if tokenizer_name else f"the tokenizer of {path}"
+        raise UserError(f"{which} has {len(tokenizer)} tokens but the model {path} has {size} outputs: they are "
+                        f"not a pair (set tokenizer_name to the model's own tokenizer, or drop it)")
+
+
+def check_vocab_size(tokenizer, mlm, path: str, tokenizer_name: Optional[str] = None) -> None:
+    """The tokenizer's ids must be the model's output dimensions: a tokenizer whose vocabulary size
+    differs from the MLM head's would train and encode with wrong ids (or fail with an IndexError)."""
+    head = mlm.get_output_embeddings()
+    out_size = int(head.weight.shape[0]) if head is not None else int(mlm.config.vocab_size)
+    n = len(tokenizer)
+    if n != out_size:
+        which = f"tokenizer {tokenizer_name}" if tokenizer_name else f"the tokenizer of {path}"
+        raise UserError(f"{which} has {n} tokens but the model {path} has {out_size} outputs: they are not a pair "
+                        f"(set tokenizer_name to the model's own tokenizer, or drop it)")
 
 
 def _index_amax(target: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:

@@ -33,9 +33,25 @@ def load_idf_file(path: str) -> dict[str, float]:
     """Read an ``idf.json``: a JSON object mapping token strings to numbers."""
     data = read_user_file(path, json.load, json.JSONDecodeError, "IDF file not found: {path}",
                           "IDF file {path} is not valid JSON: {exc}")
-    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
+    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                             for v in data.values()):
         raise UserError(f"IDF file {path} must be a JSON object mapping tokens to numbers")
-    return {str(k): float(v) for k, v in data.items()}
+    return check_idf_weights({str(k): float(v) for k, v in data.items()}, path)
+
+
+def check_idf_weights(idf: dict[str, float], source: str) -> dict[str, float]:
+    """An IDF that would make every query silently wrong is an error: NaN or infinite weights (they
+    go into every score), or no positive weight at all (relu makes every query empty, and every
+    metric NaN)."""
+    bad = [t for t, w in idf.items() if not math.isfinite(w)]
+    if bad:
+        sample = ", ".join(f"{t!r}={idf[t]}" for t in bad[:3])
+        raise UserError(f"IDF file {source}: {len(bad)} of {len(idf)} weights are NaN or infinite (e.g. {sample}); "
+                        f"recompute it (python -m sparse.idf) or re-copy it")
+    if idf and max(idf.values()) <= 0:
+        raise UserError(f"IDF file {source}: every one of its {len(idf)} weights is <= 0, so every inference-free "
+                        f"query would be empty; recompute it (python -m sparse.idf) or re-copy it")
+    return idf
 
 
 def idf_vector(idf: dict[str, float], tokenizer, vocab_size: int, source: str = "idf") -> torch.Tensor:
@@ -111,13 +127,15 @@ def compute_idf(texts: Iterable[str], tokenizer, batch_size: int = 1000, progres
             bar.update(len(batch))
         batch.clear()
 
-    for text in texts:
-        batch.append(text)
-        if len(batch) >= batch_size:
-            flush()
-    flush()
-    if bar is not None:
-        bar.close()
+    try:
+        for text in texts:
+            batch.append(text)
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+    finally:  # an error while reading ends the progress line first, so the message starts a line
+        if bar is not None:
+            bar.close()
     if n_docs == 0:
         raise UserError("cannot compute IDF: no document has a non-special token")
     inv = tokenizer.convert_ids_to_tokens(sorted(df))

@@ -11,10 +11,34 @@ import re
 
 import pytest
 
+
+@pytest.fixture(autouse=True)
+def _own_logging():
+    """Handlers an in-process run adds (evaluation's and training's log files and streams) are
+    removed after each test: a later test must not log into this test's captured, closed stream."""
+    import logging
+
+    loggers = [logging.getLogger(), logging.getLogger("sparse")]
+    before = [list(lg.handlers) for lg in loggers]
+    yield
+    for lg, kept in zip(loggers, before):
+        for handler in [h for h in lg.handlers if h not in kept]:
+            lg.removeHandler(handler)
+            handler.close()
+
+
 TRAIN = ["model_name_or_path={model}", "train_file={posnegs}", "data_type=posnegs", "loss_types=[infonce]",
          "output_dir={out}", "max_steps=1", "report_to=none", "max_seq_length=16"]
 KD = ["data_type=kd", "loss_types=[kldiv]"]
 FIT = ["freeze_document_encoder=true", "inf_free=true", "idf_requires_grad=true"]  # the query-side fit path
+
+
+EVAL = ["--model_name_or_path", "{model}", "--beir_dir", "{beir}", "--beir_datasets", "tinyset",
+        "--output_dir", "{out}"]
+
+
+def _eval(model: str, *extra):
+    return ["--model_name_or_path", model, *EVAL[2:], *extra]
 
 
 def _train(*extra, **replace):
@@ -56,6 +80,24 @@ CASES = [
     ("query-fit-not-inf-free", "train_ir", _train(*FIT, "inf_free=false"), r"set inf_free: true"),
     ("query-fit-kd-without-scores", "train_ir", _train(*KD, *FIT, train_file="{f[kd_noscores]}"),
      r"kd rows need a 'scores' column"),
+    # IDF files that would make every query silently wrong
+    ("idf-nan-train", "train_ir", _train(idf_path="{f[idf_nan]}"), r"idf_nan\.json: 2 of \d+ weights are NaN"),
+    ("idf-nan-eval", "evaluate_beir", _eval("{f[model_idf_nan]}"), r"weights are NaN or infinite"),
+    ("idf-all-nonpositive-eval", "evaluate_beir", _eval("{f[model_idf_zero]}"),
+     r"every one of its \d+ weights is <= 0"),
+    ("idf-infinite-train", "train_ir", _train(idf_path="{f[idf_inf]}"), r"NaN or infinite"),
+    # a tokenizer that is not the model's
+    ("tokenizer-larger-than-model", "train_ir", _train(tokenizer_name="{f[tok_bigger]}"),
+     r"tokenizer .*tok_bigger has 25 tokens but the model .* has 23 outputs"),
+    ("model-vocab-larger-than-tokenizer", "evaluate_beir", _eval("{f[model_vocab40]}"),
+     r"has 23 tokens but the model .*model_vocab40 has 40 outputs"),
+    # damaged weights
+    ("safetensors-garbage-eval", "evaluate_beir", _eval("{f[w_garbage]}"),
+     r"the weights in .*w_garbage/model\.safetensors are damaged .*re-copy"),
+    ("safetensors-cut-short-eval", "evaluate_beir", _eval("{f[w_cut]}"),
+     r"the weights in .*w_cut/model\.safetensors are damaged .*re-copy"),
+    ("safetensors-cut-short-train", "train_ir", _train(model_name_or_path="{f[w_cut]}"),
+     r"w_cut/model\.safetensors are damaged"),
     ("ensemble-teacher-missing", "train_ir",
      _train(*KD, "train_file={kd}", "kd_ensemble_teacher_kwargs={{types: [dense], model_ids: [{tmp}/no/such/teacher]}}"),
      r"no/such/teacher"),
@@ -84,7 +126,48 @@ def bad(tmp_path_factory, faults_env, jsonl_writer):
     put("kd_null", [{**r, "scores": [4.0, None, 2.0, 1.0]} if i == 1 else r for i, r in enumerate(kd)])
     put("kd_noscores", [{"query": r["query"], "docs": r["docs"]} for r in kd])
     put("kd_mismatch", [{**r, "scores": [3.0, 2.0, 1.0]} for r in kd])
+    _idf_and_model_files(root, faults_env["model"], files)
     return files
+
+
+def _copy_model(src, dst, idf=None):
+    import shutil
+
+    shutil.copytree(src, dst)
+    if idf is not None:
+        (dst / "idf.json").write_text(json.dumps(idf))
+    return str(dst)
+
+
+def _idf_and_model_files(root, model, files):
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    words = [t for t in tok.get_vocab() if t.isalpha()]
+    nan_idf = {t: 1.0 for t in words}
+    nan_idf[words[0]] = nan_idf[words[1]] = math.nan
+    (root / "idf_nan.json").write_text(json.dumps(nan_idf))
+    files["idf_nan"] = str(root / "idf_nan.json")
+    (root / "idf_inf.json").write_text(json.dumps({words[0]: math.inf, words[1]: 1.0}))
+    files["idf_inf"] = str(root / "idf_inf.json")
+    files["model_idf_nan"] = _copy_model(model, root / "model_idf_nan", nan_idf)
+    files["model_idf_zero"] = _copy_model(model, root / "model_idf_zero",
+                                          {t: (0.0 if i % 2 else -1.5) for i, t in enumerate(tok.get_vocab())})
+    bigger = AutoTokenizer.from_pretrained(model)
+    bigger.add_tokens(["zebra", "quokka"])
+    bigger.save_pretrained(root / "tok_bigger")
+    files["tok_bigger"] = str(root / "tok_bigger")
+    config = AutoConfig.from_pretrained(model)
+    config.vocab_size = 40
+    AutoModelForMaskedLM.from_config(config).save_pretrained(root / "model_vocab40")
+    tok.save_pretrained(root / "model_vocab40")
+    files["model_vocab40"] = str(root / "model_vocab40")
+    for name, damage in (("w_garbage", lambda b: b"\xff" * 8 + b[8:]), ("w_cut", lambda b: b[:len(b) // 2])):
+        folder = root / name
+        _copy_model(model, folder)
+        weights = folder / "model.safetensors"
+        weights.write_bytes(damage(weights.read_bytes()))
+        files[name] = str(folder)
 
 
 def _fill(argv, faults_env, bad, tmp_path):

@@ -1,0 +1,128 @@
+"""Round 2, files: bytes that are not UTF-8 are one error naming the file, line and byte offset
+(evaluation, data preparation, ``python -m sparse.idf``), with nothing written; qrels naming absent
+documents and empty documents are warned about with their counts; outputs that cannot be written
+are one ``error:`` line naming the path."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _own_logging():
+    """Handlers an in-process run adds (evaluation's and training's log files and streams) are
+    removed after each test: a later test must not log into this test's captured, closed stream."""
+    import logging
+
+    loggers = [logging.getLogger(), logging.getLogger("sparse")]
+    before = [list(lg.handlers) for lg in loggers]
+    yield
+    for lg, kept in zip(loggers, before):
+        for handler in [h for h in lg.handlers if h not in kept]:
+            lg.removeHandler(handler)
+            handler.close()
+
+
+EVAL = ["--model_name_or_path", "{model}", "--beir_dir", "{beir}", "--beir_datasets", "tinyset",
+        "--output_dir", "{out}"]
+KD = ["--model_name_or_path", "{model}", "--data_dir", "{beir}/tinyset", "--split", "test", "--output", "{out}",
+      "--teachers", "bm25"]
+
+
+def _damaged_beir(src_beir: str, dst, part: str, line: int) -> tuple[str, int]:
+    """A copy of the BEIR root with byte 0xff put into ``line`` (from 1) of ``part``; returns (root, offset)."""
+    shutil.copytree(src_beir, dst)
+    path = os.path.join(dst, "tinyset", part)
+    with open(path, "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    offset = sum(len(x) for x in lines[:line - 1]) + 3
+    lines[line - 1] = lines[line - 1][:3] + b"\xff" + lines[line - 1][3:]
+    with open(path, "wb") as f:
+        f.write(b"".join(lines))
+    return str(dst), offset
+
+
+@pytest.mark.parametrize("entry,part,line", [
+    ("evaluate_beir", "corpus.jsonl", 3), ("evaluate_beir", "queries.jsonl", 2),
+    ("evaluate_beir", "qrels/test.tsv", 4), ("data_preparation", "corpus.jsonl", 5),
+    ("data_preparation", "queries.jsonl", 1)])
+def test_bytes_not_utf8_named_with_line_and_offset(entry, part, line, cli, faults_env, tmp_path, monkeypatch):
+    beir, offset = _damaged_beir(faults_env["beir_dir"], tmp_path / "beir", part, line)
+    monkeypatch.chdir(tmp_path)
+    before = set(os.listdir(tmp_path))
+    args = [a.format(model=faults_env["model"], beir=beir, out=str(tmp_path / "out")) for a in
+            (EVAL if entry == "evaluate_beir" else KD)]
+    code, out, err = cli(entry, *args)
+    message = [m for m in err.splitlines() if m.startswith("error: ")]
+    assert code == 2 and len(message) == 1, err[-3000:]
+    want = rf"{re.escape(part)}: line {line} is not UTF-8 \(byte offset {offset}: 0xff\)"
+    assert re.search(want, message[0]), message[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() and set(os.listdir(tmp_path)) == before
+
+
+def _idf_cli(capsys, *argv):
+    from sparse.idf import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, [m for m in err.splitlines() if m.startswith(("error:", "Traceback"))]
+
+
+def test_idf_command_bytes_not_utf8(faults_env, tmp_path, capsys):
+    corpus = tmp_path / "texts.txt"
+    corpus.write_bytes(b"the cat sat\nthe dog \xe9 sat\n")
+    code, _, err = _idf_cli(capsys, "--tokenizer", faults_env["model"], "--corpus", str(corpus),
+                            "--output", str(tmp_path / "idf.json"))
+    assert code == 2 and len(err) == 1, err
+    assert re.search(r"texts\.txt: line 2 is not UTF-8 \(byte offset 20: 0xe9\)", err[0]), err
+    assert not (tmp_path / "idf.json").exists()
+
+
+@pytest.mark.parametrize("case", ["under-a-file", "is-a-folder"])
+def test_idf_command_output_cannot_be_written(case, faults_env, tmp_path, capsys):
+    corpus = tmp_path / "texts.txt"
+    corpus.write_text("the cat sat\nthe dog sat\n")
+    (tmp_path / "afile").write_text("keep")
+    (tmp_path / "afolder").mkdir()
+    output = tmp_path / "afile" / "idf.json" if case == "under-a-file" else tmp_path / "afolder"
+    code, _, err = _idf_cli(capsys, "--tokenizer", faults_env["model"], "--corpus", str(corpus),
+                            "--output", str(output))
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:") and str(output) in err[0], err
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_qrels_absent_from_corpus_and_empty_documents_are_counted(faults_env, tmp_path, caplog, beir_writer):
+    from sparse.data.beir import load_beir
+
+    corpus = {"d1": {"title": "", "text": "the cat"}, "d2": {"title": "", "text": ""},
+              "d3": {"title": "", "text": "  "}, "d4": {"title": "a dog", "text": ""}}
+    queries = {"q1": "cat", "q2": "dog"}
+    qrels = {"q1": {"d1": 1, "gone1": 1}, "q2": {"gone2": 1, "gone3": 2}}
+    beir_writer(tmp_path / "set", corpus, queries, qrels, split="test")
+    with caplog.at_level(logging.WARNING, logger="sparse.data.beir"):
+        load_beir(str(tmp_path / "set"), "test")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert re.search(r"3 of 4 qrels \(test split, 2 queries\) name documents that are not in the corpus", text), text
+    assert re.search(r"2 of 4 documents are empty", text), text
+
+
+def test_evaluation_warns_about_absent_qrels_documents(cli, faults_env, tmp_path, beir_writer):
+    corpus = {f"d{i}": {"title": "", "text": t} for i, t in enumerate(["the cat sat", "a dog flew", "red house"])}
+    beir_writer(tmp_path / "beir" / "gapset", corpus, {"q0": "cat", "q1": "dog"},
+                {"q0": {"d0": 1, "missing-doc": 1}, "q1": {"d1": 1}}, split="test")
+    code, out, err = cli("evaluate_beir", "--model_name_or_path", faults_env["model"], "--beir_dir",
+                         str(tmp_path / "beir"), "--beir_datasets", "gapset", "--output_dir", str(tmp_path / "out"))
+    assert code == 0, err[-2000:]
+    assert "1 of 3 qrels (test split, 1 queries) name documents that are not in the corpus" in err + out
+    log = (tmp_path / "out" / "beir_eval" / "eval_beir.log").read_text()
+    assert "name documents that are not in the corpus" in log
