@@ -7,7 +7,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from sparse.errors import UserError
+from sparse.errors import UserError, save_atomic
 
 CHUNK_BYTES = 10_000_000  # ml-commons splits uploads into chunks of at most 10 MB
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # fixed entry times: the same model gives the same zip and hash
@@ -17,8 +17,7 @@ MODEL_SUFFIX = {"TORCH_SCRIPT": ".pt", "ONNX": ".onnx"}
 
 def write_zip(path: str, entries: dict[str, bytes | str | Path]) -> str:
     """A zip of ``{name at the root: bytes, text, or a file's Path}``, entries sorted, times fixed."""
-    tmp = path + ".tmp"
-    try:
+    def save(tmp: str) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for name in sorted(entries):
                 data = entries[name]
@@ -27,11 +26,8 @@ def write_zip(path: str, entries: dict[str, bytes | str | Path]) -> str:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
                 zf.writestr(info, data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+
+    return save_atomic(path, save)
 
 
 def chunk_ranges(size: int, chunk_bytes: int = CHUNK_BYTES) -> list[tuple[int, int]]:
