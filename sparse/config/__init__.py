@@ -21,6 +21,6 @@ from sparse.config.groups import (DEFAULT_BEIR_DATASETS, GROUPS, IGNORED_KEYS, T
                                   RegularizerArguments, TeacherArguments)
 from sparse.config.keys import (FALSE_STRINGS, NULL_STRINGS, TRUE_STRINGS, ConfigLoader, coerce_value,  # noqa: F401
                                 key, load_yaml_text)
-from sparse.config.resolve import (ResolvedConfig, canonical_values, check_known, coerce_all,  # noqa: F401
-                                   flat_view, forget_notes, note_once, origin_of, resolve, validate, warn_ignored)
+from sparse.config.resolve import (ResolvedConfig, canonical_values, check_known, check_training_keys,  # noqa: F401
+                                   coerce_all, flat_view, forget_notes, note_once, origin_of, resolve, validate, warn_ignored)
 from sparse.errors import ConfigError, HelpRequested, UserError, read_user_file, write_atomic  # noqa: F401

@@ -242,7 +242,6 @@ def validate(cfg: ResolvedConfig) -> None:
     if o.opensearch_url and "@" in o.opensearch_url.split("//", 1)[-1].split("/", 1)[0]:
         raise ConfigError("opensearch_url must not hold credentials (they would be written into resolved configs "
                           "and logs); set OPENSEARCH_USER and OPENSEARCH_PASSWORD in the environment")
-    warn_unread(cfg)
 
 
 def warn_ignored(keys) -> None:
@@ -263,11 +262,15 @@ UNREAD_WHEN_FROZEN = {
     "use_in_batch_negatives": "the query-side fit scores each query against its own documents only",
     "infonce_exclude_other_positives": "the query-side fit scores each query against its own documents only",
     "sample_num_one_query": "the query-side fit reads every document of each row",
+    "swap_times": "the query-side fit reads every document of each row, in order",
+    "first_rank_thresh": "the query-side fit reads every row",
 }
+NO_QUERY_FLOPS = "queries are inference-free (inf_free: true), so no query FLOPS regularizer is built"
 
 
-def warn_unread(cfg: ResolvedConfig) -> None:
-    """A warning for each key given that the chosen mode never reads; an error where going on is wrong."""
+def check_training_keys(cfg: ResolvedConfig) -> None:
+    """Training: a warning for each key given that the chosen mode never reads, an error where going on
+    would be wrong (teachers configured for the query-side fit, which never runs them)."""
     given = cfg.explicit_keys
     if cfg.idf.freeze_document_encoder:
         if cfg.teachers.kd_ensemble_teacher_kwargs:
@@ -276,10 +279,17 @@ def warn_unread(cfg: ResolvedConfig) -> None:
                               "scores in the data (data_preparation.py --teachers) or drop one of the two keys")
         for k in sorted(given & set(UNREAD_WHEN_FROZEN)):
             note_once(f"unread:{k}", "config key '%s' is ignored with freeze_document_encoder: true: %s", k,
-                       UNREAD_WHEN_FROZEN[k])
-    elif "temperature" in given and set(cfg.loss.loss_types) <= {"infonce"} and cfg.training is not None:
+                      UNREAD_WHEN_FROZEN[k])
+        return
+    if "temperature" in given and set(cfg.loss.loss_types) <= {"infonce"}:
         note_once("unread:temperature", "config key 'temperature' is ignored: loss_types %s reads no temperature "
-                   "(only kldiv and marginmse divide scores by it)", cfg.loss.loss_types)
+                  "(only kldiv and marginmse divide scores by it)", cfg.loss.loss_types)
+    if "infonce_exclude_other_positives" in given and not cfg.loss.use_in_batch_negatives:
+        note_once("unread:infonce_exclude_other_positives", "config key 'infonce_exclude_other_positives' is "
+                  "ignored: without use_in_batch_negatives no other query's positive is among the negatives")
+    if cfg.model.inf_free:
+        for k in sorted(given & {"flops_q_lambda", "flops_q_T"}):
+            note_once(f"unread:{k}", "config key '%s' is ignored: %s", k, NO_QUERY_FLOPS)
 
 
 def forget_notes() -> None:

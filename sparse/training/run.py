@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from sparse.config import FALSE_STRINGS, TRUE_STRINGS, Command, ConfigError, ResolvedConfig, parse_command
+from sparse.config import (FALSE_STRINGS, TRUE_STRINGS, Command, ConfigError, ResolvedConfig, check_training_keys,
+                           parse_command)
 from sparse.corpus import check_input_path, check_model_path, sparse_settings
 from sparse.corpus.distributed import group_rank, launch_world_size
 from sparse.errors import write_json
@@ -46,6 +47,8 @@ def setup_logging(output_dir: str, is_main: bool, level: str = "info") -> None:
 
 
 def check_config(cfg: ResolvedConfig) -> None:
+    """The rules between training keys (a key the mode ignores is named), before anything is written."""
+    check_training_keys(cfg)
     d, args = cfg.data, cfg.training
     if d.data_type == "kd-ids":
         raise ConfigError("data_type kd-ids needs the reference's remote embedding service, which is not supported; "
@@ -59,6 +62,9 @@ def check_config(cfg: ResolvedConfig) -> None:
                        "decouple); set activation_type")
 
 
+RESUME_NOTES: list[str] = []  # what resolve_resume said before train.log existed; logged there too
+
+
 def resolve_resume(args) -> None:
     """``resume_from_checkpoint``: true = the latest checkpoint of ``output_dir`` (never the hub); a
     path must be a checkpoint directory."""
@@ -67,12 +73,20 @@ def resolve_resume(args) -> None:
         args.resume_from_checkpoint = None
         return
     if str(value).lower() in TRUE_STRINGS + ("latest",):
-        from transformers.trainer_utils import get_last_checkpoint
+        from sparse.training.trainer import complete_checkpoint
 
-        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        skipped: list[str] = []
+        last = complete_checkpoint(args.output_dir, skipped)
         if last is None:
-            raise ConfigError(f"resume_from_checkpoint=true, but {args.output_dir} holds no checkpoint-<step> "
-                              "directory; drop the key to start from scratch or pass a checkpoint path")
+            what = (f"only incomplete ones ({', '.join(os.path.basename(p) for p in skipped)}: no trainer_state.json)"
+                    if skipped else "no checkpoint-<step> directory")
+            raise ConfigError(f"resume_from_checkpoint=true, but {args.output_dir} holds {what}; drop the key to "
+                              "start from scratch or pass a checkpoint path")
+        if skipped:  # said now (stderr) and again in train.log once it exists
+            note = (f"{', '.join(skipped)} {'is' if len(skipped) == 1 else 'are'} incomplete (no trainer_state.json: "
+                    f"a save was interrupted); resuming from the last complete checkpoint, {last}")
+            logger.warning(note)
+            RESUME_NOTES.append(note)
         args.resume_from_checkpoint = last
     elif not os.path.isfile(os.path.join(str(value), "trainer_state.json")):
         raise ConfigError(f"resume_from_checkpoint: {value} is not a checkpoint directory (no trainer_state.json)")
@@ -196,6 +210,8 @@ def main(argv=None) -> dict:
     if is_main:
         path = cfg.save(args.output_dir, "train_config.yaml")
         logger.info("resolved config written to %s", path)
+    while RESUME_NOTES:
+        logger.warning(RESUME_NOTES.pop(0))
     logger.info("process %d of %d, device %s", group_rank(), args.world_size, args.device)
     encoder.train()
     logger.info("student: %s, %d parameters, settings %s", m.model_name_or_path,

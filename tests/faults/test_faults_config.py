@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,123 @@ def test_credentials_never_reach_a_written_config(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENSEARCH_PASSWORD", "secret")
     cfg = parse_config(["opensearch_url=https://host:9200", f"output_dir={tmp_path}"])
     assert "secret" not in Path(cfg.save(str(tmp_path))).read_text()
+
+
+# ----------------------------------------------------------------------------- every key checked from its range
+_TRAIN = ["model_name_or_path={model}", "train_file={posnegs}", "data_type=posnegs", "loss_types=[infonce]",
+          "output_dir={out}", "max_steps=1", "report_to=none", "max_seq_length=16"]
+_EVAL = ["--model_name_or_path", "{model}", "--beir_dir", "{beir}", "--beir_datasets", "tinyset", "--output_dir", "{out}"]
+_MINE = ["--model_name_or_path", "{model}", "--beir_dir", "{beir}", "--beir_datasets", "tinyset", "--split", "test",
+         "--output", "{out}"]
+
+RANGE_CASES = [
+    ("train_ir", "per_device_train_batch_size=0", r"per_device_train_batch_size must be >= 1, got 0"),
+    ("train_ir", "gradient_accumulation_steps=0", r"gradient_accumulation_steps must be >= 1, got 0"),
+    ("train_ir", "learning_rate=-1e-5", r"learning_rate must be >= 0, got -1e-05"),
+    ("train_ir", "flops_d_lambda=-5", r"flops_d_lambda must be >= 0, got -5"),
+    ("train_ir", "max_seq_length=0", r"max_seq_length must be >= 1, got 0"),
+    ("train_ir", "temperature=0", r"temperature must be > 0, got 0"),
+    ("train_ir", "health_window=0", r"health_window must be >= 1, got 0"),
+    ("train_ir", "max_steps=0", r"max_steps must be -1 \(unset: num_train_epochs decides\) or >= 1, got 0"),
+    ("train_ir", "max_steps=-1 num_train_epochs=0", r"num_train_epochs must be > 0, got 0"),
+    ("train_ir", "loss_weights=[-1]", r"loss_weights must be >= 0, got -1"),
+    ("train_ir", "score_scale=0", r"score_scale must be > 0, got 0"),
+    ("train_ir", "collapse_ratio=2", r"collapse_ratio must be in \[0, 1\], got 2"),
+    ("evaluate_beir", "--per_device_eval_batch_size 0", r"per_device_eval_batch_size must be >= 1, got 0"),
+    ("evaluate_beir", "--encode_batch_size 0", r"encode_batch_size must be >= 1, got 0"),
+    ("evaluate_beir", "--eval_max_seq_length 0", r"corpus_max_seq_length must be >= 1, got 0"),
+    ("evaluate_beir", "--opensearch_timeout 0", r"opensearch_timeout must be > 0, got 0"),
+    ("demo_train_data", "--max_seq_length 0", r"corpus_max_seq_length must be >= 1, got 0"),
+    ("demo_train_data", "--prune_ratio 1", r"prune_ratio must be in \[0, 1\), got 1"),
+]
+
+
+@pytest.mark.parametrize("entry,extra,message", RANGE_CASES, ids=[f"{e}:{x}" for e, x, _ in RANGE_CASES])
+def test_out_of_range_values_are_one_error_before_anything_is_written(entry, extra, message, cli, faults_env,
+                                                                      tmp_path):
+    out = tmp_path / "out"
+    base = {"train_ir": _TRAIN, "evaluate_beir": _EVAL, "demo_train_data": _MINE}[entry]
+    fill = {"model": faults_env["model"], "posnegs": faults_env["posnegs"], "out": str(out),
+            "beir": faults_env["beir_dir"]}
+    argv = [a.format(**fill) for a in base] + extra.split()
+    code, _, err = cli(entry, *argv)
+    assert code == 2, err
+    assert re.search(message, err), err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0] and not out.exists()
+
+
+def test_num_train_epochs_is_not_checked_when_max_steps_decides(tmp_path):
+    cfg = parse_config(["num_train_epochs=0", "max_steps=5", f"output_dir={tmp_path}"])
+    assert cfg.training.max_steps == 5
+
+
+def test_list_entries_get_their_element_type(tmp_path):
+    from sparse.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("loss_types: [kldiv, marginmse]\nloss_weights: [1e-1, 1]\n")  # YAML 1.2: 1e-1 is a string
+    cfg = parse_config([str(path), f"output_dir={tmp_path}"])
+    assert cfg.loss.loss_weights == [0.1, 1.0] and all(isinstance(w, float) for w in cfg.loss.loss_weights)
+    with pytest.raises(ConfigError, match=r"'loss_weights\[0\]' expects float, got 'heavy'"):
+        parse_config([str(path), "loss_weights=[heavy, 1]", f"output_dir={tmp_path}"])
+
+
+# ----------------------------------------------------------------------------- keys the chosen mode never reads
+def _training_cfg(tmp_path, *args):
+    from sparse.training.run import check_config
+
+    cfg = parse_config([f"output_dir={tmp_path}", *args])
+    check_config(cfg)
+    return cfg
+
+
+def test_teachers_with_the_query_side_fit_are_an_error(tmp_path):
+    from sparse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="kd_ensemble_teacher_kwargs is set, but freeze_document_encoder"):
+        _training_cfg(tmp_path, "freeze_document_encoder=true", "idf_requires_grad=true",
+                      "kd_ensemble_teacher_kwargs={types: [bm25], model_ids: [null]}")
+
+
+@pytest.mark.parametrize("args,key,why", [
+    (["freeze_document_encoder=true", "idf_requires_grad=true", "flops_d_lambda=0.5"], "flops_d_lambda",
+     "no FLOPS regularizer"),
+    (["freeze_document_encoder=true", "idf_requires_grad=true", "use_in_batch_negatives=true"],
+     "use_in_batch_negatives", "its own documents"),
+    (["loss_types=[infonce]", "temperature=0.05"], "temperature", "reads no temperature"),
+    (["infonce_exclude_other_positives=true"], "infonce_exclude_other_positives", "without use_in_batch_negatives"),
+    (["inf_free=true", "flops_q_lambda=0.1"], "flops_q_lambda", "inference-free"),
+])
+def test_keys_the_mode_never_reads_are_named(args, key, why, tmp_path, caplog):
+    from sparse.config import forget_notes
+
+    forget_notes()
+    with caplog.at_level(logging.WARNING, logger="sparse.config"):
+        _training_cfg(tmp_path, *args)
+    warned = [r.getMessage() for r in caplog.records if f"'{key}'" in r.getMessage()]
+    assert len(warned) == 1 and "ignored" in warned[0] and why in warned[0], warned
+
+
+def test_temperature_with_a_distillation_loss_is_not_warned_about(tmp_path, caplog):
+    from sparse.config import forget_notes
+
+    forget_notes()
+    with caplog.at_level(logging.WARNING, logger="sparse.config"):
+        _training_cfg(tmp_path, "loss_types=[infonce, kldiv]", "temperature=2")
+    assert not [r for r in caplog.records if "temperature" in r.getMessage()]
+
+
+def test_query_max_seq_length_truncates_inference_free_queries(faults_env):
+    """What its help text says: every query, inference-free ones included, is cut at query_max_seq_length."""
+    from sparse.config import ModelArguments
+    from sparse.modeling.encoder import SparseEncoder
+
+    text = " ".join(["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"] * 2)
+    full = SparseEncoder.from_pretrained(faults_env["model"], settings={"inf_free": True})
+    short = SparseEncoder.from_pretrained(faults_env["model"], settings={"inf_free": True, "query_max_seq_length": 4})
+    ids_full = full.tokenize([text], max_length=full.query_max_length())["input_ids"]
+    ids_short = short.tokenize([text], max_length=short.query_max_length())["input_ids"]
+    assert ids_short.shape[1] == 4 < ids_full.shape[1]
+    help_text = ModelArguments.__dataclass_fields__["query_max_seq_length"].metadata["help"]
+    assert "inference-free" in help_text and "siamese" in help_text
