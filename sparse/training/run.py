@@ -85,7 +85,7 @@ def resolve_resume(args) -> None:
         if skipped:  # said now (stderr) and again in train.log once it exists
             note = (f"{', '.join(skipped)} {'is' if len(skipped) == 1 else 'are'} incomplete (no trainer_state.json: "
                     f"a save was interrupted); resuming from the last complete checkpoint, {last}")
-            logger.warning(note)
+            print(f"warning: {note}", file=sys.stderr)  # logging is not set up yet
             RESUME_NOTES.append(note)
         args.resume_from_checkpoint = last
     elif not os.path.isfile(os.path.join(str(value), "trainer_state.json")):

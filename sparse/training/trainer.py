@@ -290,6 +290,44 @@ class SparseTrainer(Trainer):
                                "instead of fp16, or check the data of this batch")
 
     # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model, trial) -> None:
+        """Trainer's checkpoint, written into ``<output_dir>/.saving-checkpoint-<step>/`` and renamed to
+        ``checkpoint-<step>`` once complete (weights, optimizer, RNG and ``trainer_state.json``): a kill
+        or a full disk during a save never leaves a folder that looks like a complete checkpoint. A
+        failed save (e.g. no space left) removes its staging folder and is one error naming the path."""
+        import shutil
+
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        run_dir = self._get_output_dir(trial=trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        final = os.path.join(run_dir, name)
+        staging = os.path.join(run_dir, f".saving-{name}")
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)  # what a killed earlier save left
+        self.accelerator.wait_for_everyone()
+        self._get_output_dir = lambda trial=None: staging  # the parent saves into staging/checkpoint-<step>
+        try:
+            super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                if os.path.isdir(final):  # the same step saved before (a resumed run): replaced whole
+                    shutil.rmtree(final)
+                os.replace(os.path.join(staging, name), final)
+                shutil.rmtree(staging, ignore_errors=True)
+                rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                                   best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            last = complete_checkpoint(run_dir)
+            raise UserError(f"saving checkpoint {final} failed: {exc.strerror or exc}"
+                            f"{f' ({exc.filename})' if exc.filename else ''}; the incomplete save was removed; "
+                            f"{f'the last complete checkpoint is {last}' if last else 'no checkpoint is complete'}"
+                            ) from None
+        finally:
+            del self._get_output_dir  # the class's method again
+        self.accelerator.wait_for_everyone()
+
     def _save(self, output_dir: Optional[str] = None, state_dict=None) -> None:
         """Self-describing checkpoint (``SparseEncoder.save_pretrained``); teachers are never saved."""
         output_dir = output_dir or self.args.output_dir
@@ -313,3 +351,24 @@ class SparseTrainer(Trainer):
         if self.encoder.settings.idf_requires_grad and os.path.isfile(idf_path):
             self.encoder.idf.data.copy_(idf_vector(load_idf_file(idf_path), self.encoder.tokenizer,
                                                    self.encoder.vocab_size, source=idf_path))
+
+
+def complete_checkpoint(output_dir: str, skipped: Optional[list] = None) -> Optional[str]:
+    """The ``checkpoint-<step>`` of ``output_dir`` with the highest step that is complete (holds
+    ``trainer_state.json``, which the Trainer writes last); the incomplete ones passed over are
+    appended to ``skipped``. None when there is none."""
+    import re
+
+    if not os.path.isdir(output_dir):
+        return None
+    found = []
+    for entry in os.listdir(output_dir):
+        match = re.fullmatch(r"checkpoint-(\d+)", entry)
+        if match and os.path.isdir(os.path.join(output_dir, entry)):
+            found.append((int(match.group(1)), os.path.join(output_dir, entry)))
+    for _, path in sorted(found, reverse=True):
+        if os.path.isfile(os.path.join(path, "trainer_state.json")):
+            return path
+        if skipped is not None:
+            skipped.append(path)
+    return None
