@@ -12,6 +12,6 @@ from sparse.corpus.settings import (corpus_cache_dir, default_cache_dir, engine_
                                     load_encoder, sparse_settings)
 from sparse.errors import check_input_path, check_model_path
 
-__all__ = ["CorpusVectors", "cached_embeddings", "check_input_path", "check_model_path", "corpus_cache_dir", "corpus_key",
-           "default_cache_dir", "embed_corpus", "encode_corpus", "encoder_fingerprint", "engine_options",
+__all__ = ["CorpusVectors", "cached_embeddings", "check_input_path", "check_model_path", "corpus_cache_dir",
+           "corpus_key", "default_cache_dir", "embed_corpus", "encode_corpus", "encoder_fingerprint", "engine_options",
            "explicit_sparse_settings", "load_encoder", "sparse_settings"]

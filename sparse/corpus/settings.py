@@ -6,8 +6,9 @@ The rule for sparse settings (``SparseSettings`` fields, saved with every checkp
 * evaluation, mining and KD preparation load a trained model, so only the settings the user gave
   explicitly (on the command line or in the YAML file) override what the checkpoint says, and the
   checkpoint's own settings fill the rest (``explicit_sparse_settings``). A siamese checkpoint is
-  therefore searched with siamese queries unless ``--inf_free true`` is given. Evaluation and data generation use the same rule, so a model
-  mined and evaluated with the same keys has the same fingerprint and shares cached vectors.
+  therefore searched with siamese queries unless ``--inf_free true`` is given. Evaluation and data
+  generation use the same rule, so a model mined and evaluated with the same keys has the same
+  fingerprint and shares cached vectors.
 """
 
 from __future__ import annotations

@@ -39,16 +39,16 @@ class DatagenArguments:
     default_top_k: ClassVar[int] = 50
     output_suffix: ClassVar[str] = "data"
 
-    split: str = key("train", "split whose queries (those with qrels) are processed")
-    top_k: Optional[int] = key(None, "documents retrieved per query; null: 50 (mining) or 100 (KD data)", low=1)
-    min_negatives: int = key(1, "a query with fewer negatives left is dropped (and counted)", low=0)
-    seed: int = key(42, "random seed")
-    output: Optional[str] = key(None, "output directory; null: data/<dataset>_train (mining) or data/<dataset>_kd")
-    overwrite: bool = key(False, "rebuild a finished output instead of stopping")
-    bm25_k1: float = key(0.9, "BM25 k1 (Lucene BM25, sparse.retrieval.bm25)", low=0)
-    bm25_b: float = key(0.4, "BM25 b", low=0, high=1)
-    bm25_stemmer: Optional[str] = key("english", "PyStemmer language of BM25; null: no stemming")
-    bm25_stopwords: Optional[str] = key("en", "bm25s stop-word list of BM25; null: keep every word")
+    split: str = key("train", "Split whose queries (those with qrels) are processed.")
+    top_k: Optional[int] = key(None, "Documents retrieved per query; null: 50 (mining) or 100 (KD data).", low=1)
+    min_negatives: int = key(1, "A query with fewer negatives left is dropped (and counted).", low=0)
+    seed: int = key(42, "Random seed.")
+    output: Optional[str] = key(None, "Output directory; null: data/<dataset>_train (mining) or data/<dataset>_kd.")
+    overwrite: bool = key(False, "Rebuild a finished output instead of stopping.")
+    bm25_k1: float = key(0.9, "BM25 k1 (Lucene BM25, sparse.retrieval.bm25).", low=0)
+    bm25_b: float = key(0.4, "BM25 b.", low=0, high=1)
+    bm25_stemmer: Optional[str] = key("english", "PyStemmer language of BM25; null: no stemming.")
+    bm25_stopwords: Optional[str] = key("en", "bm25s stop-word list of BM25; null: keep every word.")
 
     def __post_init__(self):
         if self.top_k is None:
@@ -75,12 +75,12 @@ class MiningArguments(DatagenArguments):
 
     output_suffix: ClassVar[str] = "train"
 
-    miner: str = key("sparse", "sparse: the given model through an Index; bm25: BM25 of the corpus",
+    miner: str = key("sparse", "sparse: the given model through an Index; bm25: BM25 of the corpus.",
                      choices=("sparse", "bm25"))
-    negatives_per_query: Optional[int] = key(None, "negatives kept per query; null: every remaining candidate",
+    negatives_per_query: Optional[int] = key(None, "Negatives kept per query; null: every remaining candidate.",
                                              low=1)
-    skip_top: int = key(0, "remaining candidates skipped from the top (likely unjudged positives)", low=0)
-    sampling: str = key("top", "top: the best remaining candidates; random: drawn among them",
+    skip_top: int = key(0, "Remaining candidates skipped from the top (likely unjudged positives).", low=0)
+    sampling: str = key("top", "top: the best remaining candidates; random: drawn among them.",
                         choices=("top", "random"))
 
     def __post_init__(self):
@@ -100,27 +100,32 @@ class KDPrepArguments(DatagenArguments):
     default_top_k: ClassVar[int] = 100
     output_suffix: ClassVar[str] = "kd"
 
-    data_dir: Optional[str] = key(None, "MS MARCO-format or BEIR-format directory; null: --beir_datasets")
-    teachers: Optional[list] = key(None, "teachers as TYPE:MODEL (dense, sparse, cross, seq2seq; bm25 alone)")
-    dense_pooling: str = key("mean", "pooling of dense teachers: mean (sentence-transformers) or cls",
+    data_dir: Optional[str] = key(None, "MS MARCO-format or BEIR-format directory; null: the one dataset of "
+                                        "beir_datasets.")
+    teachers: Optional[list] = key(None, "Teachers as TYPE:MODEL (dense, sparse, cross, seq2seq; bm25 alone: the "
+                                         "collection's statistics).")
+    dense_pooling: str = key("mean", "Pooling of dense teachers: mean (sentence-transformers) or cls.",
                              choices="sparse.teachers.dense:POOLINGS")
-    teacher_max_length: int = key(512, "teacher truncation length in tokens", low=1)
-    teacher_batch_size: int = key(32, "teacher batch size", low=1)
-    teacher_dtype: Optional[str] = key(None, "fp16 | bf16 | fp32; null: half precision on GPU, fp32 on CPU")
-    teacher_trust_remote_code: bool = key(False, "let teacher models run their own code (e.g. gte-large-en-v1.5)")
-    save_teacher_scores: bool = key(False, "also store each teacher's normalized scores")
-    queries_per_part: int = key(1000, "queries per part: the unit of work, of torchrun sharding and of resuming",
+    teacher_max_length: int = key(512, "Teacher truncation length in tokens.", low=1)
+    teacher_batch_size: int = key(32, "Teacher batch size.", low=1)
+    teacher_dtype: Optional[str] = key(None, "Teacher dtype: fp16, bf16 or fp32; null: half precision on GPU, fp32 "
+                                             "on CPU.")
+    teacher_trust_remote_code: bool = key(False, "Let teacher models run their own code (e.g. gte-large-en-v1.5).")
+    save_teacher_scores: bool = key(False, "Also store each teacher's normalized scores.")
+    queries_per_part: int = key(1000, "Queries per part: the unit of work, of torchrun sharding and of resuming.",
                                 low=1)
-    max_queries: Optional[int] = key(None, "keep the first N queries (sorted by id), for trials", low=1)
-    num_shards: Optional[int] = key(None, "arrow shards of the output; null: by size")
-    prescored: Optional[str] = key(None, "join-only mode: {query, docs, scores} id lists joined with texts")
-    fix_encoding: bool = key(True, "repair UTF-8 read as latin-1 (mojibake) in MS MARCO texts")
-    candidates: list = key(help="retrievers whose top_k per query are unioned: student, bm25, dense:MODEL",
+    max_queries: Optional[int] = key(None, "Keep the first N queries (sorted by id), for trials.", low=1)
+    num_shards: Optional[int] = key(None, "Arrow shards of the output; null: by size.")
+    prescored: Optional[str] = key(None, "Join-only mode: {query, docs, scores} id lists joined with the texts of "
+                                         "data_dir.")
+    fix_encoding: bool = key(True, "Repair UTF-8 read as latin-1 (mojibake) in MS MARCO texts.")
+    candidates: list = key(help="Retrievers whose top_k per query are unioned: student, bm25, dense:MODEL.",
                            factory=lambda: ["student"])
-    include_positives: Optional[bool] = key(None, "add the judged positives to the candidates; null: true "
-                                                  "unless the candidates are [student] alone")
-    write_posnegs: Optional[str] = key(None, "also write teacher-filtered posnegs rows to this directory")
-    negative_margin: float = key(0.1, "posnegs: drop candidates scored >= (lowest positive's score - margin)",
+    include_positives: Optional[bool] = key(None, "Add the judged positives to the candidates; null: true unless "
+                                                  "the candidates are [student] alone and no posnegs rows are "
+                                                  "written.")
+    write_posnegs: Optional[str] = key(None, "Also write teacher-filtered posnegs rows to this directory.")
+    negative_margin: float = key(0.1, "posnegs rows: drop candidates scored >= (lowest positive's score - margin).",
                                  low=0)
 
     def __post_init__(self):

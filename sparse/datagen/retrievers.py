@@ -28,8 +28,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from sparse.corpus import (cached_embeddings, corpus_cache_dir, distributed, embed_corpus, encode_corpus, engine_options,
-                           load_encoder)
+from sparse.corpus import (cached_embeddings, corpus_cache_dir, distributed, embed_corpus, encode_corpus,
+                           engine_options, load_encoder)
 from sparse.datagen.args import KDPrepArguments, MiningArguments, parse_candidates
 from sparse.errors import UserError
 
