@@ -132,7 +132,7 @@ class HealthArguments:
 
     health_window: int = key(100, "Steps over which vocabulary activity is counted.", low=1)
     collapse_ratio: float = key(0.5, "Warn when document size falls below this ratio of its start (or of "
-                                     "target_doc_nnz).", low=0, high=1)
+                                     "target_doc_nnz); 0: no collapse watch.", low=0)
     target_doc_nnz: Optional[float] = key(None, "Document size the regularizer is meant to reach; the collapse "
                                                 "watch compares against it.", low=0, low_open=True)
     stop_on_collapse: bool = key(False, "Save and stop when a collapse is detected.")

@@ -152,7 +152,7 @@ RANGE_CASES = [
     ("train_ir", "max_steps=-1 num_train_epochs=0", r"num_train_epochs must be > 0, got 0"),
     ("train_ir", "loss_weights=[-1]", r"loss_weights must be >= 0, got -1"),
     ("train_ir", "score_scale=0", r"score_scale must be > 0, got 0"),
-    ("train_ir", "collapse_ratio=2", r"collapse_ratio must be in \[0, 1\], got 2"),
+    ("train_ir", "collapse_ratio=-1", r"collapse_ratio must be >= 0, got -1"),
     ("evaluate_beir", "--per_device_eval_batch_size 0", r"per_device_eval_batch_size must be >= 1, got 0"),
     ("evaluate_beir", "--encode_batch_size 0", r"encode_batch_size must be >= 1, got 0"),
     ("evaluate_beir", "--eval_max_seq_length 0", r"corpus_max_seq_length must be >= 1, got 0"),
