@@ -130,3 +130,20 @@ def check_model_path(path: Optional[str], key: str = "model_name_or_path") -> No
                               "a checkpoint-* directory or a saved model")
     elif path.startswith((".", "/", "~")) or path.count("/") > 1:
         raise ConfigError(f"{key}: model directory not found: {path}")
+
+
+def check_output_dir(key: str, path: str) -> None:
+    """An output folder that cannot be made or written is one error naming it, before any work:
+    a file where the folder should be, a file among its parents, a read-only parent."""
+    if not path:
+        return
+    real = os.path.abspath(path)
+    if os.path.exists(real) and not os.path.isdir(real):
+        raise UserError(f"{key} {path} is a file, not a folder: choose another path")
+    parent = real
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"{key} {path} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{key} {path} cannot be written: {parent} is read-only (permission denied)")

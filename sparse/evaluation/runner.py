@@ -30,7 +30,7 @@ import yaml
 
 from sparse.config import Command, ResolvedConfig, parse_command, split_overrides
 from sparse.corpus import check_model_path, corpus_cache_dir, distributed, engine_options, load_encoder
-from sparse.errors import ConfigError, UserError, write_atomic
+from sparse.errors import ConfigError, UserError, check_output_dir, write_atomic
 from sparse.evaluation.beir_eval import EvalOptions, evaluate_dataset
 from sparse.evaluation.report import write_checkpoint_summary, write_dataset_summary
 from sparse.retrieval.opensearch import redact_url
@@ -193,6 +193,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         dataset_dirs = {name: str(beir_dataset(name, cfg.data.beir_dir)) for name in datasets}
     check_splits(dataset_dirs, cfg.eval.eval_split)
     preflight(cfg, models, dataset_dirs, yaml_mode)
+    check_output_dir("output_dir", root)
     _setup_logging(root)
     if distributed.is_launch_main():
         write_atomic(os.path.join(root, "eval_config.yaml"),

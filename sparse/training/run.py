@@ -23,7 +23,7 @@ from sparse.config import (FALSE_STRINGS, TRUE_STRINGS, Command, ConfigError, Re
                            parse_command)
 from sparse.corpus import check_input_path, check_model_path, sparse_settings
 from sparse.corpus.distributed import group_rank, launch_world_size
-from sparse.errors import write_json
+from sparse.errors import check_output_dir, write_json
 
 logger = logging.getLogger("sparse.train")
 
@@ -117,6 +117,7 @@ def check_inputs(cfg: ResolvedConfig) -> None:
                           "jsonl file); see README, section Training data")
     for path in dataset_paths(d.train_file, d.train_file_dir):  # a train_file_dir entry is checked there
         check_input_path("train_file", path, kind="file or directory")
+    check_output_dir("output_dir", args.output_dir)
     check_reporters(args)
     resolve_resume(args)
 
