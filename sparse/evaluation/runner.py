@@ -204,6 +204,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
         t0 = time.perf_counter()
         logger.info("evaluating %s (%s) on %s", label, path, ", ".join(datasets))
         encoder = load_model(cfg, path, yaml_mode)
+        if label == models[0][0]:  # once, for the first model: an oversubscribed CPU gets fewer threads
+            from sparse.corpus.threads import adapt_threads
+
+            adapt_threads(distributed.local_device(), sum(p.numel() for p in encoder.parameters()))
         out_dir = os.path.join(root, label) if yaml_mode else root
         results = []
         for name in datasets:

@@ -217,6 +217,9 @@ def main(argv=None) -> dict:
     encoder.train()
     logger.info("student: %s, %d parameters, settings %s", m.model_name_or_path,
                 sum(p.numel() for p in encoder.parameters()), encoder.settings)
+    from sparse.corpus.threads import adapt_threads
+
+    adapt_threads(args.device, sum(p.numel() for p in encoder.parameters()))  # oversubscribed CPU: fewer threads
 
     health = TrainingHealth(encoder.vocab_size, args.output_dir if is_main else None, window=h.health_window,
                             collapse_ratio=h.collapse_ratio, target_doc_nnz=h.target_doc_nnz)
