@@ -213,6 +213,10 @@ def check_inputs(cfg: ResolvedConfig, args: DatagenArguments) -> None:
     """The files and models a run reads, checked by the entry points before any work (and any file)."""
     from sparse.corpus import check_input_path, check_model_path
 
+    from sparse.errors import check_output_dir
+
+    for key in ("output", "write_posnegs"):  # a file in the way, a read-only parent: named before any work
+        check_output_dir(key, getattr(args, key, None))
     if getattr(args, "prescored", None):
         return
     if isinstance(args, KDPrepArguments):

@@ -128,11 +128,13 @@ def test_evaluation_warns_about_absent_qrels_documents(cli, faults_env, tmp_path
     assert "name documents that are not in the corpus" in log
 
 
+MINE = ["--model_name_or_path", "{model}", "--beir_dir", "{beir}", "--beir_datasets", "tinyset", "--split", "test",
+        "--output", "{out}"]
 TRAIN = ["model_name_or_path={model}", "train_file={posnegs}", "data_type=posnegs", "loss_types=[infonce]",
          "output_dir={out}", "max_steps=1", "report_to=none", "max_seq_length=16"]
 
 
-@pytest.mark.parametrize("entry", ["train_ir", "evaluate_beir"])
+@pytest.mark.parametrize("entry", ["train_ir", "evaluate_beir", "data_preparation", "demo_train_data"])
 @pytest.mark.parametrize("case", ["output-is-a-file", "parent-is-a-file", "read-only-parent"])
 def test_output_folder_that_cannot_be_written(entry, case, cli, faults_env, tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("keep")
@@ -146,9 +148,9 @@ def test_output_folder_that_cannot_be_written(entry, case, cli, faults_env, tmp_
                             else real_access(p, mode, *a, **k))
     values = {"model": faults_env["model"], "posnegs": faults_env["posnegs"], "beir": faults_env["beir_dir"],
               "out": str(out)}
-    args = [a.format(**values) for a in (TRAIN if entry == "train_ir" else EVAL)]
-    code, _, err = cli(entry, *args)
+    argv = {"train_ir": TRAIN, "evaluate_beir": EVAL, "data_preparation": KD, "demo_train_data": MINE}[entry]
+    code, _, err = cli(entry, *[a.format(**values) for a in argv])
     message = [m for m in err.splitlines() if m.startswith("error: ")]
     assert code == 2 and len(message) == 1 and "Traceback" not in err, err[-3000:]
-    assert "output_dir" in message[0] and (str(out) in message[0] or str(out.parent) in message[0]), message[0]
+    assert "output" in message[0] and (str(out) in message[0] or str(out.parent) in message[0]), message[0]
     assert (tmp_path / "afile").read_text() == "keep" and os.listdir(locked) == []
