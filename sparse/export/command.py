@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from sparse.config import Command, key, run_command
-from sparse.errors import UserError, write_text
+from sparse.errors import UserError, check_output_dir, write_text
 
 TARGETS = ("opensearch", "sentence-transformers", "onnx")
 # a few varied sentences for the weight-range report when no corpus is given
@@ -107,15 +107,7 @@ def check_output(checkpoint: str | None, output: str, overwrite: bool) -> None:
                      else "holds the checkpoint")
             raise UserError(f"--output {output} {where} {checkpoint}: choose a folder outside it "
                             f"(an export never replaces or writes into its source)")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"--output {output} is a file, not a folder: choose another path")
-    parent = out
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise UserError(f"cannot create --output {output}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write --output {output}: {parent} is read-only")
+    check_output_dir("--output", output)
     if os.path.isdir(out) and os.listdir(out):
         if not overwrite:
             raise UserError(f"--output {output} exists and is not empty; pass --overwrite or choose another folder")
