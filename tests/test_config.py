@@ -272,3 +272,19 @@ def test_configuration_docs_match_the_code():
     text = DOCS_PATH.read_text(encoding="utf-8")
     assert text.startswith(HEADER)
     assert text == render(), "docs/configuration.md is out of date: run python -m sparse.config.docs"
+
+
+def test_sparse_console_script_runs_every_command_by_name(capsys):
+    from sparse.commands import SUBCOMMANDS, main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in SUBCOMMANDS)
+    assert main(["trian"]) == 2 and "did you mean 'train'" in capsys.readouterr().err
+    for name in ("train", "mine", "subset"):
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0 and "default" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "max_steps=0"])
+    assert exit_.value.code == 2 and capsys.readouterr().err.startswith("error: max_steps must be")

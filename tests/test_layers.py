@@ -44,6 +44,8 @@ ALLOWED = {
     "export": {"errors", "config", "corpus", "modeling", "retrieval", "data"},
     # the reproduction grid drives the entry points and reads their reports
     "reproduce": {"errors", "config", "assets", "evaluation", "data"},
+    # the ``sparse`` console script: every command by name (imported when chosen), data generation's commands
+    "commands": {"errors", "config", "datagen"},
     # adaptation drives the entry points like the demo, and makes its pseudo-queries in process
     "adapt": {"errors", "config", "assets", "data", "datagen", "evaluation", "reproduce"},
 }
