@@ -199,6 +199,16 @@ def main(argv: Optional[list[str]] = None) -> dict:
         write_atomic(os.path.join(root, "eval_config.yaml"),
                      lambda f: yaml.safe_dump(redacted_config(cfg), f, sort_keys=False, allow_unicode=True))
     set_seed(cfg.training.seed)
+    try:
+        return _evaluate_models(cfg, models, datasets, dataset_dirs, opts, root, yaml_mode)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile: one line naming the path
+        if exc.filename is None:
+            raise
+        raise UserError(f"writing {exc.filename} failed: {exc.strerror or exc}; the results finished so far "
+                        f"are in {root}, and a rerun reuses the encoded corpora") from None
+
+
+def _evaluate_models(cfg: ResolvedConfig, models, datasets, dataset_dirs, opts, root: str, yaml_mode: bool) -> dict:
     per_model: dict[str, list[dict]] = {}
     for label, path in models:
         t0 = time.perf_counter()

@@ -347,17 +347,22 @@ class SparseEncoder(nn.Module):
         local = os.path.isdir(path)
         if local:
             check_weight_files(path)
+        bins = [n for n in os.listdir(path) if n.endswith(".bin") and n != "training_args.bin"] if local else []
         try:
             mlm, info = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code,
                                                              output_loading_info=True)
+        except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            if bins and not isinstance(exc, ValueError):  # a pytorch_model.bin cut short or overwritten
+                raise UserError(f"the weights in {os.path.join(path, bins[0])} are damaged "
+                                f"({type(exc).__name__}: {str(exc)[:120]}): re-copy them from where the "
+                                f"checkpoint came from") from None
+            if isinstance(exc, (OSError, ValueError)):
+                raise UserError(f"cannot load a masked-LM from {path!r}: {exc}") from None
+            raise
+        try:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_name or path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
-            raise UserError(f"cannot load a masked-LM from {path!r}: {exc}") from None
-        except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # a damaged pytorch_model.bin
-            if not local or not any(n.endswith(".bin") for n in os.listdir(path)):
-                raise
-            raise UserError(f"the weights in {path} are damaged ({type(exc).__name__}: {str(exc)[:120]}): "
-                            f"re-copy the checkpoint") from None
+            raise UserError(f"cannot load the tokenizer {tokenizer_name or path!r}: {exc}") from None
         check_vocab_size(tokenizer, mlm, path, tokenizer_name)
         # a model saved without its MLM head loads with a random one: vectors would be noise
         missing = [k for k in info.get("missing_keys", []) if not k.endswith("position_ids")]
@@ -396,7 +401,20 @@ class SparseEncoder(nn.Module):
 
 def check_weight_files(path: str) -> None:
     """Every ``*.safetensors`` file of a local model folder has a readable header that covers the
-    whole file; a damaged one (garbage, cut short by a copy) is one error saying to re-copy it."""
+    whole file, every zip-format ``*.bin`` its central directory; a damaged one (garbage, cut short
+    by a copy) is one error saying to re-copy it."""
+    import zipfile
+
+    for name in sorted(n for n in os.listdir(path) if n.endswith(".bin") and n != "training_args.bin"):
+        file = os.path.join(path, name)  # torch.save's zip format: a cut file has no central directory
+        try:
+            with open(file, "rb") as f:
+                zipped = f.read(4) == b"PK\x03\x04"
+            if zipped:
+                zipfile.ZipFile(file).close()
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise UserError(f"the weights in {file} are damaged ({exc}): re-copy them from where the checkpoint "
+                            f"came from") from None
     names = sorted(n for n in os.listdir(path) if n.endswith(".safetensors"))
     if not names:
         return
@@ -427,9 +445,12 @@ def check_model_files(path: str, idf_path: Optional[str] = None, tokenizer_name:
             load_idf_file(idf_file)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name or path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):
         return  # from_pretrained reports it, with its own message
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name or path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load the tokenizer {tokenizer_name or path!r}: {exc}") from None
     size = getattr(config, "vocab_size", None)
     if isinstance(size, int) and len(tokenizer) != size:
         which = f"tokenizer {tokenizer_name}" if tokenizer_name else f"the tokenizer of {path}"

@@ -90,6 +90,9 @@ def resolve_resume(args) -> None:
         args.resume_from_checkpoint = last
     elif not os.path.isfile(os.path.join(str(value), "trainer_state.json")):
         raise ConfigError(f"resume_from_checkpoint: {value} is not a checkpoint directory (no trainer_state.json)")
+    from sparse.modeling.encoder import check_weight_files
+
+    check_weight_files(args.resume_from_checkpoint)  # damaged weights: one error now, not a traceback later
 
 
 def check_reporters(args) -> None:
@@ -243,12 +246,22 @@ def main(argv=None) -> dict:
     wall = time.time() - start
     if stopper.received is not None:
         raise TrainingInterrupted(interrupted_message(trainer, stopper.received), stopper.received)
-    trainer.save_model(args.output_dir)
     summary = {"global_step": trainer.state.global_step, "wall_time_s": round(wall, 1),
                "world_size": args.world_size, "train_loss": result.training_loss / max(args.world_size, 1),
                "last_logged": trainer.last_metrics, "output_dir": args.output_dir}
-    if is_main:
-        write_json(os.path.join(args.output_dir, "train_results.json"), summary)
+    try:
+        trainer.save_model(args.output_dir)
+        if is_main:
+            write_json(os.path.join(args.output_dir, "train_results.json"), summary)
+    except OSError as exc:  # a full disk at the very end: the checkpoints are intact, say where
+        from sparse.errors import UserError
+        from sparse.training.trainer import complete_checkpoint
+
+        last = complete_checkpoint(args.output_dir)
+        raise UserError(f"saving the final model into {args.output_dir} failed: {exc.strerror or exc}"
+                        f"{f' ({exc.filename})' if exc.filename else ''}; "
+                        f"{f'the last complete checkpoint is {last}' if last else 'no checkpoint was saved'}"
+                        ) from None
         logger.info("done: %d steps in %.1f s; model saved to %s", trainer.state.global_step, wall, args.output_dir)
     return summary
 

@@ -21,6 +21,9 @@ def _own_logging():
     import logging
 
     loggers = [logging.getLogger(), logging.getLogger("sparse")]
+    for lg in loggers:  # handlers an earlier test left on its captured (now closed) stream
+        for handler in [h for h in lg.handlers if getattr(getattr(h, "stream", None), "closed", False)]:
+            lg.removeHandler(handler)
     before = [list(lg.handlers) for lg in loggers]
     yield
     for lg, kept in zip(loggers, before):
@@ -124,3 +127,36 @@ def test_complete_checkpoint_picks_the_highest_complete_step(tmp_path):
     assert complete_checkpoint(str(tmp_path), skipped) == str(tmp_path / "checkpoint-10")
     assert skipped == [str(tmp_path / "checkpoint-12")]
     assert complete_checkpoint(str(tmp_path / "absent")) is None
+
+
+def test_resume_from_a_checkpoint_with_damaged_weights(cli, faults_env, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = cli("train_ir", *_args(faults_env, out, max_steps=2))
+    assert code == 0, err[-3000:]
+    weights = out / "checkpoint-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short
+    before = sorted(os.listdir(out))
+    log = (out / "train.log").read_text()
+    code, _, err = cli("train_ir", *_args(faults_env, out, max_steps=4, resume_from_checkpoint="true"))
+    message = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(message) == 1 and "Traceback" not in err, err[-3000:]
+    assert f"the weights in {weights} are damaged" in message[0] and "re-copy" in message[0]
+    assert sorted(os.listdir(out)) == before and (out / "train.log").read_text() == log  # nothing written
+
+
+def test_disk_full_saving_the_final_model(cli, faults_env, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    original = SparseTrainer.save_model
+
+    def full(self, output_dir=None, _internal_call=False):
+        if not _internal_call and output_dir == str(out):
+            raise OSError(errno.ENOSPC, "No space left on device", str(out / "model.safetensors"))
+        return original(self, output_dir, _internal_call)
+
+    monkeypatch.setattr(SparseTrainer, "save_model", full)
+    code, _, err = cli("train_ir", *_args(faults_env, out, max_steps=4))
+    message = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(message) == 1 and "Traceback" not in err, err[-3000:]
+    assert f"saving the final model into {out} failed: No space left on device" in message[0]
+    assert f"the last complete checkpoint is {out / 'checkpoint-4'}" in message[0]
+    assert not (out / "train_results.json").exists()  # it never looks finished

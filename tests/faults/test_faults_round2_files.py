@@ -21,6 +21,9 @@ def _own_logging():
     import logging
 
     loggers = [logging.getLogger(), logging.getLogger("sparse")]
+    for lg in loggers:  # handlers an earlier test left on its captured (now closed) stream
+        for handler in [h for h in lg.handlers if getattr(getattr(h, "stream", None), "closed", False)]:
+            lg.removeHandler(handler)
     before = [list(lg.handlers) for lg in loggers]
     yield
     for lg, kept in zip(loggers, before):
@@ -154,3 +157,20 @@ def test_output_folder_that_cannot_be_written(entry, case, cli, faults_env, tmp_
     assert code == 2 and len(message) == 1 and "Traceback" not in err, err[-3000:]
     assert "output" in message[0] and (str(out) in message[0] or str(out.parent) in message[0]), message[0]
     assert (tmp_path / "afile").read_text() == "keep" and os.listdir(locked) == []
+
+
+def test_disk_full_writing_evaluation_results(cli, faults_env, tmp_path, monkeypatch):
+    import errno
+
+    from sparse.evaluation import beir_eval
+
+    def full(path, run):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(beir_eval, "write_trec_run", full)
+    out = tmp_path / "out"
+    code, _, err = cli("evaluate_beir", *[a.format(model=faults_env["model"], beir=faults_env["beir_dir"], out=out)
+                                          for a in EVAL])
+    message = [m for m in err.splitlines() if m.startswith("error: ")]
+    assert code == 2 and len(message) == 1 and "Traceback" not in err, err[-3000:]
+    assert "tinyset.trec failed: No space left on device" in message[0]

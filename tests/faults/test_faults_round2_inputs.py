@@ -19,6 +19,9 @@ def _own_logging():
     import logging
 
     loggers = [logging.getLogger(), logging.getLogger("sparse")]
+    for lg in loggers:  # handlers an earlier test left on its captured (now closed) stream
+        for handler in [h for h in lg.handlers if getattr(getattr(h, "stream", None), "closed", False)]:
+            lg.removeHandler(handler)
     before = [list(lg.handlers) for lg in loggers]
     yield
     for lg, kept in zip(loggers, before):
@@ -98,6 +101,10 @@ CASES = [
      r"the weights in .*w_cut/model\.safetensors are damaged .*re-copy"),
     ("safetensors-cut-short-train", "train_ir", _train(model_name_or_path="{f[w_cut]}"),
      r"w_cut/model\.safetensors are damaged"),
+    ("pytorch-bin-cut-short-eval", "evaluate_beir", _eval("{f[w_bin_cut]}"),
+     r"the weights in .*w_bin_cut/pytorch_model\.bin are damaged .*re-copy"),
+    ("tokenizer-json-damaged-eval", "evaluate_beir", _eval("{f[tok_damaged]}"),
+     r"cannot load the tokenizer .*tok_damaged"),
     ("ensemble-teacher-missing", "train_ir",
      _train(*KD, "train_file={kd}", "kd_ensemble_teacher_kwargs={{types: [dense], model_ids: [{tmp}/no/such/teacher]}}"),
      r"no/such/teacher"),
@@ -168,6 +175,20 @@ def _idf_and_model_files(root, model, files):
         weights = folder / "model.safetensors"
         weights.write_bytes(damage(weights.read_bytes()))
         files[name] = str(folder)
+    import torch
+
+    folder = root / "w_bin_cut"
+    _copy_model(model, folder)
+    state = AutoModelForMaskedLM.from_pretrained(model).state_dict()
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    data = (folder / "pytorch_model.bin").read_bytes()
+    (folder / "pytorch_model.bin").write_bytes(data[:len(data) // 2])
+    files["w_bin_cut"] = str(folder)
+    folder = root / "tok_damaged"
+    _copy_model(model, folder)
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "trunc')
+    files["tok_damaged"] = str(folder)
 
 
 def _fill(argv, faults_env, bad, tmp_path):

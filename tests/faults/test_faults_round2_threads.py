@@ -19,6 +19,9 @@ def _own_logging_and_threads():
 
     count = torch.get_num_threads()
     loggers = [logging.getLogger(), logging.getLogger("sparse")]
+    for lg in loggers:  # handlers an earlier test left on its captured (now closed) stream
+        for handler in [h for h in lg.handlers if getattr(getattr(h, "stream", None), "closed", False)]:
+            lg.removeHandler(handler)
     before = [list(lg.handlers) for lg in loggers]
     yield
     torch.set_num_threads(count)

@@ -105,3 +105,15 @@ def test_register_to_dead_port_is_one_line(tmp_path, capsys):
 def test_register_invalid_port_is_a_usage_error(url, tmp_path, capsys):
     code, _, err = _export(capsys, "--register", url, "--output", str(tmp_path))
     assert code == 2 and "port 1-65535" in err and "Traceback" not in err, err
+
+
+def test_evaluation_unknown_verify_word_before_anything_is_written(cli, faults_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENSEARCH_VERIFY_CERTS", "ture")
+    out = tmp_path / "out"
+    code, _, err = cli("evaluate_beir", "--model_name_or_path", faults_env["model"], "--beir_dir",
+                       faults_env["beir_dir"], "--beir_datasets", "tinyset", "--output_dir", str(out),
+                       "--engine", "opensearch", "--opensearch_url", f"https://127.0.0.1:{_dead_port()}")
+    message = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(message) == 1, err[-2000:]
+    assert "OPENSEARCH_VERIFY_CERTS='ture' is not a yes/no value" in message[0]
+    assert not out.exists()
