@@ -281,9 +281,14 @@ def check_training_keys(cfg: ResolvedConfig) -> None:
             note_once(f"unread:{k}", "config key '%s' is ignored with freeze_document_encoder: true: %s", k,
                       UNREAD_WHEN_FROZEN[k])
         return
-    if "temperature" in given and set(cfg.loss.loss_types) <= {"infonce"}:
-        note_once("unread:temperature", "config key 'temperature' is ignored: loss_types %s reads no temperature "
-                  "(only kldiv and marginmse divide scores by it)", cfg.loss.loss_types)
+    if set(cfg.loss.loss_types) <= {"infonce"}:  # infonce reads neither a temperature nor teacher scores
+        for k in sorted(given & {"temperature", "score_norm"}):
+            note_once(f"unread:{k}", "config key '%s' is ignored: loss_types %s reads no %s (only kldiv and "
+                      "marginmse do)", k, cfg.loss.loss_types, "temperature" if k == "temperature" else "scores")
+        if cfg.teachers.kd_ensemble_teacher_kwargs:
+            note_once("unread:kd_ensemble_teacher_kwargs", "config key 'kd_ensemble_teacher_kwargs': the teachers "
+                      "score every batch, but loss_types %s reads no teacher scores (only kldiv and marginmse do)",
+                      cfg.loss.loss_types)
     if "infonce_exclude_other_positives" in given and not cfg.loss.use_in_batch_negatives:
         note_once("unread:infonce_exclude_other_positives", "config key 'infonce_exclude_other_positives' is "
                   "ignored: without use_in_batch_negatives no other query's positive is among the negatives")

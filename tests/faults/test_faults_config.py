@@ -216,6 +216,7 @@ def test_teachers_with_the_query_side_fit_are_an_error(tmp_path):
     (["freeze_document_encoder=true", "idf_requires_grad=true", "use_in_batch_negatives=true"],
      "use_in_batch_negatives", "its own documents"),
     (["loss_types=[infonce]", "temperature=0.05"], "temperature", "reads no temperature"),
+    (["loss_types=[infonce]", "score_norm=none"], "score_norm", "reads no scores"),
     (["infonce_exclude_other_positives=true"], "infonce_exclude_other_positives", "without use_in_batch_negatives"),
     (["inf_free=true", "flops_q_lambda=0.1"], "flops_q_lambda", "inference-free"),
 ])
@@ -227,6 +228,16 @@ def test_keys_the_mode_never_reads_are_named(args, key, why, tmp_path, caplog):
         _training_cfg(tmp_path, *args)
     warned = [r.getMessage() for r in caplog.records if f"'{key}'" in r.getMessage()]
     assert len(warned) == 1 and "ignored" in warned[0] and why in warned[0], warned
+
+
+def test_teachers_with_infonce_alone_are_named(tmp_path, caplog):
+    from sparse.config import forget_notes
+
+    forget_notes()
+    with caplog.at_level(logging.WARNING, logger="sparse.config"):
+        _training_cfg(tmp_path, "loss_types=[infonce]", "kd_ensemble_teacher_kwargs={types: [bm25], model_ids: [null]}")
+    assert [r for r in caplog.records if "'kd_ensemble_teacher_kwargs'" in r.getMessage()
+            and "reads no teacher scores" in r.getMessage()]
 
 
 def test_temperature_with_a_distillation_loss_is_not_warned_about(tmp_path, caplog):
