@@ -164,6 +164,8 @@ def test_datagen_reads_max_seq_length_as_corpus_truncation():
     assert cfg.eval.corpus_max_seq_length == 96
     cfg, _ = parse_script_args(["--model_name_or_path", "m", "corpus_max_seq_length=80"], MiningArguments)
     assert cfg.eval.corpus_max_seq_length == 80
+    with pytest.raises(ConfigError, match="reads 'max_seq_length' as 'corpus_max_seq_length'"):
+        parse_script_args(["--max_seq_length", "64", "--corpus_max_seq_length", "80"], MiningArguments)
 
 
 def test_saved_config_is_grouped_and_flat_view_reads_any_grouping(tmp_path):

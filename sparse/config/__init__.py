@@ -12,7 +12,7 @@ A config is one flat YAML mapping; command-line overrides come after the YAML pa
 ``key=value`` or ``--key value``. Unknown keys are errors naming the key and the closest known one.
 """
 
-from sparse.config.cli import (HELP_FLAGS, Command, command_help, keys_help, load_yaml, parse_command,  # noqa: F401
+from sparse.config.cli import (HELP_FLAGS, Command, command_help, load_yaml, parse_command,  # noqa: F401
                                parse_config, read_values, run_cli, run_command, split_overrides, tokenize,
                                wants_help)
 from sparse.config.groups import (DEFAULT_BEIR_DATASETS, GROUPS, IGNORED_KEYS, TRAINING_NULL_AS,  # noqa: F401

@@ -154,51 +154,60 @@ def parse_command(command: Command, argv: list[str]) -> tuple[Optional[ResolvedC
     argv = list(argv)
     if wants_help(argv):
         raise help_requested(command)
+    values, source, cli_keys = command_values(command, argv)
+    check_known(values, known_keys(command), source, cli_keys)
+    opts = build_options(command, values, source, cli_keys) if command.options is not None else None
+    cfg = resolve(values, sections=command.sections(), source=source, cli_keys=cli_keys) if command.config else None
+    return cfg, opts
+
+
+def command_values(command: Command, argv: list[str]) -> tuple[dict[str, Any], Optional[str], set]:
+    """The flat mapping of ``[cfg.yaml] [POSITIONAL ...] [overrides ...]``, the YAML path, the keys given on
+    the command line; the command's own older names (``key_aliases``) already read as their keys."""
     source = None
     values: dict[str, Any] = {}
     if command.config and argv and argv[0].endswith((".yaml", ".yml")):
         source = argv.pop(0)
         values.update(load_yaml(source))
-    opt_fields = _option_fields(command.options)
+    fields = _option_fields(command.options)
     hints = fields_of(command.options) if command.options else {}
-    list_keys = {n for n, t in hints.items() if (typing.get_origin(strip_optional(t)[0]) or strip_optional(t)[0]) is list}
+    list_keys = {n for n, t in hints.items() if (typing.get_origin(strip_optional(t)[0]) or strip_optional(t)[0])
+                 is list}
     pairs, bare = tokenize(argv, command.options)
-    positional = [n for n, f in opt_fields.items() if meta_of(f)["positional"]]
+    positional = [n for n, f in fields.items() if meta_of(f)["positional"]]
     if len(bare) > len(positional):
-        extra = bare[len(positional)]
-        raise ConfigError(f"cannot parse argument {extra!r}: use key=value or --key value")
-    overrides = _merge(pairs, list_keys)
-    overrides.update(dict(zip(positional, bare)))
+        raise ConfigError(f"cannot parse argument {bare[len(positional)]!r}: use key=value or --key value")
+    overrides = {**_merge(pairs, list_keys), **dict(zip(positional, bare))}
     values.update(overrides)
     cli_keys = set(overrides)
     for old, new in command.key_aliases.items():
-        if old in values:
-            note_once(f"alias:{command.prog}:{old}", "%s reads '%s' as '%s'", command.prog, old, new)
-            if new not in values:
-                values[new] = values[old]
-                cli_keys |= {new} if old in cli_keys else set()
-            values.pop(old)
+        if old not in values:
+            continue
+        if new in values and values[new] != values[old]:
+            raise ConfigError(f"{command.prog} reads '{old}' as '{new}', and both are given with different values "
+                              f"({values[old]!r} and {values[new]!r}); set only '{new}'")
+        note_once(f"alias:{command.prog}:{old}", "%s reads '%s' as '%s'", command.prog, old, new)
+        values[new] = values.pop(old)
+        if old in cli_keys:
+            cli_keys.add(new)
+    return values, source, cli_keys
 
-    check_known(values, known_keys(command), source, cli_keys)
-    opts = None
-    if command.options is not None:
-        mine_raw, cli_mine = apply_aliases({k: v for k, v in values.items() if k in opt_fields
-                                            or k in alias_table([command.options])}, [command.options],
-                                           cli_keys)
-        for k in list(values):
-            if k in opt_fields or k in alias_table([command.options]):
-                values.pop(k)
-        mine = coerce_all(mine_raw, hints, source, cli_mine)
-        missing = [n for n, f in opt_fields.items() if default_of(f) is dataclasses.MISSING and n not in mine]
-        if missing:
-            flag = missing[0] if meta_of(opt_fields[missing[0]])["positional"] else f"--{missing[0]}"
-            raise ConfigError(f"{flag} is required ({meta_of(opt_fields[missing[0]])['help'] or 'see --help'})")
-        opts = command.options(**mine)
-        check_group(opts)
-    cfg = None
-    if command.config:
-        cfg = resolve(values, sections=command.sections(), source=source, cli_keys=cli_keys)
-    return cfg, opts
+
+def build_options(command: Command, values: dict[str, Any], source: Optional[str], cli_keys: set):
+    """The command's options dataclass from ``values`` (its keys are taken out of ``values``), checked
+    against each field's range and choices; a required option left out is an error naming it."""
+    cls = command.options
+    fields = _option_fields(cls)
+    own = set(fields) | set(alias_table([cls]))
+    raw, cli_own = apply_aliases({k: values.pop(k) for k in list(values) if k in own}, [cls], cli_keys)
+    given = coerce_all(raw, fields_of(cls), source, cli_own)
+    for name, f in fields.items():
+        if default_of(f) is dataclasses.MISSING and name not in given:
+            flag = name.upper() if meta_of(f)["positional"] else f"--{name}"
+            raise ConfigError(f"{flag} is required ({meta_of(f)['help'] or 'see --help'})")
+    opts = cls(**given)
+    check_group(opts)
+    return opts
 
 
 def known_keys(command: Command) -> set:
@@ -289,11 +298,6 @@ def command_help(command: Command, usage: bool = True) -> str:
     return "\n".join(lines)
 
 
-def keys_help(sections, script_cls=None) -> str:
-    """The keys of the configuration groups (and of ``script_cls``), as ``--help`` prints them."""
-    return command_help(Command("", options=script_cls, config=True, training="training" in sections))
-
-
 # ----------------------------------------------------------------------------- running
 def run_cli(main: Callable, argv: list[str] | None = None, usage: str | None = None):
     """Run an entry point's ``main(argv)``: ``--help`` prints the usage and keys (exit 0); a user
@@ -325,5 +329,5 @@ def run_command(command: Command, body: Callable, argv: list[str] | None = None)
     return run_cli(main, argv, usage=command.usage)
 
 
-__all__ = ["Command", "parse_command", "parse_config", "run_cli", "run_command", "command_help", "keys_help",
+__all__ = ["Command", "parse_command", "parse_config", "run_cli", "run_command", "command_help",
            "split_overrides", "read_values", "load_yaml", "wants_help", "tokenize", "allowed_text"]
