@@ -76,7 +76,9 @@ def iter_corpus_texts(path: str) -> Iterator[str]:
             yield line
 
 
-def _read_jsonl(path: str) -> Iterable[tuple[int, dict]]:
+def read_jsonl(path: str) -> Iterable[tuple[int, dict]]:
+    """(line number, row) of each non-blank line of a BEIR ``.jsonl`` file; bytes that are not UTF-8,
+    a line that is not JSON or a row without ``_id`` are one ``UserError`` naming the file and line."""
     for n, line in utf8_lines(path):
         if not line.strip():
             continue
@@ -87,6 +89,9 @@ def _read_jsonl(path: str) -> Iterable[tuple[int, dict]]:
         if not isinstance(row, dict) or "_id" not in row:
             raise UserError(f"{path}:{n} has no '_id' field")
         yield n, row
+
+
+_read_jsonl = read_jsonl  # the older private name, still imported by callers
 
 
 def _read_qrels_tsv(path: str) -> Qrels:
@@ -150,12 +155,12 @@ def load_beir(dataset_dir: str, split: str = "test") -> tuple[Corpus, Queries, Q
                 if os.path.isdir(os.path.join(dataset_dir, "qrels")) else []
             raise UserError(f"{qrels_path} not found: split {split!r} is missing (splits here: {have})")
         corpus = {}
-        for n, row in _read_jsonl(corpus_path):
+        for n, row in read_jsonl(corpus_path):
             did = str(row["_id"])
             if did in corpus:
                 raise UserError(f"{corpus_path}:{n}: duplicate document id {did!r}")
             corpus[did] = {"title": row.get("title") or "", "text": row.get("text") or ""}
-        queries = {str(row["_id"]): row.get("text") or "" for _, row in _read_jsonl(queries_path)}
+        queries = {str(row["_id"]): row.get("text") or "" for _, row in read_jsonl(queries_path)}
         qrels = _read_qrels_tsv(qrels_path)
     missing = [q for q in qrels if q not in queries]
     if missing:
@@ -197,9 +202,9 @@ def check_beir_dataset(dataset_dir: str, split: str = "test") -> None:
     for path in (corpus_path, queries_path, qrels_path):
         if not os.path.isfile(path):
             return  # load_beir says what is missing
-    for _ in _read_jsonl(corpus_path):
+    for _ in read_jsonl(corpus_path):
         pass
-    query_ids = {str(row["_id"]) for _, row in _read_jsonl(queries_path)}
+    query_ids = {str(row["_id"]) for _, row in read_jsonl(queries_path)}
     qrels = _read_qrels_tsv(qrels_path)
     missing = [q for q in qrels if q not in query_ids]
     if missing:

@@ -61,10 +61,10 @@ def text_tables(data_dir: str, split: str, fix_encoding: bool = True) -> tuple[d
     for path in (corpus_path, queries_path):
         if not os.path.isfile(path):
             raise UserError(f"{path} not found: {data_dir} is neither MS MARCO- nor BEIR-format")
-    with open(queries_path, encoding="utf-8") as f:
-        queries = {str(r["_id"]): r.get("text") or "" for r in map(json.loads, filter(str.strip, f))}
-    with open(corpus_path, encoding="utf-8") as f:
-        docs = {str(r["_id"]): doc_text(r) for r in map(json.loads, filter(str.strip, f))}
+    from sparse.data.beir import read_jsonl  # UTF-8 and JSON errors name the file and line
+
+    queries = {str(r["_id"]): r.get("text") or "" for _, r in read_jsonl(queries_path)}
+    docs = {str(r["_id"]): doc_text(r) for _, r in read_jsonl(corpus_path)}
     return queries, docs
 
 

@@ -57,24 +57,25 @@ def read_collection(path: str) -> tuple[list[str], list[str]]:
         raise UserError(f"bm25 teacher: collection not found: {path} (a BEIR or MS MARCO directory, "
                         "a corpus.jsonl or an id<TAB>text .tsv file)")
     docs: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            if path.endswith(".jsonl"):
-                try:
-                    row = json.loads(line)
-                    docs[str(row["_id"])] = doc_text(row)
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise UserError(f"{path}:{n} is not a BEIR corpus row with an '_id' ({exc})") from None
-            elif path.endswith(".tsv"):
-                doc_id, sep, text = line.partition("\t")
-                if not sep:
-                    raise UserError(f"{path}:{n}: expected 'id<TAB>text'")
-                docs[doc_id] = text
-            else:
-                raise UserError(f"bm25 teacher: {path} is neither a .jsonl nor a .tsv collection")
+    from sparse.data.beir import utf8_lines  # bytes that are not UTF-8: file, line and byte offset
+
+    for n, line in utf8_lines(path):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if path.endswith(".jsonl"):
+            try:
+                row = json.loads(line)
+                docs[str(row["_id"])] = doc_text(row)
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise UserError(f"{path}:{n} is not a BEIR corpus row with an '_id' ({exc})") from None
+        elif path.endswith(".tsv"):
+            doc_id, sep, text = line.partition("\t")
+            if not sep:
+                raise UserError(f"{path}:{n}: expected 'id<TAB>text'")
+            docs[doc_id] = text
+        else:
+            raise UserError(f"bm25 teacher: {path} is neither a .jsonl nor a .tsv collection")
     ids = sorted(docs)
     return ids, [docs[i] for i in ids]
 

@@ -174,3 +174,31 @@ def test_disk_full_writing_evaluation_results(cli, faults_env, tmp_path, monkeyp
     message = [m for m in err.splitlines() if m.startswith("error: ")]
     assert code == 2 and len(message) == 1 and "Traceback" not in err, err[-3000:]
     assert "tinyset.trec failed: No space left on device" in message[0]
+
+
+@pytest.mark.parametrize("reader", ["bm25-teacher-collection", "prescored-texts", "msmarco-tsv"])
+def test_other_readers_name_bytes_not_utf8(reader, tmp_path):
+    from sparse.errors import UserError
+
+    if reader == "msmarco-tsv":
+        path = tmp_path / "collection.tsv"
+        path.write_bytes(b"d1\tthe cat\nd2\tthe \xff dog\n")
+        want = r"collection\.tsv: line 2 is not UTF-8 \(byte offset 18: 0xff\)"
+    else:
+        path = tmp_path / "corpus.jsonl"
+        path.write_bytes(b'{"_id": "d1", "text": "the cat"}\n{"_id": "d2", "text": "the \xff dog"}\n')
+        want = r"corpus\.jsonl: line 2 is not UTF-8 \(byte offset 60: 0xff\)"
+        (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "cat"}\n')
+    with pytest.raises(UserError, match=want):
+        if reader == "bm25-teacher-collection":
+            from sparse.teachers.bm25 import read_collection
+
+            read_collection(str(path))
+        elif reader == "prescored-texts":
+            from sparse.datagen.prescored import text_tables
+
+            text_tables(str(tmp_path), "train")
+        else:
+            from sparse.datagen.sources import read_id_text_tsv
+
+            read_id_text_tsv(str(path))
