@@ -290,3 +290,16 @@ def test_sparse_console_script_runs_every_command_by_name(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", "max_steps=0"])
     assert exit_.value.code == 2 and capsys.readouterr().err.startswith("error: max_steps must be")
+
+
+def test_text_keys_keep_the_command_line_text():
+    from sparse.config import parse_command
+    from sparse.export.command import COMMAND
+    from sparse.training.run import COMMAND as TRAIN
+
+    _, args = parse_command(COMMAND, ["ckpt", "--version", "1.10", "--name", "007", "--output", "o", "--to", "onnx"])
+    assert (args.version, args.name) == ("1.10", "007")  # not the YAML numbers 1.1 and 7
+    cfg, _ = parse_command(TRAIN, ["--beir_datasets", "007", "--idf_path", "null", "--loss_weights", "[1e-1]",
+                                   "loss_types=[kldiv]", "--inf_free", "no"])
+    assert (cfg.data.beir_datasets, cfg.model.idf_path, cfg.loss.loss_weights, cfg.model.inf_free) == \
+        ("007", None, [0.1], False)

@@ -54,10 +54,11 @@ def _option_fields(cls) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls) if f.init} if cls else {}
 
 
-def tokenize(argv: list[str], options: Optional[type] = None) -> tuple[list[tuple[str, Any]], list[str]]:
+def tokenize(argv: list[str], options: Optional[type] = None,
+             parse: Callable[[str], Any] = parse_scalar) -> tuple[list[tuple[str, Any]], list[str]]:
     """(``[(key, value), ...]`` in order, bare positional arguments) of ``argv``.
 
-    ``--key value`` / ``--key=value`` / ``key=value`` give a YAML scalar; a bare ``--flag`` gives
+    ``--key value`` / ``--key=value`` / ``key=value`` give ``parse(text)`` (a YAML scalar); a bare ``--flag`` gives
     true; an option declared with ``nargs="*"`` takes the raw words up to the next ``--option``,
     ``nargs="..."`` every word after it.
     """
@@ -74,7 +75,7 @@ def tokenize(argv: list[str], options: Optional[type] = None) -> tuple[list[tupl
             f = fields.get(aliases.get(name, name))
             nargs = meta_of(f)["nargs"] if f is not None else None
             if "=" in body:
-                pairs.append((name, parse_scalar(body.split("=", 1)[1])))
+                pairs.append((name, parse(body.split("=", 1)[1])))
             elif nargs == "...":
                 pairs.append((name, list(argv[i + 1:])))
                 i = len(argv)
@@ -85,13 +86,13 @@ def tokenize(argv: list[str], options: Optional[type] = None) -> tuple[list[tupl
                 pairs.append((name, list(argv[i + 1:j])))
                 i = j - 1
             elif i + 1 < len(argv) and not argv[i + 1].startswith("--") and not _KEY_VALUE.match(argv[i + 1]):
-                pairs.append((name, parse_scalar(argv[i + 1])))
+                pairs.append((name, parse(argv[i + 1])))
                 i += 1
             else:
                 pairs.append((name, True))
         elif _KEY_VALUE.match(arg):
             k, val = arg.split("=", 1)
-            pairs.append((k.replace("-", "_"), parse_scalar(val)))
+            pairs.append((k.replace("-", "_"), parse(val)))
         else:
             bare.append(arg)
         i += 1
@@ -173,7 +174,9 @@ def command_values(command: Command, argv: list[str]) -> tuple[dict[str, Any], O
     hints = fields_of(command.options) if command.options else {}
     list_keys = {n for n, t in hints.items() if (typing.get_origin(strip_optional(t)[0]) or strip_optional(t)[0])
                  is list}
-    pairs, bare = tokenize(argv, command.options)
+    pairs, bare = tokenize(argv, command.options, parse=str)
+    types = key_types(command)
+    pairs = [(k, parse_scalar(v) if isinstance(v, str) and not _is_text(types.get(k)) else v) for k, v in pairs]
     positional = [n for n, f in fields.items() if meta_of(f)["positional"]]
     if len(bare) > len(positional):
         raise ConfigError(f"cannot parse argument {bare[len(positional)]!r}: use key=value or --key value")
@@ -208,6 +211,20 @@ def build_options(command: Command, values: dict[str, Any], source: Optional[str
     opts = cls(**given)
     check_group(opts)
     return opts
+
+
+def key_types(command: Command) -> dict[str, Any]:
+    """{key or older name: annotated type} of the command's options and groups (Hugging Face keys left out)."""
+    classes = ([command.options] if command.options else []) + (list(GROUPS.values()) if command.config else [])
+    types = {k: t for cls in classes for k, t in fields_of(cls).items()}
+    types.update({old: types[new] for old, (new, mapping) in alias_table(classes).items() if not mapping})
+    types.update({old: types.get(new) for old, new in command.key_aliases.items()})
+    return types
+
+
+def _is_text(tp) -> bool:
+    """A str-typed key keeps the command-line text as typed (``--version 1.10`` stays "1.10")."""
+    return tp is not None and strip_optional(tp)[0] is str
 
 
 def known_keys(command: Command) -> set:
