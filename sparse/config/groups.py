@@ -145,8 +145,9 @@ class EvalArguments:
     corpus_max_seq_length: int = key(512, "Token limit of documents when a whole corpus is encoded (evaluation, "
                                           "mining, KD candidates, query-side fit); also names the cache entry.",
                                       low=1, aliases=("eval_max_seq_length",))
-    encode_batch_size: Optional[int] = key(None, "Documents per batch when encoding a corpus; null: "
-                                                 "per_device_eval_batch_size when given, else 64.", low=1,
+    encode_batch_size: Optional[int] = key(None, "Documents per batch when encoding a corpus; null: evaluation "
+                                                 "takes per_device_eval_batch_size when given, else 64; data "
+                                                 "generation 32.", low=1,
                                            aliases=("batch_size",))
     encode_dtype: str = key("fp32", "Corpus encoding dtype: fp32 exact everywhere; bf16/fp16 autocast (faster on "
                                     "GPUs, approximate).", choices="sparse.modeling.encoder:ENCODE_DTYPES")
