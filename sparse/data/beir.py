@@ -55,6 +55,22 @@ def utf8_lines(path: str) -> Iterator[tuple[int, str]]:
             yield n, line
 
 
+def check_utf8(path: str, chunk_bytes: int = 1 << 24) -> None:
+    """The whole file is UTF-8, read in large blocks (fast); otherwise the ``UserError`` of
+    ``utf8_lines`` with the line and byte offset of the first bad byte."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(chunk_bytes), b""):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        for _ in utf8_lines(path):  # raises, naming the line and offset
+            pass
+
+
 def iter_corpus_texts(path: str) -> Iterator[str]:
     """Document texts of a BEIR ``corpus.jsonl`` (``doc_text``), a ``.tsv`` collection (id<TAB>text,
     MS MARCO style) or a plain text file (one document per line); blank lines are skipped."""

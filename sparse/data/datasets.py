@@ -51,6 +51,9 @@ def load_rows(path: str):
     if os.path.isfile(path):
         if not path.endswith((".jsonl", ".json")):
             raise UserError(f"training file {path} must be a save_to_disk directory or a .jsonl file")
+        from sparse.data.beir import check_utf8
+
+        check_utf8(path)  # Arrow's JSON reader takes bytes that are not UTF-8 without a word
         try:
             return datasets.Dataset.from_json(path)
         except Exception as exc:  # noqa: BLE001 - malformed JSON lines: say which file

@@ -67,18 +67,14 @@ def _sample(path: str | None, size: int) -> tuple[list[str], str]:
         return SAMPLE_TEXTS, f"{len(SAMPLE_TEXTS)} built-in sentences"
     if not os.path.isfile(path):
         raise UserError(f"--sample_corpus {path}: no such file")
+    from sparse.data.beir import iter_corpus_texts  # UTF-8 and JSON errors name the file and line
+
     texts = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if len(texts) >= size:
-                break
-            line = line.strip()
-            if not line:
-                continue
-            if path.endswith(".jsonl"):
-                doc = json.loads(line)
-                line = (doc.get("title", "") + " " + doc.get("text", "")).strip()
-            texts.append(line)
+    for text in iter_corpus_texts(path):
+        if len(texts) >= size:
+            break
+        if text.strip():
+            texts.append(text.strip())
     if not texts:
         raise UserError(f"--sample_corpus {path} holds no documents")
     return texts, f"first {len(texts)} documents of {path}"
@@ -155,9 +151,10 @@ def export(args) -> dict:
     encoder = SparseEncoder.from_pretrained(args.checkpoint)
     name = _safe_name(args.name or os.path.basename(os.path.abspath(args.checkpoint)))
     results = card.read_results(card.find_results(args.checkpoint, args.results))
+    sample = _sample(args.sample_corpus, args.sample_size) if args.to == "opensearch" else None  # read first
     _prepare_output(args.output, args.overwrite)
     try:
-        return _write_target(args, encoder, name, results)
+        return _write_target(args, encoder, name, results, sample)
     except OSError as exc:  # a full disk, a folder made read-only meanwhile: one line naming the path
         shutil.rmtree(args.output, ignore_errors=True)  # no half export left looking complete
         raise UserError(f"writing the export into {args.output} failed: {exc.strerror or exc}"
@@ -167,14 +164,14 @@ def export(args) -> dict:
         raise
 
 
-def _write_target(args, encoder, name: str, results: list[dict]) -> dict:
+def _write_target(args, encoder, name: str, results: list[dict], sample=None) -> dict:
     from sparse.export import card
 
     summary = {"target": args.to, "output": args.output, "name": name}
     if args.to == "opensearch":
         from sparse.export.opensearch_artifacts import write_opensearch
 
-        texts, source = _sample(args.sample_corpus, args.sample_size)
+        texts, source = sample or _sample(args.sample_corpus, args.sample_size)
         manifest = write_opensearch(encoder, args.output, name, args.version,
                                     _license_text(args.checkpoint, args.license), texts, source,
                                     url_base=args.url_base, with_onnx=not args.no_onnx)

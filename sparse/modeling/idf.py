@@ -31,7 +31,7 @@ def vocab_of(tokenizer) -> dict[str, int]:
 
 def load_idf_file(path: str) -> dict[str, float]:
     """Read an ``idf.json``: a JSON object mapping token strings to numbers."""
-    data = read_user_file(path, json.load, json.JSONDecodeError, "IDF file not found: {path}",
+    data = read_user_file(path, json.load, (json.JSONDecodeError, UnicodeDecodeError), "IDF file not found: {path}",
                           "IDF file {path} is not valid JSON: {exc}")
     if not isinstance(data, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                              for v in data.values()):

@@ -202,3 +202,46 @@ def test_other_readers_name_bytes_not_utf8(reader, tmp_path):
             from sparse.datagen.sources import read_id_text_tsv
 
             read_id_text_tsv(str(path))
+
+
+def test_export_sample_corpus_not_utf8(faults_env, tmp_path, capsys):
+    from sparse.export.command import main
+
+    sample = tmp_path / "sample.txt"
+    sample.write_bytes(b"the cat sat\nthe \xff dog\n")
+    out = tmp_path / "export"
+    try:
+        main([faults_env["model"], "--to", "opensearch", "--output", str(out), "--sample_corpus", str(sample),
+              "--no_onnx"])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    err = [m for m in capsys.readouterr().err.splitlines() if m.startswith(("error:", "Traceback"))]
+    assert code == 2 and len(err) == 1 and "sample.txt: line 2 is not UTF-8 (byte offset 16: 0xff)" in err[0], err
+    assert not out.exists()
+
+
+def test_train_file_not_utf8(cli, faults_env, tmp_path):
+    data = tmp_path / "rows.jsonl"
+    good = open(faults_env["posnegs"], "rb").read().splitlines(keepends=True)
+    offset = sum(len(x) for x in good[:2]) + 12
+    data.write_bytes(b"".join(good[:2]) + good[2][:12] + b"\xe9" + good[2][12:] + b"".join(good[3:]))
+    out = tmp_path / "run"
+    code, _, err = cli("train_ir", *[a.format(model=faults_env["model"], posnegs=str(data), out=str(out))
+                                     for a in TRAIN])
+    message = [m for m in err.splitlines() if m.startswith("error: ")]
+    assert code == 2 and len(message) == 1, err[-2000:]
+    assert f"rows.jsonl: line 3 is not UTF-8 (byte offset {offset}: 0xe9)" in message[0]
+    assert not out.exists()
+
+
+def test_idf_file_not_utf8(cli, faults_env, tmp_path):
+    idf = tmp_path / "idf.json"
+    idf.write_bytes(b'{"cat": 1.5, "\xff": 2.0}')
+    out = tmp_path / "run"
+    args = [a.format(model=faults_env["model"], posnegs=faults_env["posnegs"], out=str(out)) for a in TRAIN]
+    code, _, err = cli("train_ir", *args, f"idf_path={idf}")
+    message = [m for m in err.splitlines() if m.startswith("error: ")]
+    assert code == 2 and len(message) == 1 and "Traceback" not in err, err[-2000:]
+    assert "idf.json is not valid JSON" in message[0] and "0xff" in message[0]
+    assert not out.exists()
