@@ -303,3 +303,32 @@ def test_text_keys_keep_the_command_line_text():
                                    "loss_types=[kldiv]", "--inf_free", "no"])
     assert (cfg.data.beir_datasets, cfg.model.idf_path, cfg.loss.loss_weights, cfg.model.inf_free) == \
         ("007", None, [0.1], False)
+
+
+def test_an_older_name_on_the_command_line_overrides_the_file(tmp_path):
+    from sparse.config import parse_command
+    from sparse.datagen.args import MiningArguments, parse_script_args
+    from sparse.training.run import COMMAND
+
+    path = tmp_path / "c.yaml"
+    path.write_text("corpus_max_seq_length: 512\nactivation_type: relu\n")
+    cfg, _ = parse_command(COMMAND, [str(path), "eval_max_seq_length=96", "use_l0=true"])
+    assert cfg.eval.corpus_max_seq_length == 96 and cfg.model.activation_type == "l1_relu"
+    assert parse_config([str(path), "eval_max_seq_length=64"]).eval.corpus_max_seq_length == 64
+    path.write_text("eval_max_seq_length: 128\n")
+    assert parse_command(COMMAND, [str(path), "corpus_max_seq_length=96"])[0].eval.corpus_max_seq_length == 96
+    cfg, _ = parse_script_args([str(path), "--max_seq_length", "80"], MiningArguments)
+    assert cfg.eval.corpus_max_seq_length == 80
+
+
+def test_grid_layers_override_each_other_across_older_names():
+    from sparse.config import canonical_values
+    from sparse.reproduce import grid
+
+    assert canonical_values({"use_l0": "true", "eval_max_seq_length": 5}) == {"activation_type": "l1_relu",
+                                                                              "corpus_max_seq_length": 5}
+    assert canonical_values({"use_l0": False}) == {} and canonical_values({"use_l0": "maybe"}) == {"use_l0": "maybe"}
+    runs = grid.generate(str(grid.DEFAULT_GRID), str(grid.DEFAULT_BASE), output_root="/nonexistent", smoke=True,
+                         write=False, overrides={"eval_max_seq_length": 96})
+    assert runs and all(r.values["corpus_max_seq_length"] == 96 and "eval_max_seq_length" not in r.values
+                        for r in runs)

@@ -131,7 +131,9 @@ def read_values(argv: list[str]) -> tuple[dict[str, Any], Optional[str], set]:
     if argv and argv[0].endswith((".yaml", ".yml")):
         source = argv.pop(0)
         values.update(load_yaml(source))
-    overrides = split_overrides(argv)
+    command = Command("", config=True)
+    values, _ = canonical_names(command, values, set())
+    overrides, _ = canonical_names(command, split_overrides(argv), set())
     values.update(overrides)
     return values, source, set(overrides)
 
@@ -163,13 +165,13 @@ def parse_command(command: Command, argv: list[str]) -> tuple[Optional[ResolvedC
 
 
 def command_values(command: Command, argv: list[str]) -> tuple[dict[str, Any], Optional[str], set]:
-    """The flat mapping of ``[cfg.yaml] [POSITIONAL ...] [overrides ...]``, the YAML path, the keys given on
-    the command line; the command's own older names (``key_aliases``) already read as their keys."""
+    """The flat mapping of ``[cfg.yaml] [POSITIONAL ...] [overrides ...]`` with older names read as their
+    keys, the YAML path, and the keys given on the command line (which win over the file's)."""
     source = None
-    values: dict[str, Any] = {}
+    from_file: dict[str, Any] = {}
     if command.config and argv and argv[0].endswith((".yaml", ".yml")):
         source = argv.pop(0)
-        values.update(load_yaml(source))
+        from_file = load_yaml(source)
     fields = _option_fields(command.options)
     hints = fields_of(command.options) if command.options else {}
     list_keys = {n for n, t in hints.items() if (typing.get_origin(strip_optional(t)[0]) or strip_optional(t)[0])
@@ -181,8 +183,15 @@ def command_values(command: Command, argv: list[str]) -> tuple[dict[str, Any], O
     if len(bare) > len(positional):
         raise ConfigError(f"cannot parse argument {bare[len(positional)]!r}: use key=value or --key value")
     overrides = {**_merge(pairs, list_keys), **dict(zip(positional, bare))}
-    values.update(overrides)
-    cli_keys = set(overrides)
+    from_file, _ = canonical_names(command, from_file, set())
+    overrides, cli_keys = canonical_names(command, overrides, set(overrides))
+    return {**from_file, **overrides}, source, cli_keys
+
+
+def canonical_names(command: Command, values: dict[str, Any], cli_keys: set) -> tuple[dict[str, Any], set]:
+    """``values`` of one source (the file, or the command line) with older names read as their keys: the
+    command's own ``key_aliases``, then the fields' ``aliases``; both names in one source is an error."""
+    values = dict(values)
     for old, new in command.key_aliases.items():
         if old not in values:
             continue
@@ -192,8 +201,13 @@ def command_values(command: Command, argv: list[str]) -> tuple[dict[str, Any], O
         note_once(f"alias:{command.prog}:{old}", "%s reads '%s' as '%s'", command.prog, old, new)
         values[new] = values.pop(old)
         if old in cli_keys:
-            cli_keys.add(new)
-    return values, source, cli_keys
+            cli_keys = cli_keys | {new}
+    return apply_aliases(values, command_classes(command), cli_keys)
+
+
+def command_classes(command: Command) -> list:
+    """The dataclasses whose keys ``command`` reads (its options, then the toolkit's groups)."""
+    return ([command.options] if command.options else []) + (list(GROUPS.values()) if command.config else [])
 
 
 def build_options(command: Command, values: dict[str, Any], source: Optional[str], cli_keys: set):
@@ -215,7 +229,7 @@ def build_options(command: Command, values: dict[str, Any], source: Optional[str
 
 def key_types(command: Command) -> dict[str, Any]:
     """{key or older name: annotated type} of the command's options and groups (Hugging Face keys left out)."""
-    classes = ([command.options] if command.options else []) + (list(GROUPS.values()) if command.config else [])
+    classes = command_classes(command)
     types = {k: t for cls in classes for k, t in fields_of(cls).items()}
     types.update({old: types[new] for old, (new, mapping) in alias_table(classes).items() if not mapping})
     types.update({old: types.get(new) for old, new in command.key_aliases.items()})
@@ -229,7 +243,7 @@ def _is_text(tp) -> bool:
 
 def known_keys(command: Command) -> set:
     """Every key name ``command`` accepts: its options, the groups' keys and older names, training keys."""
-    classes = ([command.options] if command.options else []) + (list(GROUPS.values()) if command.config else [])
+    classes = command_classes(command)
     known = {n for cls in classes for n in fields_of(cls)} | set(alias_table(classes))
     if command.training:
         known |= set(fields_of(_training_arguments_cls()))

@@ -314,13 +314,20 @@ def canonical_values(values: dict[str, Any]) -> dict[str, Any]:
     table = alias_table(GROUPS.values())
     out = {}
     for k, v in values.items():
-        if k in table:
-            new, mapping = table[k]
-            if mapping:
-                v = mapping.get(bool(v) if isinstance(v, bool) else v)
-                if v is None:
-                    continue
-            out[new] = v
-        else:
+        if k not in table:
             out[k] = v
+            continue
+        new, mapping = table[k]
+        if mapping:
+            try:
+                flag = coerce_value(k, v, bool) if all(isinstance(m, bool) for m in mapping) else v
+            except ConfigError:
+                out[k] = v  # left for resolve to report
+                continue
+            if flag not in mapping or mapping[flag] is None:
+                if flag not in mapping:
+                    out[k] = v
+                continue
+            v = mapping[flag]
+        out[new] = v
     return out
