@@ -147,3 +147,41 @@ def check_output_dir(key: str, path: str) -> None:
         raise UserError(f"{key} {path} cannot be created: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{key} {path} cannot be written: {parent} is read-only (permission denied)")
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _within(child: str, parent: str) -> bool:
+    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def check_output_apart(key: str, output: str, sources: dict[str, Any]) -> None:
+    """``output`` must not be, hold or lie inside any of ``sources`` ({key: path}): a command that
+    replaces its output folder would otherwise delete its own input (symlinks and relative paths
+    are resolved)."""
+    if not output:
+        return
+    out = _real(output)
+    for name, source in sources.items():
+        if not source or not os.path.exists(str(source)):
+            continue
+        src = _real(str(source))
+        if out == src:
+            raise UserError(f"{key} {output} is the {name} {source}: choose another folder (the output is replaced, "
+                            f"the input would be lost)")
+        if _within(src, out):
+            raise UserError(f"{key} {output} holds the {name} {source}: choose a folder outside it")
+        if os.path.isfile(src) and _within(out, src):
+            raise UserError(f"{key} {output} lies under the file {name} {source}")
+
+
+def check_replaceable(key: str, output: str, markers: tuple[str, ...]) -> None:
+    """An existing, non-empty ``output`` folder that a command would replace must hold one of
+    ``markers`` (files it writes itself): a folder it did not write is never deleted."""
+    if not output or not os.path.isdir(output) or not os.listdir(output):
+        return
+    if not any(os.path.exists(os.path.join(output, m)) for m in markers):
+        raise UserError(f"{key} {output} exists and was not written by this command (none of {', '.join(markers)} "
+                        f"in it): it would be replaced; choose a new or empty folder")

@@ -44,13 +44,15 @@ def write_idf(args: IdfArguments) -> int:
     """Compute the IDF of ``args.corpus`` with ``args.tokenizer`` and write it to ``args.output``."""
     from transformers import AutoTokenizer
 
+    if os.path.isdir(args.output):
+        raise UserError(f"output {args.output} is a folder: give the path of the idf.json to write")
+    if os.path.isfile(args.output) and os.path.isfile(args.corpus) and os.path.samefile(args.output, args.corpus):
+        raise UserError(f"output {args.output} is the corpus it reads: give another path for idf.json")
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, trust_remote_code=args.trust_remote_code)
         idf = compute_idf(iter_corpus_texts(args.corpus), tokenizer, batch_size=args.batch_size, progress=True)
     except OSError as exc:
         raise UserError(str(exc)) from exc
-    if os.path.isdir(args.output):
-        raise UserError(f"output {args.output} is a folder: give the path of the idf.json to write")
     try:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         write_idf_file(idf, args.output)

@@ -209,14 +209,29 @@ def parse_script_args(argv, cls):
     return parse_command(command_of(cls), argv)
 
 
+# files every data-generation output folder holds (save_to_disk, stats): only such a folder is replaced
+DATA_MARKERS = ("stats.json", "dataset_info.json", "dataset_dict.json", "state.json")
+
+
 def check_inputs(cfg: ResolvedConfig, args: DatagenArguments) -> None:
     """The files and models a run reads, checked by the entry points before any work (and any file)."""
     from sparse.corpus import check_input_path, check_model_path
 
-    from sparse.errors import check_output_dir
+    from sparse.errors import check_output_apart, check_output_dir, check_replaceable
 
+    sources = {"data_dir": getattr(args, "data_dir", None), "model": cfg.model.model_name_or_path,
+               "idf_path": cfg.model.idf_path}
+    if not getattr(args, "data_dir", None) and cfg.data.beir_datasets:
+        from sparse.assets import beir_root
+
+        root = beir_root(cfg.data.beir_dir)
+        sources.update({f"BEIR dataset {n.strip()}": os.path.join(root, n.strip())
+                        for n in str(cfg.data.beir_datasets).split(",") if n.strip()})
+        sources["beir_dir"] = str(root)
     for key in ("output", "write_posnegs"):  # a file in the way, a read-only parent: named before any work
         check_output_dir(key, getattr(args, key, None))
+        check_output_apart(key, getattr(args, key, None), sources)  # never the input it reads
+        check_replaceable(key, getattr(args, key, None), DATA_MARKERS)  # never a folder it did not write
     if getattr(args, "prescored", None):
         return
     if isinstance(args, KDPrepArguments):

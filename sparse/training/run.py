@@ -121,6 +121,10 @@ def check_inputs(cfg: ResolvedConfig) -> None:
     for path in dataset_paths(d.train_file, d.train_file_dir):  # a train_file_dir entry is checked there
         check_input_path("train_file", path, kind="file or directory")
     check_output_dir("output_dir", args.output_dir)
+    if m.model_name_or_path and os.path.isdir(m.model_name_or_path) and os.path.isdir(args.output_dir) and \
+            os.path.samefile(m.model_name_or_path, args.output_dir):
+        raise ConfigError(f"output_dir {args.output_dir} is the model being trained ({m.model_name_or_path}): the "
+                          f"final save would overwrite it; choose another output_dir")
     check_reporters(args)
     resolve_resume(args)
 

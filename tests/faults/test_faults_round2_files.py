@@ -245,3 +245,50 @@ def test_idf_file_not_utf8(cli, faults_env, tmp_path):
     assert code == 2 and len(message) == 1 and "Traceback" not in err, err[-2000:]
     assert "idf.json is not valid JSON" in message[0] and "0xff" in message[0]
     assert not out.exists()
+
+
+def _tree(path) -> dict:
+    return {os.path.relpath(os.path.join(r, n), path): os.path.getsize(os.path.join(r, n))
+            for r, _, names in os.walk(path) for n in names}
+
+
+@pytest.mark.parametrize("case", ["mine-into-the-dataset", "mine-into-beir-root", "mine-into-a-foreign-folder",
+                                  "kd-into-data-dir", "kd-into-the-model"])
+def test_data_generation_never_replaces_its_input_or_a_foreign_folder(case, cli, faults_env, tmp_path):
+    beir = tmp_path / "beir"
+    shutil.copytree(faults_env["beir_dir"], beir)
+    model = tmp_path / "model"
+    shutil.copytree(faults_env["model"], model)
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("precious")
+    out = {"mine-into-the-dataset": beir / "tinyset", "mine-into-beir-root": beir,
+           "mine-into-a-foreign-folder": foreign, "kd-into-data-dir": beir / "tinyset", "kd-into-the-model": model}[case]
+    argv = MINE if case.startswith("mine") else KD
+    before = {p: _tree(p) for p in (beir, model, foreign)}
+    code, _, err = cli("demo_train_data" if case.startswith("mine") else "data_preparation",
+                       *[a.format(model=str(model), beir=str(beir), out=str(out)) for a in argv])
+    message = [m for m in err.splitlines() if m.startswith("error: ")]
+    assert code == 2 and len(message) == 1 and "Traceback" not in err, err[-2000:]
+    assert message[0].startswith(f"error: output {out}"), message[0]
+    assert {p: _tree(p) for p in (beir, model, foreign)} == before  # nothing removed or written
+
+
+def test_training_into_the_model_folder_is_refused(cli, faults_env, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(faults_env["model"], model)
+    before = _tree(model)
+    code, _, err = cli("train_ir", *[a.format(model=str(model), posnegs=faults_env["posnegs"], out=str(model))
+                                     for a in TRAIN])
+    message = [m for m in err.splitlines() if m.startswith("error: ")]
+    assert code == 2 and len(message) == 1 and "is the model being trained" in message[0], err[-2000:]
+    assert _tree(model) == before
+
+
+def test_idf_output_is_the_corpus(faults_env, tmp_path, capsys):
+    corpus = tmp_path / "texts.txt"
+    corpus.write_text("the cat sat\nthe dog sat\n")
+    code, _, err = _idf_cli(capsys, "--tokenizer", faults_env["model"], "--corpus", str(corpus),
+                            "--output", str(corpus))
+    assert code == 2 and len(err) == 1 and "is the corpus it reads" in err[0], err
+    assert corpus.read_text() == "the cat sat\nthe dog sat\n"
