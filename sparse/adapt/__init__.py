@@ -1,0 +1,1 @@
+"""Adapt a sparse encoder to a corpus: pseudo-queries, ensemble pseudo-labels, two-stage training, evaluation."""

@@ -1,0 +1,362 @@
+"""``python -m sparse.adapt CORPUS``: adapt a sparse encoder to a corpus, with or without labelled queries.
+
+Steps (each resumable: a step whose inputs are unchanged is reused; a killed step resumes from
+what it saved):
+
+1. the corpus's own IDF (``python -m sparse.idf``);
+2. pseudo-queries from the corpus (``sparse.datagen.pseudo_queries``), plus the user's train
+   queries when there are labels; a dev split (a fixed set of labelled train queries, or held-out
+   pseudo-queries) is written into the data (``sparse.adapt.workspace``);
+3. distillation rows (``data_preparation.py``): candidates from the union of the base model, BM25
+   and a dense model; scores from the BM25 + dense teacher ensemble;
+4. stage 1, the document side: the whole encoder distilled from the ensemble (``train_ir.py
+   config/adapt.yaml``), skipped with ``encoder_steps=0``;
+5. stage 2, the query side: the IDF fitted to the ensemble over frozen document vectors
+   (``train_ir.py config/adapt_idf.yaml``), skipped with ``idf_fit=false``;
+6. evaluation (``evaluate_beir.py``) of the base model, the query-side fit of the base model
+   (document side frozen) and the adapted model, on the dev split and, where the corpus folder has
+   test qrels, on the test split; then ``report/report.md`` and ``report/adapt_results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from sparse.config import Command, key, run_command
+from sparse.errors import UserError, write_json, write_text
+from sparse.reproduce import steps
+from sparse.reproduce.results import eval_results_dir, read_dataset_row
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+USAGE = "python -m sparse.adapt CORPUS_DIR [--output DIR] [--labels auto|none] [key=value ...]"
+TABLE = ("NDCG@10", "Recall@100", "flops", "d_length", "q_length")
+
+
+@dataclass
+class AdaptArguments:
+    """Options of ``python -m sparse.adapt``."""
+
+    corpus: str = key(help="BEIR-layout folder: corpus.jsonl, and optionally queries.jsonl with qrels/train.tsv "
+                           "(labels) and qrels/test.tsv (reported only)", positional=True)
+    output: Optional[str] = key(None, "where everything goes (default output/adapt/<corpus folder name>)")
+    model: Optional[str] = key(None, "base model (default: the offline SPLADE model of sparse.assets)")
+    base_idf: Optional[str] = key(None, "query IDF the base model retrieves candidates with "
+                                        "(default: the MS MARCO idf.json of sparse.assets)")
+    dense: Optional[str] = key(None, "dense teacher and candidate retriever (default: all-MiniLM-L6-v2 of sparse.assets)")
+    labels: str = key("auto", "auto: use qrels/train.tsv when the folder has it; none: label-free "
+                              "(the user's queries and qrels are never read for training or choosing)",
+                      choices=("auto", "none"))
+    pseudo_queries: int = key(4000, "pseudo-queries to generate (one per document at most; 0: none)", low=0)
+    mix: str = key("title:1,span:1,keyterms:1", "pseudo-query kinds with weights (title, span, keyterms, seq2seq)")
+    seq2seq_model: Optional[str] = key(None, "a doc2query-style seq2seq model for the seq2seq kind")
+    dev_queries: int = key(150, "queries held out to choose settings: labelled train queries, or pseudo-queries "
+                                "when label-free", low=1)
+    top_k: int = key(30, "candidates per retriever and query for the distillation rows", low=1)
+    encoder_steps: int = key(1500, "stage 1: training steps of the whole encoder (0: document side frozen)", low=0)
+    idf_fit: bool = key(True, "stage 2: fit the query IDF to the teachers over the frozen document vectors")
+    seed: int = key(42, "seed of the pseudo-queries and of training")
+    cache_dir: str = key(os.path.join("cache", "corpus"), "corpus-vector cache shared by every step")
+    train_set: list = key(factory=list, help="extra stage-1 training overrides (key=value ...)", nargs="*")
+    force: bool = key(False, "redo every step, ignoring what earlier runs left")
+
+
+class Adapt:
+    """The adaptation steps, their shared settings, timings and which outputs were reused."""
+
+    def __init__(self, args: AdaptArguments):
+        self.args = args
+        self.corpus_dir = os.path.abspath(args.corpus)
+        self.name = os.path.basename(os.path.normpath(self.corpus_dir))
+        self.out = os.path.abspath(args.output or os.path.join("output", "adapt", self.name))
+        self.data_root = os.path.join(self.out, "data")
+        self.data_dir = os.path.join(self.data_root, self.name)
+        self.cache_dir = os.path.abspath(args.cache_dir)
+        self.env = dict(os.environ)
+        self.env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.timings: dict[str, float] = {}
+        self.reused: list[str] = []
+
+    # ------------------------------------------------------------------ checks
+    def check(self) -> None:
+        """Every input checked before anything is written."""
+        from sparse import assets
+        from sparse.datagen.pseudo_queries import parse_mix
+
+        corpus = os.path.join(self.corpus_dir, "corpus.jsonl")
+        if not os.path.isfile(corpus):
+            raise UserError(f"{corpus} not found: CORPUS_DIR must be a BEIR-layout folder with corpus.jsonl")
+        self.mix = parse_mix(self.args.mix)
+        if "seq2seq" in self.mix and not self.args.seq2seq_model:
+            raise UserError("the seq2seq pseudo-query kind needs --seq2seq_model")
+        self.has_labels = os.path.isfile(os.path.join(self.corpus_dir, "qrels", "train.tsv"))
+        self.use_labels = self.args.labels == "auto" and self.has_labels
+        if not self.use_labels and self.args.pseudo_queries == 0:
+            raise UserError("label-free adaptation needs pseudo-queries (pseudo_queries > 0)")
+        self.has_test = os.path.isfile(os.path.join(self.corpus_dir, "qrels", "test.tsv"))
+        self.model = self.args.model or str(assets.splade_model())
+        self.base_idf = self.args.base_idf or str(assets.idf_file())
+        self.dense = self.args.dense or str(assets.minilm_model())
+        for label, path in (("model", self.model), ("dense", self.dense)):
+            if not os.path.isdir(path):
+                raise UserError(f"{label} {path} is not a folder")
+        if not os.path.isfile(self.base_idf):
+            raise UserError(f"base_idf {self.base_idf} not found")
+        if os.path.isfile(self.out):
+            raise UserError(f"output {self.out} is a file")
+        marker = os.path.join(self.out, "adapt.json")
+        if os.path.isdir(self.out) and os.listdir(self.out) and not os.path.isfile(marker):
+            raise UserError(f"output {self.out} holds files that sparse.adapt did not write; choose another --output")
+
+    # ------------------------------------------------------------------ helpers
+    def _python(self, *cmd: str) -> list[str]:
+        return [sys.executable, *cmd]
+
+    def _run(self, step: str, cmd: list[str]) -> float:
+        return steps.run_command(step, cmd, str(REPO_ROOT), self.env)
+
+    def _banner(self, text: str) -> None:
+        print(f"\n=== adapt: {text}", flush=True)
+
+    def _reuse(self, step: str, folder: str, key: str, done: bool) -> bool:
+        if self.args.force or not (done and steps.stamp_ok(folder, key)):
+            return False
+        print(f"reusing {folder} (same inputs; --force to redo)")
+        self.reused.append(step)
+        self.timings[step] = steps.stamp_seconds(folder) or 0.0
+        return True
+
+    def _pending(self, folder: str, key: str) -> bool:
+        """True when ``folder`` holds an unfinished attempt of the same step (resume it), else
+        records ``key`` as the attempt in progress and returns False (start afresh)."""
+        path = os.path.join(folder + ".pending")
+        try:
+            same = Path(path).read_text().strip() == key
+        except OSError:
+            same = False
+        if not same:
+            write_text(path, key)
+        return same and os.path.isdir(folder) and not self.args.force
+
+    # ------------------------------------------------------------------ steps
+    def corpus_idf(self) -> str:
+        """Step 1: the corpus's own IDF for the base model's tokenizer."""
+        path = os.path.join(self.out, "idf", "idf.json")
+        key = steps.digest("idf", self.model, steps.file_digest(os.path.join(self.corpus_dir, "corpus.jsonl")))
+        self._banner("corpus IDF")
+        if not self._reuse("corpus idf", os.path.dirname(path), key, os.path.isfile(path)):
+            secs = self._run("corpus idf", self._python("-m", "sparse.idf", "--tokenizer", self.model, "--corpus",
+                                                        os.path.join(self.corpus_dir, "corpus.jsonl"),
+                                                        "--output", path))
+            steps.write_stamp(os.path.dirname(path), key, secs)
+            self.timings["corpus idf"] = secs
+        return path
+
+    def queries(self) -> dict:
+        """Step 2: pseudo-queries (and labelled train queries) with the dev split, written as BEIR data."""
+        from sparse.adapt.workspace import labelled_train, read_documents, write_adapt_data
+        from sparse.datagen.pseudo_queries import build_generators, generate_queries
+
+        a = self.args
+        corpus = os.path.join(self.corpus_dir, "corpus.jsonl")
+        labelled_digest = steps.file_digest(os.path.join(self.corpus_dir, "qrels", "train.tsv")) \
+            if self.use_labels else None
+        key = steps.digest("queries", steps.file_digest(corpus), self.mix, a.pseudo_queries, a.seed, a.dev_queries,
+                           a.seq2seq_model, labelled_digest)
+        self._banner("pseudo-queries and the dev split")
+        if self._reuse("queries", self.data_dir, key, os.path.isfile(os.path.join(self.data_dir, "split.json"))):
+            return json.loads(Path(self.data_dir, "split.json").read_text())
+        t0 = time.time()
+        pseudo = []
+        counts = {}
+        if a.pseudo_queries:
+            docs = read_documents(corpus)
+            generators = build_generators(self.mix, docs, a.seq2seq_model)
+            held = 0 if self.use_labels else a.dev_queries
+            pseudo, counted = generate_queries(docs, self.mix, generators, a.pseudo_queries + held, seed=a.seed,
+                                               progress=True)
+            counts = dict(counted)
+        labelled = labelled_train(self.corpus_dir) if self.use_labels else None
+        info = {"corpus": corpus, "mode": "labelled" if self.use_labels else "label-free", "mix": self.mix,
+                "seed": a.seed, "generated": counts}
+        write_adapt_data(self.data_dir, corpus, pseudo, labelled, a.dev_queries, info)
+        secs = time.time() - t0
+        steps.write_stamp(self.data_dir, key, secs)
+        self.timings["queries"] = secs
+        split = json.loads(Path(self.data_dir, "split.json").read_text())
+        print(f"train queries {split['train_queries']} (pseudo {split['pseudo_train_queries']}, labelled "
+              f"{split['labelled_train_queries']}); dev {split['dev_queries']} ({split['dev_from']})")
+        return split
+
+    def distillation_rows(self, data_key: str) -> str:
+        """Step 3: candidates from three retrievers, scored by the BM25 + dense ensemble."""
+        out = os.path.join(self.out, "kd")
+        key = steps.digest("kd", self.model, self.base_idf, self.dense, self.args.top_k, data_key)
+        self._banner(f"distillation rows -> {out}")
+        if self._reuse("distillation rows", out, key, os.path.isfile(os.path.join(out, "dataset_info.json"))):
+            return key
+        resume = self._pending(out, key)
+        cmd = self._python("data_preparation.py", "--model_name_or_path", self.model, "--idf_path", self.base_idf,
+                           "--data_dir", self.data_dir, "--split", "train",
+                           "--candidates", f"student,bm25,dense:{self.dense}", "--teachers", f"bm25,dense:{self.dense}",
+                           "--top_k", str(self.args.top_k), "--teacher_max_length", "256",
+                           "--include_positives", "true", "--output", out, "--cache_dir", self.cache_dir,
+                           "--overwrite", "false" if resume else "true")
+        secs = self._run("distillation rows", cmd)
+        steps.write_stamp(out, key, secs)
+        self.timings["distillation rows"] = secs
+        return key
+
+    def _train(self, step: str, out: str, config: str, overrides: list[str], key: str) -> str:
+        self._banner(f"{step} -> {out}")
+        if self._reuse(step, out, key, _is_model(out)):
+            return out
+        resume = self._pending(out, key)
+        if not resume and os.path.isdir(out):
+            shutil.rmtree(out)  # an older attempt of this step, in sparse.adapt's own output folder
+        cmd = self._python("train_ir.py", config, *overrides, f"output_dir={out}",
+                           f"resume_from_checkpoint={'true' if resume else 'false'}")
+        secs = self._run(step, cmd)
+        if not _is_model(out):
+            raise UserError(f"train_ir.py finished but no model was saved in {out}")
+        steps.write_stamp(out, key, secs)
+        self.timings[step] = secs
+        return out
+
+    def _common(self, kd: str) -> list[str]:
+        return [f"train_file={kd}", f"beir_dir={self.data_root}", f"beir_datasets={self.name}",
+                f"cache_dir={self.cache_dir}", f"seed={self.args.seed}"]
+
+    def encoder(self, idf: str, kd_key: str) -> str:
+        """Step 4: the whole encoder distilled from the ensemble (the document side)."""
+        out = os.path.join(self.out, "encoder")
+        overrides = [f"model_name_or_path={self.model}", f"tokenizer_name={self.model}", f"idf_path={idf}",
+                     f"max_steps={self.args.encoder_steps}", *self._common(os.path.join(self.out, "kd")),
+                     *self.args.train_set]
+        key = steps.digest("encoder", steps.file_digest(str(REPO_ROOT / "config" / "adapt.yaml")), overrides, kd_key,
+                           steps.file_digest(idf))
+        return self._train("stage 1: document side", out, "config/adapt.yaml", overrides, key)
+
+    def query_side(self, name: str, model: str, idf: Optional[str], key_extra) -> str:
+        """Step 5: the IDF fitted over the frozen document vectors of ``model``."""
+        out = os.path.join(self.out, name)
+        overrides = [f"model_name_or_path={model}", f"tokenizer_name={model}",
+                     f"idf_path={idf if idf else 'null'}", *self._common(os.path.join(self.out, "kd"))]
+        key = steps.digest(name, steps.file_digest(str(REPO_ROOT / "config" / "adapt_idf.yaml")), overrides, key_extra)
+        return self._train(f"stage 2: query side ({name})", out, "config/adapt_idf.yaml", overrides, key)
+
+    def evaluate(self, label: str, model: str, idf: Optional[str], split: str, key_extra) -> Optional[dict]:
+        """Evaluate ``model`` on the dev split (the adaptation data) or the test split (the user's folder)."""
+        beir_dir, name = (self.data_root, self.name) if split == "dev" else (os.path.dirname(self.corpus_dir), self.name)
+        out = os.path.join(self.out, "eval", f"{label}-{split}")
+        res_dir = eval_results_dir(out)
+        key = steps.digest("eval", model, idf, split, key_extra)
+        if self._reuse(f"evaluate {label} ({split})", out, key, read_dataset_row(res_dir, name) is not None):
+            return read_dataset_row(res_dir, name)
+        cmd = self._python("evaluate_beir.py", "--model_name_or_path", model, "--output_dir", out,
+                           "--beir_dir", beir_dir, "--beir_datasets", name, "--eval_split", split,
+                           "--cache_dir", self.cache_dir)
+        if idf:
+            cmd += ["--idf_path", idf]
+        secs = self._run(f"evaluate {label} ({split})", cmd)
+        steps.write_stamp(out, key, secs)
+        self.timings[f"evaluate {label} ({split})"] = secs
+        return read_dataset_row(res_dir, name)
+
+    # ------------------------------------------------------------------ the whole run
+    def run(self) -> dict:
+        """Every step in order; returns the results written to ``report/adapt_results.json``."""
+        t0 = time.time()
+        self.check()
+        os.makedirs(self.out, exist_ok=True)
+        write_json(os.path.join(self.out, "adapt.json"), {"written_by": "sparse.adapt", "corpus": self.corpus_dir})
+        print(f"adapt: base model {self.model}, corpus {self.corpus_dir}, "
+              f"{'labelled + pseudo-queries' if self.use_labels else 'label-free'}; outputs under {self.out}",
+              flush=True)
+        idf = self.corpus_idf()
+        split = self.queries()
+        data_key = steps.digest(steps.file_digest(os.path.join(self.data_dir, steps.STAMP)))
+        kd_key = self.distillation_rows(data_key)
+        models: dict[str, tuple[str, Optional[str]]] = {"zero-shot": (self.model, self.base_idf),
+                                                         "zero-shot, corpus IDF": (self.model, idf)}
+        if self.args.idf_fit:
+            models["query side only"] = (self.query_side("query-side", self.model, idf, kd_key), None)
+        final = None
+        if self.args.encoder_steps:
+            encoder = self.encoder(idf, kd_key)
+            models["document side only"] = (encoder, None)
+            final = encoder
+            if self.args.idf_fit:
+                stamp = steps.file_digest(os.path.join(encoder, steps.STAMP))
+                final = self.query_side("model", encoder, None, (kd_key, stamp))
+                models["both sides"] = (final, None)
+        else:
+            final = models.get("query side only", (self.model,))[0]
+        splits = ["dev"] + (["test"] if self.has_test else [])
+        self._banner(f"evaluate on {', '.join(splits)}")
+        table: dict[str, dict[str, dict]] = {}
+        for label, (model, model_idf) in models.items():
+            extra = steps.file_digest(os.path.join(model, steps.STAMP))
+            table[label] = {s: self.evaluate(label.replace(" ", "_").replace(",", ""), model, model_idf, s, extra)
+                            for s in splits}
+        return self.report(table, final, split, time.time() - t0)
+
+    def report(self, table: dict, final: str, split: dict, wall: float) -> dict:
+        """``report/report.md`` and ``report/adapt_results.json``: each model on each split."""
+        from sparse.evaluation import report
+
+        rep = os.path.join(self.out, "report")
+        rows = []
+        for label, by_split in table.items():
+            for s, row in by_split.items():
+                rows.append({"model": label, "split": s, **{m: (row or {}).get(m) for m in TABLE}})
+        export = f"python -m sparse.export {final} --to opensearch --output {os.path.join(self.out, 'export')}"
+        results = {"corpus": self.corpus_dir, "base_model": self.model, "adapted_model": final,
+                   "mode": split.get("mode"), "queries": {k: split.get(k) for k in
+                                                          ("train_queries", "pseudo_train_queries",
+                                                           "labelled_train_queries", "dev_queries", "dev_from",
+                                                           "pseudo_kinds_in_train")},
+                   "results": rows, "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
+                   "reused": self.reused, "wall_s": round(wall, 1), "export_command": export}
+        report.write_json(os.path.join(rep, "adapt_results.json"), results)
+        md_table = report.markdown_table(rows, floatfmt=".4f")
+        lines = [f"# Adapting `{os.path.basename(self.model)}` to `{self.name}`", "",
+                 f"Mode: {split.get('mode')}; train queries {split.get('train_queries')} (pseudo "
+                 f"{split.get('pseudo_train_queries')}, labelled {split.get('labelled_train_queries')}); dev "
+                 f"{split.get('dev_queries')} ({split.get('dev_from')}). 'query side only' fits the IDF over the "
+                 f"base model's frozen documents; 'document side only' trains the encoder; 'both sides' does "
+                 f"the second on top of the first.", "", md_table, "",
+                 "Step timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in self.timings.items()), "",
+                 f"Export the adapted model: `{export}`", ""]
+        write_text(os.path.join(rep, "report.md"), "\n".join(lines))
+        results["table"] = md_table
+        results["report"] = os.path.join(rep, "report.md")
+        return results
+
+
+def _is_model(folder: str) -> bool:
+    return any(os.path.isfile(os.path.join(folder, m)) for m in ("sparse_config.json", "config.json"))
+
+
+def adapt(args: AdaptArguments) -> int:
+    """Run the adaptation and print its table and the export command."""
+    out = Adapt(args).run()
+    print("\n" + out["table"])
+    print(f"report: {out['report']}")
+    print(f"adapt wall time {out['wall_s']:.0f} s")
+    print(f"export: {out['export_command']}", flush=True)
+    return 0
+
+
+COMMAND = Command("python -m sparse.adapt", usage=USAGE, options=AdaptArguments)
+
+
+def main(argv=None) -> int:
+    """Entry point of ``python -m sparse.adapt``."""
+    return run_command(COMMAND, adapt, argv)

@@ -1,0 +1,128 @@
+"""The training dataset of an adaptation: a BEIR-layout folder over the user's corpus.
+
+``<out>/data/<name>/`` holds ``corpus.jsonl`` (a link to the user's file), ``queries.jsonl`` (the
+pseudo-queries and, when labels are used, the user's train queries), ``qrels/train.tsv`` (the
+queries to train on), ``qrels/dev.tsv`` (the queries that choose settings, never trained on) and
+``split.json`` (which query is which, the seeds and the counts), so a run can be reproduced.
+
+A pseudo-query's qrels line names the document it was made from: provenance, not a human label.
+In label-free mode the user's queries and qrels are never opened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from sparse.data.beir import load_beir
+from sparse.datagen.pseudo_queries import Document, PseudoQuery
+from sparse.errors import UserError, write_atomic, write_json, write_text
+
+PSEUDO_PREFIX = "pq-"
+DEV_SEED = 20240613  # fixed: the dev split of a dataset never changes with the training seed
+
+
+def read_documents(corpus_path: str) -> list[Document]:
+    """The documents of a BEIR ``corpus.jsonl`` (id, title, text), in file order."""
+    from sparse.data.beir import _read_jsonl
+
+    docs = []
+    for _, row in _read_jsonl(corpus_path):
+        docs.append(Document(str(row["_id"]), row.get("title") or "", row.get("text") or ""))
+    if not docs:
+        raise UserError(f"{corpus_path} holds no documents")
+    return docs
+
+
+def dev_split(query_ids: Sequence[str], n_dev: int) -> tuple[list[str], list[str]]:
+    """(train ids, dev ids): a fixed ``n_dev`` of the sorted ids, drawn with ``DEV_SEED``."""
+    ids = sorted(query_ids)
+    if not 0 <= n_dev < len(ids):
+        raise UserError(f"a dev split of {n_dev} queries needs more than {n_dev} queries; there are {len(ids)}")
+    order = ids[:]
+    random.Random(DEV_SEED).shuffle(order)
+    dev = set(order[:n_dev])
+    return [q for q in ids if q not in dev], sorted(dev)
+
+
+def labelled_train(corpus_dir: str, split: str = "train") -> Optional[tuple[dict, dict]]:
+    """(queries, qrels) of the user's labelled split, or None when the folder has none."""
+    if not os.path.isfile(os.path.join(corpus_dir, "qrels", f"{split}.tsv")):
+        return None
+    _, queries, qrels = load_beir(corpus_dir, split)
+    return queries, qrels
+
+
+@dataclass
+class AdaptData:
+    """What was written: the folder, its query counts and the dev split's origin."""
+
+    folder: str
+    n_train: int
+    n_dev: int
+    n_pseudo: int
+    n_labelled: int
+    dev_from: str
+
+
+def _qrels_lines(qrels: dict[str, dict[str, int]]) -> str:
+    lines = ["query-id\tcorpus-id\tscore"]
+    for qid in sorted(qrels):
+        lines += [f"{qid}\t{did}\t{grade}" for did, grade in sorted(qrels[qid].items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_adapt_data(folder: str, corpus_path: str, pseudo: Sequence[PseudoQuery],
+                     labelled: Optional[tuple[dict, dict]], n_dev: int, info: dict) -> AdaptData:
+    """Write the adaptation dataset; the dev queries are labelled ones when there are labels,
+    else held-out pseudo-queries (the last ``n_dev`` generated)."""
+    os.makedirs(os.path.join(folder, "qrels"), exist_ok=True)
+    link = os.path.join(folder, "corpus.jsonl")
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink(os.path.abspath(corpus_path), link)
+    queries: dict[str, str] = {}
+    train_qrels: dict[str, dict[str, int]] = {}
+    dev_qrels: dict[str, dict[str, int]] = {}
+    pseudo_ids = [f"{PSEUDO_PREFIX}{i:06d}" for i in range(len(pseudo))]
+    for qid, q in zip(pseudo_ids, pseudo):
+        queries[qid] = q.text
+    if labelled is not None:
+        lq, lqrels = labelled
+        clash = [q for q in lq if q.startswith(PSEUDO_PREFIX)]
+        if clash:
+            raise UserError(f"query ids starting with {PSEUDO_PREFIX!r} are reserved for pseudo-queries: {clash[:3]}")
+        fit_ids, dev_ids = dev_split(list(lqrels), n_dev)
+        for qid in fit_ids + dev_ids:
+            queries[qid] = lq[qid]
+        train_qrels.update({q: lqrels[q] for q in fit_ids})
+        dev_qrels.update({q: lqrels[q] for q in dev_ids})
+        dev_from = "labelled"
+        held = 0
+    else:
+        held = n_dev
+        if len(pseudo) <= held:
+            raise UserError(f"{len(pseudo)} pseudo-queries cannot spare {held} for a dev split")
+        dev_from = "pseudo"
+    for i, (qid, q) in enumerate(zip(pseudo_ids, pseudo)):
+        target = dev_qrels if i >= len(pseudo) - held else train_qrels
+        target[qid] = {q.doc_id: 1}
+    write_atomic(os.path.join(folder, "queries.jsonl"),
+                 lambda f: f.writelines(json.dumps({"_id": q, "text": queries[q]}, ensure_ascii=False) + "\n"
+                                        for q in sorted(queries)))
+    write_text(os.path.join(folder, "qrels", "train.tsv"), _qrels_lines(train_qrels))
+    write_text(os.path.join(folder, "qrels", "dev.tsv"), _qrels_lines(dev_qrels))
+    n_labelled = sum(1 for q in train_qrels if not q.startswith(PSEUDO_PREFIX))
+    data = AdaptData(folder, len(train_qrels), len(dev_qrels), len(train_qrels) - n_labelled, n_labelled, dev_from)
+    kinds: dict[str, int] = {}
+    for qid, q in zip(pseudo_ids, pseudo):
+        if qid in train_qrels:
+            kinds[q.kind] = kinds.get(q.kind, 0) + 1
+    write_json(os.path.join(folder, "split.json"), {
+        **info, "train_queries": data.n_train, "dev_queries": data.n_dev, "pseudo_train_queries": data.n_pseudo,
+        "labelled_train_queries": data.n_labelled, "dev_from": dev_from, "pseudo_kinds_in_train": kinds,
+        "dev_ids": sorted(dev_qrels), "dev_seed": DEV_SEED})
+    return data

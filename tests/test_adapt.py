@@ -1,0 +1,183 @@
+"""``python -m sparse.adapt``: the dev split, the adaptation data (label-free and labelled), the
+command end to end on a tiny SciFact subset, and resuming after a failed or killed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sparse.adapt import workspace
+from sparse.adapt.workspace import dev_split, write_adapt_data
+from sparse.datagen.pseudo_queries import PseudoQuery
+from sparse.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _qrels(path):
+    rows = [line.rstrip("\n").split("\t") for line in open(path)][1:]
+    out = {}
+    for qid, did, grade in rows:
+        out.setdefault(qid, {})[did] = int(grade)
+    return out
+
+
+def test_dev_split_is_fixed_disjoint_and_independent_of_order():
+    ids = [f"q{i}" for i in range(809)]
+    fit, dev = dev_split(ids, 150)
+    fit2, dev2 = dev_split(list(reversed(ids)), 150)
+    assert (fit, dev) == (fit2, dev2)
+    assert len(dev) == 150 and len(fit) == 659
+    assert not set(fit) & set(dev) and set(fit) | set(dev) == set(ids)
+    assert dev != sorted(ids)[:150]  # drawn, not the first ids
+    with pytest.raises(UserError):
+        dev_split(ids[:10], 10)
+
+
+def _pseudo(n):
+    return [PseudoQuery(f"query {i}", f"d{i % 5}", "title") for i in range(n)]
+
+
+def test_label_free_data_holds_pseudo_queries_only_and_a_held_out_dev(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": "x"}) + "\n" for i in range(5)))
+    data = write_adapt_data(str(tmp_path / "data" / "c"), str(corpus), _pseudo(12), None, 3, {"mode": "label-free"})
+    assert (data.n_train, data.n_dev, data.n_pseudo, data.n_labelled, data.dev_from) == (9, 3, 9, 0, "pseudo")
+    train = _qrels(tmp_path / "data" / "c" / "qrels" / "train.tsv")
+    dev = _qrels(tmp_path / "data" / "c" / "qrels" / "dev.tsv")
+    assert not set(train) & set(dev)
+    assert sorted(dev) == ["pq-000009", "pq-000010", "pq-000011"]  # the last ones generated
+    assert train["pq-000001"] == {"d1": 1}  # provenance: the document the query was made from
+    split = json.loads((tmp_path / "data" / "c" / "split.json").read_text())
+    assert split["dev_ids"] == sorted(dev) and split["pseudo_kinds_in_train"] == {"title": 9}
+    assert os.path.realpath(tmp_path / "data" / "c" / "corpus.jsonl") == str(corpus)
+
+
+def test_labelled_data_adds_train_queries_and_takes_dev_from_them(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"_id": "d0", "text": "x"}) + "\n")
+    queries = {f"u{i}": f"user query {i}" for i in range(20)}
+    qrels = {q: {"d0": 1} for q in queries}
+    data = write_adapt_data(str(tmp_path / "a"), str(corpus), _pseudo(6), (queries, qrels), 5, {})
+    assert (data.n_train, data.n_dev, data.n_pseudo, data.n_labelled, data.dev_from) == (21, 5, 6, 15, "labelled")
+    dev = _qrels(tmp_path / "a" / "qrels" / "dev.tsv")
+    assert sorted(dev) == dev_split(list(queries), 5)[1]
+    written = {json.loads(line)["_id"] for line in open(tmp_path / "a" / "queries.jsonl")}
+    assert written == set(queries) | {f"pq-{i:06d}" for i in range(6)}
+    with pytest.raises(UserError, match="reserved"):
+        write_adapt_data(str(tmp_path / "b"), str(corpus), [], ({"pq-1": "x"}, {"pq-1": {"d0": 1}}), 0, {})
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory, scifact_dir):
+    from sparse.reproduce.subset import make_subset
+
+    root = tmp_path_factory.mktemp("adapt")
+    folder = root / "beir" / "scimini"
+    make_subset(scifact_dir, str(folder), queries=8, distractors=24, splits=("test", "train"))
+    return folder
+
+
+def _adapt(corpus, out, *extra, check=True, wait=True):
+    cmd = [sys.executable, "-m", "sparse.adapt", str(corpus), "--output", str(out), "--pseudo_queries", "24",
+           "--dev_queries", "4", "--top_k", "10", "--encoder_steps", "2", "--cache_dir", str(out) + "-cache",
+           "--train_set", "max_seq_length=64", "per_device_train_batch_size=4", "logging_steps=1", *extra]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if not wait:
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_adapt_label_free_end_to_end_then_reuse(tiny_corpus, tmp_path, monkeypatch):
+    out = tmp_path / "lf"
+    proc = _adapt(tiny_corpus, out, "--labels", "none")
+    res = json.load(open(out / "report" / "adapt_results.json"))
+    assert res["mode"] == "label-free" and res["queries"]["labelled_train_queries"] == 0
+    assert res["queries"]["dev_from"] == "pseudo" and res["queries"]["dev_queries"] == 4
+    models = {(r["model"], r["split"]) for r in res["results"]}
+    for name in ("zero-shot", "zero-shot, corpus IDF", "query side only", "document side only", "both sides"):
+        assert {(name, "dev"), (name, "test")} <= models
+    # the table's figures are the evaluation's own files
+    row = next(r for r in res["results"] if r["model"] == "both sides" and r["split"] == "test")
+    ev = next((out / "eval" / "both_sides-test").glob("beir_eval*/results/scimini.json"))
+    assert row["NDCG@10"] == json.load(open(ev))["metrics"]["NDCG@10"]
+    # label-free: the user's train queries never reach the training data
+    user_train = set(_qrels(tiny_corpus / "qrels" / "train.tsv"))
+    ours = set(_qrels(out / "data" / "scimini" / "qrels" / "train.tsv"))
+    assert ours and not ours & user_train and all(q.startswith("pq-") for q in ours)
+    assert f"python -m sparse.export {res['adapted_model']}" in proc.stdout
+    # a rerun reuses every step
+    again = _adapt(tiny_corpus, out, "--labels", "none")
+    assert "reusing" in again.stdout and "+ " not in again.stdout.replace("+ python -m sparse.export", "")
+    assert json.load(open(out / "report" / "adapt_results.json"))["results"] == res["results"]
+
+
+def test_label_free_mode_never_reads_the_users_qrels(tiny_corpus, tmp_path, monkeypatch):
+    """The queries step in process, with the reader of labelled splits made to fail."""
+    from sparse.adapt.pipeline import Adapt, AdaptArguments
+
+    def refuse(*a, **k):
+        raise AssertionError("qrels read in label-free mode")
+
+    monkeypatch.setattr(workspace, "load_beir", refuse)
+    monkeypatch.setattr(workspace, "labelled_train", refuse)
+    run = Adapt(AdaptArguments(corpus=str(tiny_corpus), output=str(tmp_path / "o"), labels="none",
+                               pseudo_queries=10, dev_queries=2))
+    run.check()
+    split = run.queries()
+    assert split["mode"] == "label-free" and split["train_queries"] == 10
+
+
+def test_bad_input_is_one_error_before_anything_is_written(tiny_corpus, tmp_path):
+    cases = [([str(tmp_path / "nowhere")], "corpus.jsonl not found"),
+             ([str(tiny_corpus), "--mix", "titel:1"], "unknown pseudo-query kind"),
+             ([str(tiny_corpus), "--labels", "maybe"], "labels"),
+             ([str(tiny_corpus), "--labels", "none", "--pseudo_queries", "0"], "needs pseudo-queries")]
+    for argv, message in cases:
+        out = tmp_path / "out"
+        proc = subprocess.run([sys.executable, "-m", "sparse.adapt", *argv, "--output", str(out)], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+        assert not out.exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("keep me")
+    proc = subprocess.run([sys.executable, "-m", "sparse.adapt", str(tiny_corpus), "--output", str(foreign)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "did not write" in proc.stderr
+    assert sorted(os.listdir(foreign)) == ["mine.txt"]
+
+
+@pytest.mark.slow
+def test_adapt_resumes_after_a_kill_and_after_a_failed_step(tiny_corpus, tmp_path):
+    out = tmp_path / "kill"
+    proc = _adapt(tiny_corpus, out, "--labels", "auto", "--idf_fit", "false", wait=False)
+    stamp = out / "kd" / "step.json"
+    deadline = time.time() + 600
+    while not stamp.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert stamp.exists(), proc.communicate()[0][-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # the command and the step it was running
+    proc.wait()
+    # a failing stage-1 setting stops the run at that step; the steps before it are kept
+    bad = _adapt(tiny_corpus, out, "--labels", "auto", "--idf_fit", "false", "--train_set", "learning_rate=-1",
+                 check=False)
+    assert bad.returncode == 2 and "stage 1" in bad.stderr
+    assert "reusing" in bad.stdout and "sparse.idf" not in bad.stdout and "data_preparation.py" not in bad.stdout
+    good = _adapt(tiny_corpus, out, "--labels", "auto", "--idf_fit", "false")
+    assert "data_preparation.py" not in good.stdout
+    res = json.load(open(out / "report" / "adapt_results.json"))
+    assert res["mode"] == "labelled" and res["queries"]["dev_from"] == "labelled"
+    assert res["queries"]["labelled_train_queries"] + res["queries"]["dev_queries"] == 8
