@@ -145,6 +145,37 @@ def load_model(cfg: ResolvedConfig, path: str, yaml_mode: bool):
                         config_idf=not (yaml_mode and cfg.idf.idf_requires_grad), config_tokenizer=not yaml_mode)
 
 
+def check_reachable(conn: dict, attempts: int = 3, wait_s: float = 1.0) -> None:
+    """The cluster answers (a few tries, a short timeout), before anything is written: an unreachable
+    cluster or refused credentials are one error, and no output folder is left behind."""
+    from opensearchpy import exceptions as ex
+
+    from sparse.retrieval.opensearch import open_client
+
+    client = open_client({**conn, "timeout": min(float(conn["timeout"]), 10.0)})
+    quiet = logging.getLogger("opensearch")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # opensearch-py logs every failed attempt with a traceback
+    try:
+        for attempt in range(attempts):
+            try:
+                client.info()
+                return
+            except (ex.ConnectionError, ex.ConnectionTimeout) as exc:
+                if attempt == attempts - 1:
+                    raise UserError(f"cannot reach OpenSearch at {conn['url']} ({type(exc).__name__}): is the cluster "
+                                    f"running and opensearch_url right?") from None
+                time.sleep(wait_s * 2 ** attempt)
+            except ex.TransportError as exc:
+                status = exc.status_code if isinstance(exc.status_code, int) else 0
+                if status in (401, 403):
+                    raise UserError(f"OpenSearch at {conn['url']} refused the credentials ({status}): check "
+                                    f"OPENSEARCH_USER / OPENSEARCH_PASSWORD") from None
+                return  # anything else is retried and reported by the index itself
+    finally:
+        quiet.setLevel(level)
+
+
 def preflight(cfg: ResolvedConfig, models: list[tuple[str, str]], dataset_dirs: dict[str, str],
               yaml_mode: bool) -> None:
     """Every check of a later stage that bad input can fail, run before the first file is written:
@@ -163,7 +194,10 @@ def preflight(cfg: ResolvedConfig, models: list[tuple[str, str]], dataset_dirs: 
         from sparse.retrieval.opensearch import connection_settings
 
         o = cfg.opensearch
-        connection_settings(o.opensearch_url, verify_certs=o.opensearch_verify_certs, timeout=o.opensearch_timeout)
+        conn = connection_settings(o.opensearch_url, verify_certs=o.opensearch_verify_certs,
+                                   timeout=o.opensearch_timeout)
+        if distributed.is_launch_main():
+            check_reachable(conn)
     for folder in dataset_dirs.values():
         check_beir_dataset(folder, cfg.eval.eval_split)
 

@@ -117,3 +117,15 @@ def test_evaluation_unknown_verify_word_before_anything_is_written(cli, faults_e
     assert code == 2 and len(message) == 1, err[-2000:]
     assert "OPENSEARCH_VERIFY_CERTS='ture' is not a yes/no value" in message[0]
     assert not out.exists()
+
+
+def test_evaluation_unreachable_cluster_before_anything_is_written(cli, faults_env, tmp_path):
+    out = tmp_path / "out"
+    port = _dead_port()
+    code, _, err = cli("evaluate_beir", "--model_name_or_path", faults_env["model"], "--beir_dir",
+                       faults_env["beir_dir"], "--beir_datasets", "tinyset", "--output_dir", str(out),
+                       "--engine", "opensearch", "--opensearch_url", f"http://127.0.0.1:{port}")
+    message = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(message) == 1 and "Traceback" not in err, err[-2000:]
+    assert f"cannot reach OpenSearch at http://127.0.0.1:{port}" in message[0]
+    assert not out.exists()
