@@ -202,7 +202,8 @@ def _commands():
     group_keys = {"flops_d_lambda": "Weight of the FLOPS regularizer on document vectors.",
                   "corpus_max_seq_length": "Token limit of documents when a whole corpus is encoded"}
     return [
-        ("train_ir", script("train_ir"), {**group_keys, "learning_rate": None}),
+        ("train_ir", script("train_ir"), {**group_keys, "learning_rate": "The initial learning rate for the optimizer.",
+                                          "max_steps": "Optimizer steps to train; -1: num_train_epochs decides."}),
         ("evaluate_beir", script("evaluate_beir"), {**group_keys, "eval_top_k": "Documents retrieved per query."}),
         ("demo_train_data", script("demo_train_data"), {**group_keys, "negatives_per_query": None}),
         ("data_preparation", script("data_preparation"), {**group_keys, "queries_per_part": None}),

@@ -300,6 +300,35 @@ def describe_group(title: str, cls) -> list[str]:
     return lines
 
 
+# Hugging Face TrainingArguments keys --help describes (the others are listed by name)
+TRAINING_SHOWN = ("output_dir", "max_steps", "num_train_epochs", "learning_rate", "per_device_train_batch_size",
+                  "per_device_eval_batch_size", "gradient_accumulation_steps", "warmup_steps", "weight_decay",
+                  "lr_scheduler_type", "max_grad_norm", "fp16", "bf16", "seed", "logging_steps", "save_strategy",
+                  "save_steps", "save_total_limit", "resume_from_checkpoint", "report_to", "dataloader_drop_last")
+
+
+def training_help() -> list[str]:
+    """``--help`` lines of the Hugging Face training keys: the common ones with default, range and help."""
+    from sparse.config.groups import TRAINING_DEFAULTS, TRAINING_HELP, TRAINING_RANGES
+
+    cls = _training_arguments_cls()
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    lines = ["", "[training] Hugging Face TrainingArguments (same names and meanings as in transformers)."]
+    for name in TRAINING_SHOWN:
+        f = fields[name]
+        default = repr(TRAINING_DEFAULTS[name]) if name in TRAINING_DEFAULTS else _default_text(f)
+        lines.append(f"  --{name:<32} {'':<18} default {default}")
+        text = TRAINING_HELP.get(name) or f.metadata.get("help", "").split(". ")[0].rstrip(".") + "."
+        if name in TRAINING_RANGES and name not in TRAINING_HELP:
+            low, high, low_open = TRAINING_RANGES[name]
+            text += f" Allowed: {bounds_text({'low': low, 'high': high, 'low_open': low_open})}."
+        lines += textwrap.wrap(text, 100, initial_indent="      ", subsequent_indent="      ")
+    rest = ", ".join(sorted(set(fields) - set(TRAINING_SHOWN)))
+    lines.append("  Also accepted (see the transformers documentation):")
+    lines += textwrap.wrap(rest, 100, initial_indent="    ", subsequent_indent="    ")
+    return lines
+
+
 def help_requested(command: Command) -> HelpRequested:
     """The ``HelpRequested`` of ``command``: its keys, and its usage (which an entry point's own replaces)."""
     req = HelpRequested(command_help(command, usage=False))
@@ -320,9 +349,7 @@ def command_help(command: Command, usage: bool = True) -> str:
         for name, cls in GROUPS.items():
             lines += describe_group(f"[{name}] {cls.__doc__.strip()}", cls)
     if command.training:
-        names = ", ".join(sorted(fields_of(_training_arguments_cls())))
-        lines.append("training (Hugging Face TrainingArguments; see its documentation):")
-        lines += textwrap.wrap(names, 100, initial_indent="  ", subsequent_indent="  ")
+        lines += training_help()
     if command.config:
         lines.append("Ignored reference keys (accepted, warned about): " + ", ".join(IGNORED_KEYS))
     lines.append("--debug shows the full traceback of an error.")

@@ -228,3 +228,8 @@ TRAINING_RANGES = {
 }
 # HF keys the reference sets to null, and the HF value that means the same
 TRAINING_NULL_AS = {"max_grad_norm": 0.0}
+# HF keys whose default differs here (training reports nowhere unless asked; tensorboard when installed)
+TRAINING_DEFAULTS = {"output_dir": "output/run", "report_to": "none"}
+# help of HF keys whose meaning here is narrower than the transformers text
+TRAINING_HELP = {"max_steps": "Optimizer steps to train; -1: num_train_epochs decides. Allowed: -1 or >= 1.",
+                 "report_to": "Integrations to report to (tensorboard, wandb, ...); none: no reporting."}

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import yaml
 
-from sparse.config.groups import GROUPS, IGNORED_KEYS, TRAINING_NULL_AS, TRAINING_RANGES
+from sparse.config.groups import GROUPS, IGNORED_KEYS, TRAINING_DEFAULTS, TRAINING_NULL_AS, TRAINING_RANGES
 from sparse.config.keys import bounds_text, coerce_value, fields_of, in_bounds, meta_of, resolve_choices
 from sparse.errors import ConfigError, write_atomic
 
@@ -211,8 +211,7 @@ def resolve(values: dict[str, Any], sections=("model", "data", "eval"), source: 
         if name == "training":
             values_t = {k: (TRAINING_NULL_AS.get(k, v) if v is None else v) for k, v in values.items()}
             kwargs = coerce_all(values_t, types_, source, cli_keys)
-            kwargs.setdefault("output_dir", "output/run")
-            kwargs.setdefault("report_to", "none")
+            kwargs = {**TRAINING_DEFAULTS, **kwargs}
             where = f" in {source}" if source else ""
             try:
                 built[name] = _training_arguments_cls()(**kwargs)
