@@ -154,6 +154,14 @@ def coerce_all(values: dict[str, Any], types_: dict[str, Any], source: str | Non
     return out
 
 
+class KeyValueError(ConfigError):
+    """A value outside its key's declared range or choices; ``key`` names the key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 def check_value(name: str, value: Any, meta: dict) -> None:
     """``value`` lies in the range and among the choices ``meta`` declares, else a ConfigError naming both."""
     if value is None:
@@ -163,10 +171,10 @@ def check_value(name: str, value: Any, meta: dict) -> None:
     for v in entries:
         if allowed is not None and v not in allowed:
             what = f"{name} entries must be among" if isinstance(value, list) else f"{name} must be one of"
-            raise ConfigError(f"{what} {allowed}, got {v!r}")
+            raise KeyValueError(name, f"{what} {allowed}, got {v!r}")
         if isinstance(v, (int, float)) and not isinstance(v, bool) and not in_bounds(v, meta):
             text = bounds_text(meta)
-            raise ConfigError(f"{name} must be {'in ' if text[0] in '[(' else ''}{text}, got {v!r}")
+            raise KeyValueError(name, f"{name} must be {'in ' if text[0] in '[(' else ''}{text}, got {v!r}")
 
 
 def check_group(obj) -> None:
@@ -221,7 +229,10 @@ def resolve(values: dict[str, Any], sections=("model", "data", "eval"), source: 
             built[name] = GROUPS[name](**coerce_all(values, types_, source, cli_keys))
     cfg = ResolvedConfig(**{name: built[name] for name in GROUPS}, training=built.get("training"), source=source,
                          explicit_keys=set(values))
-    validate(cfg)
+    try:
+        validate(cfg)
+    except KeyValueError as exc:
+        raise ConfigError(f"{exc} ({origin_of(exc.key, source, cli_keys)})") from None
     return cfg
 
 
