@@ -262,3 +262,14 @@ def test_query_max_seq_length_truncates_inference_free_queries(faults_env):
     assert ids_short.shape[1] == 4 < ids_full.shape[1]
     help_text = ModelArguments.__dataclass_fields__["query_max_seq_length"].metadata["help"]
     assert "inference-free" in help_text and "siamese" in help_text
+
+
+def test_an_out_of_range_value_says_where_it_was_given(tmp_path):
+    from sparse.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("flops_d_lambda: -5\n")
+    with pytest.raises(ConfigError, match=rf"flops_d_lambda must be >= 0, got -5.0 \(in {path}\)"):
+        parse_config([str(path), f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"temperature must be > 0, got 0.0 \(on the command line\)"):
+        parse_config(["temperature=0", f"output_dir={tmp_path}"])
