@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import yaml
 
-from sparse.config import Command, key, load_yaml, resolve, run_command, split_overrides
+from sparse.config import Command, canonical_values, key, load_yaml, resolve, run_command, split_overrides
 from sparse.errors import UserError, write_json, write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,8 +58,6 @@ class Run:
 
     @property
     def activation(self) -> str:
-        from sparse.config import canonical_values
-
         act = canonical_values(self.values).get("activation_type", "relu")
         if self.values.get("decouple_activation"):
             act += " (decoupled)"
@@ -184,12 +182,13 @@ def generate(grid_path: str | os.PathLike = DEFAULT_GRID, base_path: str | os.Pa
         for run_name, method, over in expanded:
             out_dir = os.path.join(output_root, "runs", block["name"], run_name)
             cfg_path = os.path.join(output_root, "configs", block["name"], f"{run_name}.yaml")
-            values = {**base, **over}
+            # each layer with older key names read as their keys, so a later layer overrides an earlier one
+            values = {**canonical_values(base), **canonical_values(over)}
             if smoke:
-                values.update(smoke_cfg.get("set") or {})
+                values.update(canonical_values(smoke_cfg.get("set") or {}))
                 if smoke_cfg.get("beir_datasets"):
                     values["beir_datasets"] = smoke_cfg["beir_datasets"]
-            values.update(overrides or {})
+            values.update(canonical_values(overrides or {}))
             values = substitute(values, {"output_dir": out_dir, "output_root": output_root}, lazy)
             values["output_dir"] = out_dir
             runs.append(Run(block["name"], run_name, method, cfg_path, out_dir, values))
