@@ -466,3 +466,26 @@ def ranking():
         check = staticmethod(assert_same_ranking)
 
     return Ranking
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging_and_threads():
+    """An in-process run adds log handlers (its log file, a stream on the test's captured output)
+    and may set torch's thread count; both are put back after each test, so a later test never
+    logs into this test's closed stream or runs with another thread count."""
+    import logging
+
+    import torch
+
+    count = torch.get_num_threads()
+    loggers = [logging.getLogger(), logging.getLogger("sparse")]
+    for lg in loggers:  # handlers an earlier test left on its captured (now closed) stream
+        for handler in [h for h in lg.handlers if getattr(getattr(h, "stream", None), "closed", False)]:
+            lg.removeHandler(handler)
+    before = [list(lg.handlers) for lg in loggers]
+    yield
+    torch.set_num_threads(count)
+    for lg, kept in zip(loggers, before):
+        for handler in [h for h in lg.handlers if h not in kept]:
+            lg.removeHandler(handler)
+            handler.close()

@@ -105,6 +105,14 @@ def barrier() -> None:
         dist.barrier()
 
 
+def shutdown() -> None:
+    """Leave the process group once every rank is done: a process that exits with the group's
+    threads still running can abort at exit, failing a run whose work is all saved."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """All ranks' x (same shape everywhere) concatenated along dim 0 in global-rank order;
     the local slice is ``x`` itself, carrying its gradient."""

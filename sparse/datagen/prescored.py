@@ -13,7 +13,6 @@ missing from the texts is not written; the count and examples go to ``stats.json
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil

@@ -19,7 +19,7 @@ engine by default:
    ``training_curves.png``, ``demo_results.{json,csv}``.
 
 Each step is skipped when its output exists and was made from the same inputs (a stamp file
-``demo_step.json`` records them), so a re-run reuses everything that is still valid. With a GPU
+``step.json`` records them), so a re-run reuses everything that is still valid. With a GPU
 the steps run under ``torchrun`` over all visible GPUs. ``--hub`` uses a real hub model (default
 ``opensearch-project/opensearch-neural-sparse-encoding-doc-v2-mini``) instead of the offline one
 and allows network access. The last line is ``NDCG@10 zero-shot X -> fine-tuned Y``.
@@ -27,12 +27,9 @@ and allows network access. The last line is ``NDCG@10 zero-shot X -> fine-tuned 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -41,6 +38,7 @@ from typing import Any, Optional
 
 from sparse.errors import UserError, write_json
 from sparse.config import Command, key, run_command, split_overrides
+from sparse.reproduce import steps
 from sparse.reproduce.results import LABELS, eval_results_dir, read_dataset_row
 from sparse.reproduce.runner import launcher, visible_gpus
 from sparse.reproduce.training_log import curves_for, read_training_log
@@ -49,40 +47,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HUB_DEFAULT = "opensearch-project/opensearch-neural-sparse-encoding-doc-v2-mini"
 DEMO_CONFIG = "config/scifact_demo.yaml"
 DENSE_TEACHER = "all-MiniLM-L6-v2"  # the asset of sparse.assets
-STAMP = "demo_step.json"
 TABLE_METRICS = ("NDCG@10", "Recall@100", "flops", "d_length", "q_length")
 MODEL_MARKERS = ("sparse_config.json", "config.json")
-
-
-def _digest(*parts) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps(p, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
-def _file_digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if os.path.isfile(path) else "missing"
-
-
-def _stamp_ok(directory: str, key: str) -> bool:
-    path = os.path.join(directory, STAMP)
-    try:
-        return json.loads(Path(path).read_text()).get("key") == key
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
-def _write_stamp(directory: str, key: str, seconds: float, **extra) -> None:
-    os.makedirs(directory, exist_ok=True)
-    write_json(os.path.join(directory, STAMP), {"key": key, "seconds": round(seconds, 1), **extra}, indent=1)
-
-
-def _stamp_seconds(directory: str) -> Optional[float]:
-    try:
-        return json.loads(Path(directory, STAMP).read_text()).get("seconds")
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 class Demo:
@@ -118,12 +84,7 @@ class Demo:
         self.dense = str(assets.minilm_model())
 
     def _run(self, step: str, cmd: list[str]) -> float:
-        print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-        t0 = time.time()
-        rc = subprocess.call(cmd, cwd=str(REPO_ROOT), env=self.env)
-        if rc != 0:
-            raise UserError(f"demo step '{step}' failed (exit status {rc}); its output is above")
-        return time.time() - t0
+        return steps.run_command(f"demo {step}", cmd, str(REPO_ROOT), self.env)
 
     def _banner(self, i: int, text: str) -> None:
         print(f"\n=== demo step {i}/5: {text}", flush=True)
@@ -139,12 +100,12 @@ class Demo:
         """Evaluate into ``<root>/<name>``; returns the results directory (``.../beir_eval<suffix>``)."""
         out = os.path.join(self.root, name)
         res_dir = eval_results_dir(out, split_overrides(self.args.eval_args))
-        key = _digest("eval", model, idf, self.dataset, self.args.eval_args, key_extra)
+        key = steps.digest("eval", model, idf, self.dataset, self.args.eval_args, key_extra)
         self._banner(i, f"evaluate the {name} model on {self.dataset} (test split)")
-        if _stamp_ok(out, key) and read_dataset_row(res_dir, self.dataset) is not None:
+        if steps.stamp_ok(out, key) and read_dataset_row(res_dir, self.dataset) is not None:
             print(f"reusing {out} (same model and settings; --force to redo)")
             self.reused.append(name)
-            self.timings[f"evaluate {name}"] = _stamp_seconds(out) or 0.0
+            self.timings[f"evaluate {name}"] = steps.stamp_seconds(out) or 0.0
             return res_dir
         cmd = launcher(self.nproc, "evaluate_beir.py") + ["--model_name_or_path", model, "--output_dir", out]
         if idf:
@@ -153,7 +114,7 @@ class Demo:
         secs = self._run(f"evaluate {name}", cmd)
         if read_dataset_row(res_dir, self.dataset) is None:
             raise UserError(f"evaluate_beir.py finished but wrote no {res_dir}/results/{self.dataset}.json")
-        _write_stamp(out, key, secs, model=model)
+        steps.write_stamp(out, key, secs, model=model)
         self.timings[f"evaluate {name}"] = secs
         return res_dir
 
@@ -161,21 +122,21 @@ class Demo:
         """The corpus's own IDF and the distillation rows; returns a key of both for the training stamp."""
         self._banner(i, f"prepare training data from the {self.dataset} train split -> {self.train_data}")
         idf_out = self.domain_idf
-        key = _digest("idf", self.model, self.beir_path)
-        if _stamp_ok(idf_out + ".d", key) and os.path.isfile(idf_out):
+        key = steps.digest("idf", self.model, self.beir_path)
+        if steps.stamp_ok(idf_out + ".d", key) and os.path.isfile(idf_out):
             print(f"reusing {idf_out}")
             self.reused.append("idf")
         else:
             secs = self._run("idf", [sys.executable, "-m", "sparse.idf", "--tokenizer", self.model,
                                      "--corpus", os.path.join(self.beir_path, "corpus.jsonl"), "--output", idf_out])
-            _write_stamp(idf_out + ".d", key, secs)
+            steps.write_stamp(idf_out + ".d", key, secs)
             self.timings["corpus idf"] = secs
         out = self.train_data
-        key = _digest("prepare", self.model, self.idf, self.dataset, self.dense, self.args.prep_args)
-        if _stamp_ok(out, key) and os.path.isfile(os.path.join(out, "dataset_info.json")):
+        key = steps.digest("prepare", self.model, self.idf, self.dataset, self.dense, self.args.prep_args)
+        if steps.stamp_ok(out, key) and os.path.isfile(os.path.join(out, "dataset_info.json")):
             print(f"reusing {out} (same model; --force to redo)")
             self.reused.append("prepare")
-            self.timings["prepare"] = _stamp_seconds(out) or 0.0
+            self.timings["prepare"] = steps.stamp_seconds(out) or 0.0
         else:
             cmd = launcher(self.nproc, "data_preparation.py") + [
                 "--model_name_or_path", self.model, "--idf_path", self.idf, "--split", "train",
@@ -184,9 +145,9 @@ class Demo:
                 "--output", out, "--overwrite", "true",
             ] + self._beir_args() + list(self.args.prep_args)
             secs = self._run("prepare", cmd)
-            _write_stamp(out, key, secs, model=self.model)
+            steps.write_stamp(out, key, secs, model=self.model)
             self.timings["prepare"] = secs
-        return _digest(_file_digest(os.path.join(out, STAMP)), _file_digest(idf_out))
+        return steps.digest(steps.file_digest(os.path.join(out, steps.STAMP)), steps.file_digest(idf_out))
 
     def train(self, i: int, data_key: str) -> str:
         out = os.path.join(self.root, "model")
@@ -197,12 +158,12 @@ class Demo:
                      f"model_name_or_path={self.model}", f"tokenizer_name={self.model}",
                      f"beir_dir={os.path.dirname(self.beir_path)}", f"beir_datasets={self.dataset}",
                      f"cache_dir={self.args.cache_dir}"] + list(self.args.train_set)
-        key = _digest("train", _file_digest(str(REPO_ROOT / config)), overrides, data_key)
+        key = steps.digest("train", steps.file_digest(str(REPO_ROOT / config)), overrides, data_key)
         self._banner(i, f"fine-tune with {config} -> {out}")
-        if _stamp_ok(out, key) and self.final_model(out):
+        if steps.stamp_ok(out, key) and self.final_model(out):
             print(f"reusing {out} (same config and data; --force to redo)")
             self.reused.append("train")
-            self.timings["train"] = _stamp_seconds(out) or 0.0
+            self.timings["train"] = steps.stamp_seconds(out) or 0.0
             return self.final_model(out)
         if os.path.isdir(out):  # the demo's own directory: no stale checkpoints or logs of an older run
             shutil.rmtree(out)
@@ -210,7 +171,7 @@ class Demo:
         model = self.final_model(out)
         if model is None:
             raise UserError(f"train_ir.py finished but no model was saved in {out}")
-        _write_stamp(out, key, secs, model=model)
+        steps.write_stamp(out, key, secs, model=model)
         self.timings["train"] = secs
         return model
 
@@ -225,13 +186,13 @@ class Demo:
 
         out = os.path.join(self.root, "baselines")
         data = os.path.join(out, "test_rows")
-        key = _digest("baselines", self.model, self.idf, self.dataset, self.dense)
+        key = steps.digest("baselines", self.model, self.idf, self.dataset, self.dense)
         self._banner(i, f"evaluate BM25 and the teacher ensemble on {self.dataset} (test split)")
         result_file = os.path.join(out, "baselines.json")
-        if _stamp_ok(out, key) and os.path.isfile(result_file):
+        if steps.stamp_ok(out, key) and os.path.isfile(result_file):
             print(f"reusing {out}")
             self.reused.append("baselines")
-            self.timings["baselines"] = _stamp_seconds(out) or 0.0
+            self.timings["baselines"] = steps.stamp_seconds(out) or 0.0
             return json.loads(Path(result_file).read_text())
         cmd = launcher(self.nproc, "data_preparation.py") + [
             "--model_name_or_path", self.model, "--idf_path", self.idf, "--split", "test",
@@ -249,7 +210,7 @@ class Demo:
                    for name, run in runs.items()}
         os.makedirs(out, exist_ok=True)
         write_json(result_file, results, indent=1)
-        _write_stamp(out, key, secs)
+        steps.write_stamp(out, key, secs)
         self.timings["baselines"] = secs
         return results
 
@@ -308,7 +269,7 @@ class Demo:
         zs = self.evaluate(1, "zero-shot", self.model, self.idf, None)
         data_key = self.prepare(2)
         model_dir = self.train(3, data_key)
-        ft = self.evaluate(4, "fine-tuned", model_dir, None, _file_digest(os.path.join(model_dir, STAMP)))
+        ft = self.evaluate(4, "fine-tuned", model_dir, None, steps.file_digest(os.path.join(model_dir, steps.STAMP)))
         baselines = self.baselines(4)
         self._banner(5, "report")
         out = self.report(zs, ft, model_dir, baselines)
@@ -351,9 +312,9 @@ def demo(args: DemoArguments) -> int:
     os.chdir(REPO_ROOT)
     if args.force:
         for d in (os.path.join(args.output_root, n) for n in ("zero-shot", "model", "fine-tuned")):
-            Path(d, STAMP).unlink(missing_ok=True)
-        Path(args.train_data or f"data/{args.dataset}_kd", STAMP).unlink(missing_ok=True)
-        Path(f"data/{args.dataset}_idf.json.d", STAMP).unlink(missing_ok=True)
+            Path(d, steps.STAMP).unlink(missing_ok=True)
+        Path(args.train_data or f"data/{args.dataset}_kd", steps.STAMP).unlink(missing_ok=True)
+        Path(f"data/{args.dataset}_idf.json.d", steps.STAMP).unlink(missing_ok=True)
     out = Demo(args).run()
     zs, ft = out["zero_shot"]["NDCG@10"], out["fine_tuned"]["NDCG@10"]
     print("\n" + out["table"])

@@ -22,6 +22,7 @@ import torch
 from sparse.config import (FALSE_STRINGS, TRUE_STRINGS, Command, ConfigError, ResolvedConfig, check_training_keys,
                            parse_command)
 from sparse.corpus import check_input_path, check_model_path, sparse_settings
+from sparse.corpus import distributed
 from sparse.corpus.distributed import group_rank, launch_world_size
 from sparse.errors import check_output_dir, write_json
 
@@ -266,7 +267,8 @@ def main(argv=None) -> dict:
                         f"{f' ({exc.filename})' if exc.filename else ''}; "
                         f"{f'the last complete checkpoint is {last}' if last else 'no checkpoint was saved'}"
                         ) from None
-        logger.info("done: %d steps in %.1f s; model saved to %s", trainer.state.global_step, wall, args.output_dir)
+    logger.info("done: %d steps in %.1f s; model saved to %s", trainer.state.global_step, wall, args.output_dir)
+    distributed.shutdown()
     return summary
 
 

@@ -5,31 +5,12 @@ are one ``error:`` line naming the path."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import shutil
 
 import pytest
-
-
-@pytest.fixture(autouse=True)
-def _own_logging():
-    """Handlers an in-process run adds (evaluation's and training's log files and streams) are
-    removed after each test: a later test must not log into this test's captured, closed stream."""
-    import logging
-
-    loggers = [logging.getLogger(), logging.getLogger("sparse")]
-    for lg in loggers:  # handlers an earlier test left on its captured (now closed) stream
-        for handler in [h for h in lg.handlers if getattr(getattr(h, "stream", None), "closed", False)]:
-            lg.removeHandler(handler)
-    before = [list(lg.handlers) for lg in loggers]
-    yield
-    for lg, kept in zip(loggers, before):
-        for handler in [h for h in lg.handlers if h not in kept]:
-            lg.removeHandler(handler)
-            handler.close()
 
 
 EVAL = ["--model_name_or_path", "{model}", "--beir_dir", "{beir}", "--beir_datasets", "tinyset",

@@ -11,26 +11,6 @@ from sparse.corpus import threads
 from sparse.corpus.threads import SMALL_MODEL_PARAMS, choose_threads
 
 
-@pytest.fixture(autouse=True)
-def _own_logging_and_threads():
-    import logging
-
-    import torch
-
-    count = torch.get_num_threads()
-    loggers = [logging.getLogger(), logging.getLogger("sparse")]
-    for lg in loggers:  # handlers an earlier test left on its captured (now closed) stream
-        for handler in [h for h in lg.handlers if getattr(getattr(h, "stream", None), "closed", False)]:
-            lg.removeHandler(handler)
-    before = [list(lg.handlers) for lg in loggers]
-    yield
-    torch.set_num_threads(count)
-    for lg, kept in zip(loggers, before):
-        for handler in [h for h in lg.handlers if h not in kept]:
-            lg.removeHandler(handler)
-            handler.close()
-
-
 @pytest.mark.parametrize("current,cpus,busy,params,device,user,local,want", [
     (2, 2, 1.0, 10_000, "cpu", None, 1, 1),         # the reported case: one of two cores busy -> 1 thread
     (2, 2, 0.0, 10_000, "cpu", None, 1, None),      # an idle machine: torch's count is kept
