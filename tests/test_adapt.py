@@ -108,6 +108,9 @@ def test_adapt_label_free_end_to_end_then_reuse(tiny_corpus, tmp_path, monkeypat
     models = {(r["model"], r["split"]) for r in res["results"]}
     for name in ("zero-shot", "zero-shot, corpus IDF", "query side only", "document side only", "both sides"):
         assert {(name, "dev"), (name, "test")} <= models
+    dev = {r["model"]: r["NDCG@10"] for r in res["results"] if r["split"] == "dev"}
+    trained = ("query side only", "document side only", "both sides")
+    assert res["chosen"] in trained and dev[res["chosen"]] == max(dev[t] for t in trained)
     # the table's figures are the evaluation's own files
     row = next(r for r in res["results"] if r["model"] == "both sides" and r["split"] == "test")
     ev = next((out / "eval" / "both_sides-test").glob("beir_eval*/results/scimini.json"))
@@ -121,6 +124,22 @@ def test_adapt_label_free_end_to_end_then_reuse(tiny_corpus, tmp_path, monkeypat
     again = _adapt(tiny_corpus, out, "--labels", "none")
     assert "reusing" in again.stdout and "+ " not in again.stdout.replace("+ python -m sparse.export", "")
     assert json.load(open(out / "report" / "adapt_results.json"))["results"] == res["results"]
+
+
+def test_the_adapted_model_is_the_best_trained_variant_on_dev():
+    from sparse.adapt.pipeline import choose_on_dev
+
+    def row(dev, test):
+        return {"dev": {"NDCG@10": dev}, "test": {"NDCG@10": test}}
+
+    table = {"zero-shot, corpus IDF": row(0.9, 0.1), "query side only": row(0.5, 0.9),
+             "document side only": row(0.7, 0.2), "both sides": row(0.6, 0.8)}
+    assert choose_on_dev(table) == "document side only"  # the test split never decides
+    table["both sides"] = row(0.7, 0.8)
+    assert choose_on_dev(table) == "document side only"  # a tie goes to the cheaper variant
+    assert choose_on_dev({"query side only": row(0.1, 0.1)}) == "query side only"
+    with pytest.raises(UserError):
+        choose_on_dev({"zero-shot, corpus IDF": row(0.9, 0.9)})
 
 
 def test_label_free_mode_never_reads_the_users_qrels(tiny_corpus, tmp_path, monkeypatch):
@@ -143,7 +162,8 @@ def test_bad_input_is_one_error_before_anything_is_written(tiny_corpus, tmp_path
     cases = [([str(tmp_path / "nowhere")], "corpus.jsonl not found"),
              ([str(tiny_corpus), "--mix", "titel:1"], "unknown pseudo-query kind"),
              ([str(tiny_corpus), "--labels", "maybe"], "labels"),
-             ([str(tiny_corpus), "--labels", "none", "--pseudo_queries", "0"], "needs pseudo-queries")]
+             ([str(tiny_corpus), "--labels", "none", "--pseudo_queries", "0"], "needs pseudo-queries"),
+             ([str(tiny_corpus), "--encoder_steps", "0", "--idf_fit", "false"], "nothing to train")]
     for argv, message in cases:
         out = tmp_path / "out"
         proc = subprocess.run([sys.executable, "-m", "sparse.adapt", *argv, "--output", str(out)], cwd=REPO,

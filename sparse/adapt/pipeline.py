@@ -16,6 +16,9 @@ what it saved):
 6. evaluation (``evaluate_beir.py``) of the base model, the query-side fit of the base model
    (document side frozen) and the adapted model, on the dev split and, where the corpus folder has
    test qrels, on the test split; then ``report/report.md`` and ``report/adapt_results.json``.
+
+The adapted model is the trained variant with the best NDCG@10 on the dev split; the test split
+only reports.
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ class Adapt:
             raise UserError("the seq2seq pseudo-query kind needs --seq2seq_model")
         self.has_labels = os.path.isfile(os.path.join(self.corpus_dir, "qrels", "train.tsv"))
         self.use_labels = self.args.labels == "auto" and self.has_labels
+        if not self.args.encoder_steps and not self.args.idf_fit:
+            raise UserError("nothing to train: set encoder_steps > 0 or idf_fit true")
         if not self.use_labels and self.args.pseudo_queries == 0:
             raise UserError("label-free adaptation needs pseudo-queries (pseudo_queries > 0)")
         self.has_test = os.path.isfile(os.path.join(self.corpus_dir, "qrels", "test.tsv"))
@@ -287,17 +292,12 @@ class Adapt:
                                                          "zero-shot, corpus IDF": (self.model, idf)}
         if self.args.idf_fit:
             models["query side only"] = (self.query_side("query-side", self.model, idf, kd_key), None)
-        final = None
         if self.args.encoder_steps:
             encoder = self.encoder(idf, kd_key)
             models["document side only"] = (encoder, None)
-            final = encoder
             if self.args.idf_fit:
                 stamp = steps.file_digest(os.path.join(encoder, steps.STAMP))
-                final = self.query_side("model", encoder, None, (kd_key, stamp))
-                models["both sides"] = (final, None)
-        else:
-            final = models.get("query side only", (self.model,))[0]
+                models["both sides"] = (self.query_side("model", encoder, None, (kd_key, stamp)), None)
         splits = ["dev"] + (["test"] if self.has_test else [])
         self._banner(f"evaluate on {', '.join(splits)}")
         table: dict[str, dict[str, dict]] = {}
@@ -305,9 +305,10 @@ class Adapt:
             extra = steps.file_digest(os.path.join(model, steps.STAMP))
             table[label] = {s: self.evaluate(label.replace(" ", "_").replace(",", ""), model, model_idf, s, extra)
                             for s in splits}
-        return self.report(table, final, split, time.time() - t0)
+        chosen = choose_on_dev(table)
+        return self.report(table, chosen, models[chosen][0], split, time.time() - t0)
 
-    def report(self, table: dict, final: str, split: dict, wall: float) -> dict:
+    def report(self, table: dict, chosen: str, final: str, split: dict, wall: float) -> dict:
         """``report/report.md`` and ``report/adapt_results.json``: each model on each split."""
         from sparse.evaluation import report
 
@@ -317,7 +318,9 @@ class Adapt:
             for s, row in by_split.items():
                 rows.append({"model": label, "split": s, **{m: (row or {}).get(m) for m in TABLE}})
         export = f"python -m sparse.export {final} --to opensearch --output {os.path.join(self.out, 'export')}"
-        results = {"corpus": self.corpus_dir, "base_model": self.model, "adapted_model": final,
+        dev = {label: by_split["dev"]["NDCG@10"] for label, by_split in table.items()}
+        results = {"corpus": self.corpus_dir, "base_model": self.model, "adapted_model": final, "chosen": chosen,
+                   "dev_ndcg10": dev,
                    "mode": split.get("mode"), "queries": {k: split.get(k) for k in
                                                           ("train_queries", "pseudo_train_queries",
                                                            "labelled_train_queries", "dev_queries", "dev_from",
@@ -332,12 +335,26 @@ class Adapt:
                  f"{split.get('dev_queries')} ({split.get('dev_from')}). 'query side only' fits the IDF over the "
                  f"base model's frozen documents; 'document side only' trains the encoder; 'both sides' does "
                  f"the second on top of the first.", "", md_table, "",
+                 f"Adapted model: **{chosen}** (`{final}`), the trained variant with the best dev NDCG@10 "
+                 f"({dev[chosen]:.4f}; zero-shot with the corpus IDF: {dev['zero-shot, corpus IDF']:.4f}). The test "
+                 f"split, where there is one, only reports.", "",
                  "Step timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in self.timings.items()), "",
                  f"Export the adapted model: `{export}`", ""]
         write_text(os.path.join(rep, "report.md"), "\n".join(lines))
         results["table"] = md_table
         results["report"] = os.path.join(rep, "report.md")
         return results
+
+
+TRAINED = ("query side only", "document side only", "both sides")
+
+
+def choose_on_dev(table: dict[str, dict[str, dict]]) -> str:
+    """The trained variant with the best dev NDCG@10 (ties: the earlier in ``TRAINED``, the cheaper one)."""
+    trained = [label for label in TRAINED if label in table]
+    if not trained:
+        raise UserError("nothing was trained: set encoder_steps > 0 or idf_fit true")
+    return max(trained, key=lambda label: (table[label]["dev"]["NDCG@10"], -trained.index(label)))
 
 
 def _is_model(folder: str) -> bool:
