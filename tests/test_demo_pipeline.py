@@ -61,6 +61,7 @@ def test_demo_pipeline_on_a_subset(tmp_path, scifact_dir, splade_path, idf_path,
     for side in ("zero_shot", "fine_tuned"):
         for key in ("NDCG@10", "Recall@100", "flops", "d_length", "q_length"):
             assert format(res[side][key], ".4f") in report and format(res[side][key], ".4f") in out
+    assert "python -m sparse.adapt " in report  # the report points to the document-side recipe
     report_dir = tmp_path / "demo" / "report"
     real_png(str(report_dir / "before_after.png"), min_w=600)
     real_png(str(report_dir / "training_curves.png"), min_w=600)

@@ -256,7 +256,11 @@ class Demo:
         else:
             md += ["(no per-step training log found, so no training curves)", ""]
         md += ["Step timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in self.timings.items())
-               + (f"; reused: {', '.join(self.reused)}" if self.reused else ""), ""]
+               + (f"; reused: {', '.join(self.reused)}" if self.reused else ""), "",
+               "This recipe fits the query side only (the document encoder is frozen), which fits the demo's "
+               "budget. To train the document side as well, and to choose between the two on a dev split, run "
+               f"`python -m sparse.adapt {self.beir_path}` (about 45 minutes on 2 CPU cores; add `--labels none` "
+               "to use no labelled query at all).", ""]
         Path(rep_dir, "report.md").write_text("\n".join(md))
         results.update(table=table, report=os.path.join(rep_dir, "report.md"), plots=[p for p in (ba, curves) if p])
         return results
