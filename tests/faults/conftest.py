@@ -37,13 +37,18 @@ def entry_points():
 
 @pytest.fixture
 def cli(entry_points, capsys):
-    """``run(entry, *argv) -> (exit code, stdout, stderr)``: the entry point through ``run_cli``, in-process."""
+    """``run(entry, *argv) -> (exit code, stdout, stderr)``: the entry point through ``run_cli``, in-process;
+    ``"export"`` is ``python -m sparse.export``."""
     from sparse.config import run_cli
+    from sparse.export.command import main as export_main
 
     def run(entry: str, *argv: str):
-        main, usage = entry_points[entry]
         try:
-            run_cli(main, list(argv), usage=usage)
+            if entry == "export":
+                export_main(list(argv))
+            else:
+                main, usage = entry_points[entry]
+                run_cli(main, list(argv), usage=usage)
             code = 0
         except SystemExit as exc:
             code = exc.code

@@ -10,19 +10,8 @@ import socket
 import pytest
 
 from sparse.errors import UserError
-from sparse.export.command import main as export_main
 from sparse.retrieval import opensearch
 from sparse.retrieval.opensearch import connection_settings, open_client
-
-
-def _export(capsys, *argv):
-    try:
-        export_main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("word", ["ture", "flase", "maybe", "2"])
@@ -54,19 +43,19 @@ def test_verification_off_warns_once_and_not_silently(monkeypatch, caplog):
     assert not [r for r in caplog.records if "verification is OFF" in r.getMessage()]
 
 
-def test_insecure_register_warns_once(monkeypatch, tmp_path, capsys, caplog):
+def test_insecure_register_warns_once(monkeypatch, tmp_path, cli, caplog):
     monkeypatch.setattr(opensearch, "_WARNED_INSECURE", set())
     port = _dead_port()
     (tmp_path / "manifest.json").write_text('{"name": "m", "version": "1", "models": {}}')
     with caplog.at_level(logging.WARNING):
-        code, _, err = _export(capsys, "--register", f"https://127.0.0.1:{port}", "--output", str(tmp_path),
+        code, _, err = cli("export", "--register", f"https://127.0.0.1:{port}", "--output", str(tmp_path),
                                "--insecure")
     assert code == 2
     assert len([r for r in caplog.records if "verification is OFF" in r.getMessage()]) == 1
 
 
-def test_register_refuses_credentials_in_url(tmp_path, capsys):
-    code, _, err = _export(capsys, "--register", "http://bob:hunter2@127.0.0.1:9200", "--output", str(tmp_path))
+def test_register_refuses_credentials_in_url(tmp_path, cli):
+    code, _, err = cli("export", "--register", "http://bob:hunter2@127.0.0.1:9200", "--output", str(tmp_path))
     assert code == 2 and "must not hold credentials" in err and "OPENSEARCH_USER" in err, err
     assert "hunter2" not in err
 
@@ -77,10 +66,10 @@ def test_credentials_in_url_refused_by_the_connection_rule():
     assert "hunter2" not in str(err.value)
 
 
-def test_register_unknown_verify_word_before_export(tmp_path, capsys, monkeypatch, faults_env):
+def test_register_unknown_verify_word_before_export(tmp_path, cli, monkeypatch, faults_env):
     monkeypatch.setenv("OPENSEARCH_VERIFY_CERTS", "ture")
     out = tmp_path / "out"
-    code, _, err = _export(capsys, faults_env["model"], "--to", "opensearch", "--output", str(out),
+    code, _, err = cli("export", faults_env["model"], "--to", "opensearch", "--output", str(out),
                            "--register", "https://127.0.0.1:9200")
     assert code == 2 and "is not a yes/no value" in err, err
     assert not out.exists()  # refused before anything was written
@@ -92,18 +81,18 @@ def _dead_port() -> int:
         return s.getsockname()[1]  # closed again: nothing listens there
 
 
-def test_register_to_dead_port_is_one_line(tmp_path, capsys):
+def test_register_to_dead_port_is_one_line(tmp_path, cli):
     (tmp_path / "manifest.json").write_text('{"name": "m", "version": "1", "models": {}}')
     port = _dead_port()
-    code, out, err = _export(capsys, "--register", f"http://127.0.0.1:{port}", "--output", str(tmp_path))
+    code, out, err = cli("export", "--register", f"http://127.0.0.1:{port}", "--output", str(tmp_path))
     assert code == 2, err
     assert "Traceback" not in err and f"cannot reach OpenSearch at http://127.0.0.1:{port}" in err, err
     assert len([line for line in err.splitlines() if line.strip()]) == 1, err
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://127.0.0.1:port", "http://127.0.0.1:0"])
-def test_register_invalid_port_is_a_usage_error(url, tmp_path, capsys):
-    code, _, err = _export(capsys, "--register", url, "--output", str(tmp_path))
+def test_register_invalid_port_is_a_usage_error(url, tmp_path, cli):
+    code, _, err = cli("export", "--register", url, "--output", str(tmp_path))
     assert code == 2 and "port 1-65535" in err and "Traceback" not in err, err
 
 
