@@ -96,6 +96,7 @@ class Adapt:
         if not os.path.isfile(corpus):
             raise UserError(f"{corpus} not found: CORPUS_DIR must be a BEIR-layout folder with corpus.jsonl")
         self.mix = parse_mix(self.args.mix)
+        self.corpus_digest = steps.file_digest(corpus)  # read once: the corpus can be large
         if "seq2seq" in self.mix and not self.args.seq2seq_model:
             raise UserError("the seq2seq pseudo-query kind needs --seq2seq_model")
         self.has_labels = os.path.isfile(os.path.join(self.corpus_dir, "qrels", "train.tsv"))
@@ -140,7 +141,7 @@ class Adapt:
     def _pending(self, folder: str, key: str) -> bool:
         """True when ``folder`` holds an unfinished attempt of the same step (resume it), else
         records ``key`` as the attempt in progress and returns False (start afresh)."""
-        path = os.path.join(folder + ".pending")
+        path = folder + ".pending"
         try:
             same = Path(path).read_text().strip() == key
         except OSError:
@@ -153,7 +154,7 @@ class Adapt:
     def corpus_idf(self) -> str:
         """Step 1: the corpus's own IDF for the base model's tokenizer."""
         path = os.path.join(self.out, "idf", "idf.json")
-        key = steps.digest("idf", self.model, steps.file_digest(os.path.join(self.corpus_dir, "corpus.jsonl")))
+        key = steps.digest("idf", self.model, self.corpus_digest)
         self._banner("corpus IDF")
         if not self._reuse("corpus idf", os.path.dirname(path), key, os.path.isfile(path)):
             secs = self._run("corpus idf", self._python("-m", "sparse.idf", "--tokenizer", self.model, "--corpus",
@@ -172,7 +173,7 @@ class Adapt:
         corpus = os.path.join(self.corpus_dir, "corpus.jsonl")
         labelled_digest = steps.file_digest(os.path.join(self.corpus_dir, "qrels", "train.tsv")) \
             if self.use_labels else None
-        key = steps.digest("queries", steps.file_digest(corpus), self.mix, a.pseudo_queries, a.seed, a.dev_queries,
+        key = steps.digest("queries", self.corpus_digest, self.mix, a.pseudo_queries, a.seed, a.dev_queries,
                            a.seq2seq_model, labelled_digest)
         self._banner("pseudo-queries and the dev split")
         if self._reuse("queries", self.data_dir, key, os.path.isfile(os.path.join(self.data_dir, "split.json"))):

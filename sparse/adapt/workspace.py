@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from sparse.data.beir import load_beir
+from sparse.data.beir import load_beir, read_jsonl
 from sparse.datagen.pseudo_queries import Document, PseudoQuery
 from sparse.errors import UserError, write_atomic, write_json, write_text
 
@@ -27,10 +27,8 @@ DEV_SEED = 20240613  # fixed: the dev split of a dataset never changes with the 
 
 def read_documents(corpus_path: str) -> list[Document]:
     """The documents of a BEIR ``corpus.jsonl`` (id, title, text), in file order."""
-    from sparse.data.beir import _read_jsonl
-
     docs = []
-    for _, row in _read_jsonl(corpus_path):
+    for _, row in read_jsonl(corpus_path):
         docs.append(Document(str(row["_id"]), row.get("title") or "", row.get("text") or ""))
     if not docs:
         raise UserError(f"{corpus_path} holds no documents")

@@ -107,9 +107,6 @@ def read_jsonl(path: str) -> Iterable[tuple[int, dict]]:
         yield n, row
 
 
-_read_jsonl = read_jsonl  # the older private name, still imported by callers
-
-
 def _read_qrels_tsv(path: str) -> Qrels:
     qrels: Qrels = {}
     # lines decoded by utf8_lines: a byte that is not UTF-8 is named with its line and offset

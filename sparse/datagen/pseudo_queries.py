@@ -168,23 +168,25 @@ class KeyTermQueries:
     b: float = 0.4
     name: str = "keyterms"
 
-    def weights(self, doc: Document) -> dict[str, float]:
-        """BM25 weight of each non-stop-word term of ``doc`` (as if the term were the query)."""
-        terms = [w.lower() for w in words(doc.title + " " + doc.text)]
+    def weights(self, doc: Document, terms: Optional[list[str]] = None) -> dict[str, float]:
+        """BM25 weight of each non-stop-word term of ``doc`` (as if the term were the query);
+        ``terms`` are its lower-cased words when the caller has them already."""
+        terms = terms if terms is not None else [w.lower() for w in words(doc.title + " " + doc.text)]
         tf = Counter(t for t in terms if t not in STOPWORDS and len(t) > 2 and not t.isdigit())
         norm = self.k1 * (1 - self.b + self.b * len(terms) / max(self.stats.avg_len, 1e-9))
         return {t: self.stats.idf(t) * f * (self.k1 + 1) / (f + norm) for t, f in tf.items()}
 
     def generate(self, doc: Document, rng: random.Random) -> Optional[PseudoQuery]:
         """A query of ``doc``'s top terms; the count is drawn between ``min_terms`` and ``max_terms``."""
-        weights = self.weights(doc)
+        terms = [w.lower() for w in words(doc.title + " " + doc.text)]
+        weights = self.weights(doc, terms)
         if len(weights) < self.min_terms:
             return None
         count = rng.randint(self.min_terms, self.max_terms)
         top = sorted(weights, key=lambda t: (-weights[t], t))[:count]
         order = {}
-        for position, w in enumerate(words(doc.title + " " + doc.text)):
-            order.setdefault(w.lower(), position)
+        for position, term in enumerate(terms):
+            order.setdefault(term, position)
         return PseudoQuery(" ".join(sorted(top, key=order.__getitem__)), doc.doc_id, self.name)
 
 
