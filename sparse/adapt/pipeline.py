@@ -221,7 +221,7 @@ class Adapt:
 
     def _train(self, step: str, out: str, config: str, overrides: list[str], key: str) -> str:
         self._banner(f"{step} -> {out}")
-        if self._reuse(step, out, key, _is_model(out)):
+        if self._reuse(step, out, key, steps.is_model(out)):
             return out
         resume = self._pending(out, key)
         if not resume and os.path.isdir(out):
@@ -229,7 +229,7 @@ class Adapt:
         cmd = self._python("train_ir.py", config, *overrides, f"output_dir={out}",
                            f"resume_from_checkpoint={'true' if resume else 'false'}")
         secs = self._run(step, cmd)
-        if not _is_model(out):
+        if not steps.is_model(out):
             raise UserError(f"train_ir.py finished but no model was saved in {out}")
         steps.write_stamp(out, key, secs)
         self.timings[step] = secs
@@ -356,10 +356,6 @@ def choose_on_dev(table: dict[str, dict[str, dict]]) -> str:
     if not trained:
         raise UserError("nothing was trained: set encoder_steps > 0 or idf_fit true")
     return max(trained, key=lambda label: (table[label]["dev"]["NDCG@10"], -trained.index(label)))
-
-
-def _is_model(folder: str) -> bool:
-    return any(os.path.isfile(os.path.join(folder, m)) for m in ("sparse_config.json", "config.json"))
 
 
 def adapt(args: AdaptArguments) -> int:

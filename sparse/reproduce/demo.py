@@ -48,7 +48,6 @@ HUB_DEFAULT = "opensearch-project/opensearch-neural-sparse-encoding-doc-v2-mini"
 DEMO_CONFIG = "config/scifact_demo.yaml"
 DENSE_TEACHER = "all-MiniLM-L6-v2"  # the asset of sparse.assets
 TABLE_METRICS = ("NDCG@10", "Recall@100", "flops", "d_length", "q_length")
-MODEL_MARKERS = ("sparse_config.json", "config.json")
 
 
 class Demo:
@@ -216,7 +215,7 @@ class Demo:
 
     @staticmethod
     def final_model(out: str) -> Optional[str]:
-        return out if any(os.path.isfile(os.path.join(out, m)) for m in MODEL_MARKERS) else None
+        return out if steps.is_model(out) else None
 
     # ------------------------------------------------------------------ report
     def report(self, zs_dir: str, ft_dir: str, model_dir: str, baselines: dict) -> dict:

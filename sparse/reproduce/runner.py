@@ -33,11 +33,11 @@ from sparse.config import Command, canonical_values, key, run_command
 from sparse.errors import UserError, write_json
 from sparse.reproduce import aggregate as agg
 from sparse.reproduce import grid as grid_mod
+from sparse.reproduce import steps
 from sparse.reproduce.results import result_path
 
 REPO_ROOT = grid_mod.REPO_ROOT
 TRAIN_STAMP = "reproduce_train.done"
-MODEL_MARKERS = ("sparse_config.json", "config.json")
 
 
 def visible_gpus() -> int:
@@ -67,7 +67,7 @@ def final_model_dir(run: grid_mod.Run) -> Optional[str]:
     if run.values.get("max_steps"):
         candidates.append(os.path.join(run.output_dir, f"checkpoint-{run.values['max_steps']}"))
     for c in candidates:
-        if any(os.path.isfile(os.path.join(c, m)) for m in MODEL_MARKERS):
+        if steps.is_model(c):
             return c
     return None
 

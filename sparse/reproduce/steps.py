@@ -20,6 +20,7 @@ from typing import Optional
 from sparse.errors import UserError, write_json
 
 STAMP = "step.json"
+MODEL_MARKERS = ("sparse_config.json", "config.json")
 
 
 def digest(*parts) -> str:
@@ -65,3 +66,8 @@ def run_command(step: str, cmd: list[str], cwd: str, env: dict) -> float:
     if rc != 0:
         raise UserError(f"step '{step}' failed (exit status {rc}); its output is above")
     return time.time() - t0
+
+
+def is_model(folder: str) -> bool:
+    """True when ``folder`` holds a saved model (a training step's output)."""
+    return any(os.path.isfile(os.path.join(folder, m)) for m in MODEL_MARKERS)
