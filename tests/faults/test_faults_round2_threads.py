@@ -41,7 +41,10 @@ def _train_args(env, out):
             "loss_types=[infonce]", f"output_dir={out}", "max_steps=1", "report_to=none", "max_seq_length=16"]
 
 
-def test_training_lowers_threads_on_a_busy_cpu_and_logs_it(cli, faults_env, tmp_path, monkeypatch):
+@pytest.fixture
+def busy_cpu(monkeypatch):
+    """Two CPUs, one of them busy with another process, torch at 2 threads and no thread count
+    set by the user (a test may set one afterwards)."""
     import torch
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -49,6 +52,11 @@ def test_training_lowers_threads_on_a_busy_cpu_and_logs_it(cli, faults_env, tmp_
     monkeypatch.setattr(threads, "_affinity", lambda: {0, 1})
     monkeypatch.setattr(threads, "busy_elsewhere", lambda cpus=None, interval=0.25: 1.0)
     torch.set_num_threads(2)
+
+
+def test_training_lowers_threads_on_a_busy_cpu_and_logs_it(busy_cpu, cli, faults_env, tmp_path, monkeypatch):
+    import torch
+
     code, _, err = cli("train_ir", *_train_args(faults_env, tmp_path / "run"))
     assert code == 0, err[-2000:]
     assert torch.get_num_threads() == 1
@@ -56,27 +64,19 @@ def test_training_lowers_threads_on_a_busy_cpu_and_logs_it(cli, faults_env, tmp_
     assert "1.0 of 2 CPUs are busy with other processes: torch threads 2 -> 1" in log
 
 
-def test_training_keeps_the_users_thread_count(cli, faults_env, tmp_path, monkeypatch):
+def test_training_keeps_the_users_thread_count(busy_cpu, cli, faults_env, tmp_path, monkeypatch):
     import torch
 
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    monkeypatch.setattr(threads, "_affinity", lambda: {0, 1})
-    monkeypatch.setattr(threads, "busy_elsewhere", lambda cpus=None, interval=0.25: 1.0)
-    torch.set_num_threads(2)
     code, _, err = cli("train_ir", *_train_args(faults_env, tmp_path / "run"))
     assert code == 0, err[-2000:]
     assert torch.get_num_threads() == 2
     assert "thread count set by the user (OMP_NUM_THREADS=2): kept at 2" in (tmp_path / "run" / "train.log").read_text()
 
 
-def test_evaluation_lowers_threads_on_a_busy_cpu_and_logs_it(cli, faults_env, tmp_path, monkeypatch):
+def test_evaluation_lowers_threads_on_a_busy_cpu_and_logs_it(busy_cpu, cli, faults_env, tmp_path, monkeypatch):
     import torch
 
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-    monkeypatch.setattr(threads, "_affinity", lambda: {0, 1})
-    monkeypatch.setattr(threads, "busy_elsewhere", lambda cpus=None, interval=0.25: 1.0)
-    torch.set_num_threads(2)
     code, _, err = cli("evaluate_beir", "--model_name_or_path", faults_env["model"], "--beir_dir",
                        faults_env["beir_dir"], "--beir_datasets", "tinyset", "--output_dir", str(tmp_path / "out"))
     assert code == 0, err[-2000:]
