@@ -11,9 +11,11 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from sparse.adapt import workspace
 from sparse.adapt.workspace import dev_split, write_adapt_data
+from sparse.config.resolve import flat_view
 from sparse.datagen.pseudo_queries import PseudoQuery
 from sparse.errors import UserError
 
@@ -49,7 +51,8 @@ def test_label_free_data_holds_pseudo_queries_only_and_a_held_out_dev(tmp_path):
     corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": "x"}) + "\n" for i in range(5)))
     data = write_adapt_data(str(tmp_path / "data" / "c"), str(corpus), _pseudo(12), None, 3, {"mode": "label-free"})
     assert (data.n_train, data.n_dev, data.n_pseudo, data.n_labelled, data.dev_from) == (9, 3, 9, 0, "pseudo")
-    train = _qrels(tmp_path / "data" / "c" / "qrels" / "train.tsv")
+    assert not (tmp_path / "data" / "c" / "qrels" / "train_labelled.tsv").exists()
+    train = _qrels(tmp_path / "data" / "c" / "qrels" / "train_pseudo.tsv")
     dev = _qrels(tmp_path / "data" / "c" / "qrels" / "dev.tsv")
     assert not set(train) & set(dev)
     assert sorted(dev) == ["pq-000009", "pq-000010", "pq-000011"]  # the last ones generated
@@ -70,6 +73,12 @@ def test_labelled_data_adds_train_queries_and_takes_dev_from_them(tmp_path):
     assert sorted(dev) == dev_split(list(queries), 5)[1]
     written = {json.loads(line)["_id"] for line in open(tmp_path / "a" / "queries.jsonl")}
     assert written == set(queries) | {f"pq-{i:06d}" for i in range(6)}
+    # one train split per source: the query side is fitted on the labelled one
+    labelled = _qrels(tmp_path / "a" / "qrels" / "train_labelled.tsv")
+    assert set(labelled) == set(dev_split(list(queries), 5)[0])
+    assert set(_qrels(tmp_path / "a" / "qrels" / "train_pseudo.tsv")) == {f"pq-{i:06d}" for i in range(6)}
+    assert json.loads((tmp_path / "a" / "split.json").read_text())["train_splits"] == ["train_labelled",
+                                                                                       "train_pseudo"]
     with pytest.raises(UserError, match="reserved"):
         write_adapt_data(str(tmp_path / "b"), str(corpus), [], ({"pq-1": "x"}, {"pq-1": {"d0": 1}}), 0, {})
 
@@ -117,9 +126,12 @@ def test_adapt_label_free_end_to_end_then_reuse(tiny_corpus, tmp_path, monkeypat
     assert row["NDCG@10"] == json.load(open(ev))["metrics"]["NDCG@10"]
     # label-free: the user's train queries never reach the training data
     user_train = set(_qrels(tiny_corpus / "qrels" / "train.tsv"))
-    ours = set(_qrels(out / "data" / "scimini" / "qrels" / "train.tsv"))
+    ours = set(_qrels(out / "data" / "scimini" / "qrels" / "train_pseudo.tsv"))
+    assert not (out / "data" / "scimini" / "qrels" / "train_labelled.tsv").exists()
     assert ours and not ours & user_train and all(q.startswith("pq-") for q in ours)
     assert f"python -m sparse.export {res['adapted_model']}" in proc.stdout
+    saved = flat_view(yaml.safe_load(open(out / "model" / "train_config.yaml")))
+    assert saved["train_file"] == str(out / "kd" / "pseudo")  # the query side, label-free
     # a rerun reuses every step
     again = _adapt(tiny_corpus, out, "--labels", "none")
     assert "reusing" in again.stdout and "+ " not in again.stdout.replace("+ python -m sparse.export", "")
@@ -196,8 +208,15 @@ def test_adapt_resumes_after_a_kill_and_after_a_failed_step(tiny_corpus, tmp_pat
                  check=False)
     assert bad.returncode == 2 and "stage 1" in bad.stderr
     assert "reusing" in bad.stdout and "sparse.idf" not in bad.stdout and "data_preparation.py" not in bad.stdout
-    good = _adapt(tiny_corpus, out, "--labels", "auto", "--idf_fit", "false")
+    good = _adapt(tiny_corpus, out, "--labels", "auto")
     assert "data_preparation.py" not in good.stdout
     res = json.load(open(out / "report" / "adapt_results.json"))
     assert res["mode"] == "labelled" and res["queries"]["dev_from"] == "labelled"
     assert res["queries"]["labelled_train_queries"] + res["queries"]["dev_queries"] == 8
+    # stage 1 reads the rows of both sources; the query side only the labelled ones
+    def trained_on(step):
+        return flat_view(yaml.safe_load(open(out / step / "train_config.yaml")))
+    assert sorted(os.listdir(out / "kd" / "labelled")) and sorted(os.listdir(out / "kd" / "pseudo"))
+    assert trained_on("encoder")["train_file_dir"] == str(out / "kd")
+    for step in ("query-side", "model"):
+        assert trained_on(step)["train_file"] == str(out / "kd" / "labelled")

@@ -8,11 +8,13 @@ what it saved):
    queries when there are labels; a dev split (a fixed set of labelled train queries, or held-out
    pseudo-queries) is written into the data (``sparse.adapt.workspace``);
 3. distillation rows (``data_preparation.py``): candidates from the union of the base model, BM25
-   and a dense model; scores from the BM25 + dense teacher ensemble;
+   and a dense model; scores from the BM25 + dense teacher ensemble; one dataset per source of
+   queries (labelled, pseudo);
 4. stage 1, the document side: the whole encoder distilled from the ensemble (``train_ir.py
    config/adapt.yaml``), skipped with ``encoder_steps=0``;
 5. stage 2, the query side: the IDF fitted to the ensemble over frozen document vectors
-   (``train_ir.py config/adapt_idf.yaml``), skipped with ``idf_fit=false``;
+   (``train_ir.py config/adapt_idf.yaml``) on the labelled rows when there are any, else on the
+   pseudo-query rows; skipped with ``idf_fit=false``;
 6. evaluation (``evaluate_beir.py``) of the base model, the query-side fit of the base model
    (document side frozen) and the adapted model, on the dev split and, where the corpus folder has
    test qrels, on the test split; then ``report/report.md`` and ``report/adapt_results.json``.
@@ -173,7 +175,7 @@ class Adapt:
         corpus = os.path.join(self.corpus_dir, "corpus.jsonl")
         labelled_digest = steps.file_digest(os.path.join(self.corpus_dir, "qrels", "train.tsv")) \
             if self.use_labels else None
-        key = steps.digest("queries", self.corpus_digest, self.mix, a.pseudo_queries, a.seed, a.dev_queries,
+        key = steps.digest("queries", "train split per source", self.corpus_digest, self.mix, a.pseudo_queries, a.seed, a.dev_queries,
                            a.seq2seq_model, labelled_digest)
         self._banner("pseudo-queries and the dev split")
         if self._reuse("queries", self.data_dir, key, os.path.isfile(os.path.join(self.data_dir, "split.json"))):
@@ -200,21 +202,31 @@ class Adapt:
               f"{split['labelled_train_queries']}); dev {split['dev_queries']} ({split['dev_from']})")
         return split
 
-    def distillation_rows(self, data_key: str) -> str:
-        """Step 3: candidates from three retrievers, scored by the BM25 + dense ensemble."""
+    def distillation_rows(self, data_key: str, split: dict) -> str:
+        """Step 3: candidates from three retrievers, scored by the BM25 + dense ensemble; one dataset
+        per source of train queries under ``kd/`` (``kd/labelled``, ``kd/pseudo``)."""
         out = os.path.join(self.out, "kd")
+        sources = [s[len("train_"):] for s in split["train_splits"]]
         key = steps.digest("kd", self.model, self.base_idf, self.dense, self.args.top_k, data_key)
         self._banner(f"distillation rows -> {out}")
-        if self._reuse("distillation rows", out, key, os.path.isfile(os.path.join(out, "dataset_info.json"))):
+        done = all(os.path.isfile(os.path.join(out, s, "dataset_info.json")) for s in sources)
+        if self._reuse("distillation rows", out, key, done):
             return key
         resume = self._pending(out, key)
-        cmd = self._python("data_preparation.py", "--model_name_or_path", self.model, "--idf_path", self.base_idf,
-                           "--data_dir", self.data_dir, "--split", "train",
-                           "--candidates", f"student,bm25,dense:{self.dense}", "--teachers", f"bm25,dense:{self.dense}",
-                           "--top_k", str(self.args.top_k), "--teacher_max_length", "256",
-                           "--include_positives", "true", "--output", out, "--cache_dir", self.cache_dir,
-                           "--overwrite", "false" if resume else "true")
-        secs = self._run("distillation rows", cmd)
+        if not resume and os.path.isdir(out):
+            shutil.rmtree(out)  # an older attempt of this step, in sparse.adapt's own output folder
+        secs = 0.0
+        for source in sources:
+            folder = os.path.join(out, source)
+            if resume and os.path.isfile(os.path.join(folder, "dataset_info.json")):
+                continue  # this source finished before the interruption
+            cmd = self._python("data_preparation.py", "--model_name_or_path", self.model, "--idf_path", self.base_idf,
+                               "--data_dir", self.data_dir, "--split", f"train_{source}",
+                               "--candidates", f"student,bm25,dense:{self.dense}",
+                               "--teachers", f"bm25,dense:{self.dense}", "--top_k", str(self.args.top_k),
+                               "--teacher_max_length", "256", "--include_positives", "true", "--output", folder,
+                               "--cache_dir", self.cache_dir, "--overwrite", "false" if resume else "true")
+            secs += self._run(f"distillation rows ({source})", cmd)
         steps.write_stamp(out, key, secs)
         self.timings["distillation rows"] = secs
         return key
@@ -235,15 +247,16 @@ class Adapt:
         self.timings[step] = secs
         return out
 
-    def _common(self, kd: str) -> list[str]:
-        return [f"train_file={kd}", f"beir_dir={self.data_root}", f"beir_datasets={self.name}",
+    def _common(self, train: str) -> list[str]:
+        return [train, f"beir_dir={self.data_root}", f"beir_datasets={self.name}",
                 f"cache_dir={self.cache_dir}", f"seed={self.args.seed}"]
 
     def encoder(self, idf: str, kd_key: str) -> str:
         """Step 4: the whole encoder distilled from the ensemble (the document side)."""
         out = os.path.join(self.out, "encoder")
         overrides = [f"model_name_or_path={self.model}", f"tokenizer_name={self.model}", f"idf_path={idf}",
-                     f"max_steps={self.args.encoder_steps}", *self._common(os.path.join(self.out, "kd")),
+                     f"max_steps={self.args.encoder_steps}",
+                     *self._common(f"train_file_dir={os.path.join(self.out, 'kd')}"),
                      *self.args.train_set]
         key = steps.digest("encoder", steps.file_digest(str(REPO_ROOT / "config" / "adapt.yaml")), overrides, kd_key,
                            steps.file_digest(idf))
@@ -253,7 +266,7 @@ class Adapt:
         """Step 5: the IDF fitted over the frozen document vectors of ``model``."""
         out = os.path.join(self.out, name)
         overrides = [f"model_name_or_path={model}", f"tokenizer_name={model}",
-                     f"idf_path={idf if idf else 'null'}", *self._common(os.path.join(self.out, "kd"))]
+                     f"idf_path={idf if idf else 'null'}", *self._common(f"train_file={self.idf_rows}")]
         key = steps.digest(name, steps.file_digest(str(REPO_ROOT / "config" / "adapt_idf.yaml")), overrides, key_extra)
         return self._train(f"stage 2: query side ({name})", out, "config/adapt_idf.yaml", overrides, key)
 
@@ -288,7 +301,10 @@ class Adapt:
         idf = self.corpus_idf()
         split = self.queries()
         data_key = steps.digest(steps.file_digest(os.path.join(self.data_dir, steps.STAMP)))
-        kd_key = self.distillation_rows(data_key)
+        kd_key = self.distillation_rows(data_key, split)
+        # the query side is fitted on real questions when there are any: an IDF fitted to
+        # pseudo-queries (copies of document text) loses on real queries (docs/training.md, section 7)
+        self.idf_rows = os.path.join(self.out, "kd", "labelled" if self.use_labels else "pseudo")
         models: dict[str, tuple[str, Optional[str]]] = {"zero-shot": (self.model, self.base_idf),
                                                          "zero-shot, corpus IDF": (self.model, idf)}
         if self.args.idf_fit:

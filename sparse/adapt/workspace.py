@@ -1,8 +1,9 @@
 """The training dataset of an adaptation: a BEIR-layout folder over the user's corpus.
 
 ``<out>/data/<name>/`` holds ``corpus.jsonl`` (a link to the user's file), ``queries.jsonl`` (the
-pseudo-queries and, when labels are used, the user's train queries), ``qrels/train.tsv`` (the
-queries to train on), ``qrels/dev.tsv`` (the queries that choose settings, never trained on) and
+pseudo-queries and, when labels are used, the user's train queries), one train split per source of
+queries (``qrels/train_labelled.tsv``, ``qrels/train_pseudo.tsv``: the query side is fitted on the
+labelled ones alone when there are any), ``qrels/dev.tsv`` (the queries that choose settings, never trained on) and
 ``split.json`` (which query is which, the seeds and the counts), so a run can be reproduced.
 
 A pseudo-query's qrels line names the document it was made from: provenance, not a human label.
@@ -22,6 +23,7 @@ from sparse.datagen.pseudo_queries import Document, PseudoQuery
 from sparse.errors import UserError, write_atomic, write_json, write_text
 
 PSEUDO_PREFIX = "pq-"
+SOURCES = ("labelled", "pseudo")  # train split ``train_<source>`` per source of queries
 DEV_SEED = 20240613  # fixed: the dev split of a dataset never changes with the training seed
 
 
@@ -111,7 +113,10 @@ def write_adapt_data(folder: str, corpus_path: str, pseudo: Sequence[PseudoQuery
     write_atomic(os.path.join(folder, "queries.jsonl"),
                  lambda f: f.writelines(json.dumps({"_id": q, "text": queries[q]}, ensure_ascii=False) + "\n"
                                         for q in sorted(queries)))
-    write_text(os.path.join(folder, "qrels", "train.tsv"), _qrels_lines(train_qrels))
+    for source in SOURCES:
+        part = {q: r for q, r in train_qrels.items() if q.startswith(PSEUDO_PREFIX) == (source == "pseudo")}
+        if part:
+            write_text(os.path.join(folder, "qrels", f"train_{source}.tsv"), _qrels_lines(part))
     write_text(os.path.join(folder, "qrels", "dev.tsv"), _qrels_lines(dev_qrels))
     n_labelled = sum(1 for q in train_qrels if not q.startswith(PSEUDO_PREFIX))
     data = AdaptData(folder, len(train_qrels), len(dev_qrels), len(train_qrels) - n_labelled, n_labelled, dev_from)
@@ -122,5 +127,6 @@ def write_adapt_data(folder: str, corpus_path: str, pseudo: Sequence[PseudoQuery
     write_json(os.path.join(folder, "split.json"), {
         **info, "train_queries": data.n_train, "dev_queries": data.n_dev, "pseudo_train_queries": data.n_pseudo,
         "labelled_train_queries": data.n_labelled, "dev_from": dev_from, "pseudo_kinds_in_train": kinds,
-        "dev_ids": sorted(dev_qrels), "dev_seed": DEV_SEED})
+        "dev_ids": sorted(dev_qrels), "dev_seed": DEV_SEED,
+        "train_splits": [f"train_{s}" for s, n in zip(SOURCES, (data.n_labelled, data.n_pseudo)) if n]})
     return data

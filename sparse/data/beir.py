@@ -135,8 +135,7 @@ def _parquet_rows(folder: str) -> list[dict]:
 
 
 def _load_parquet_layout(dataset_dir: str) -> tuple[Corpus, Queries, Qrels]:
-    corpus = {str(r["_id"]): {"title": r.get("title") or "", "text": r.get("text") or ""}
-              for r in _parquet_rows(os.path.join(dataset_dir, "corpus"))}
+    corpus = load_corpus(dataset_dir)
     queries = {str(r["_id"]): r.get("text") or "" for r in _parquet_rows(os.path.join(dataset_dir, "queries"))}
     qrels: Qrels = {}
     for r in _parquet_rows(os.path.join(dataset_dir, "qrels")):
@@ -147,6 +146,28 @@ def _load_parquet_layout(dataset_dir: str) -> tuple[Corpus, Queries, Qrels]:
 def is_parquet_layout(dataset_dir: str) -> bool:
     return all(glob.glob(os.path.join(dataset_dir, part, "**", "*.parquet"), recursive=True)
                for part in ("corpus", "queries", "qrels"))
+
+
+def _read_corpus_jsonl(corpus_path: str) -> Corpus:
+    corpus: Corpus = {}
+    for n, row in read_jsonl(corpus_path):
+        did = str(row["_id"])
+        if did in corpus:
+            raise UserError(f"{corpus_path}:{n}: duplicate document id {did!r}")
+        corpus[did] = {"title": row.get("title") or "", "text": row.get("text") or ""}
+    return corpus
+
+
+def load_corpus(dataset_dir: str) -> Corpus:
+    """The corpus of a BEIR dataset folder alone (no split needed), either layout."""
+    dataset_dir = str(dataset_dir)
+    if is_parquet_layout(dataset_dir):
+        return {str(r["_id"]): {"title": r.get("title") or "", "text": r.get("text") or ""}
+                for r in _parquet_rows(os.path.join(dataset_dir, "corpus"))}
+    path = os.path.join(dataset_dir, "corpus.jsonl")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found: {dataset_dir} is not a BEIR dataset directory")
+    return _read_corpus_jsonl(path)
 
 
 def load_beir(dataset_dir: str, split: str = "test") -> tuple[Corpus, Queries, Qrels]:
@@ -167,12 +188,7 @@ def load_beir(dataset_dir: str, split: str = "test") -> tuple[Corpus, Queries, Q
             have = sorted(os.path.splitext(p)[0] for p in os.listdir(os.path.join(dataset_dir, "qrels"))) \
                 if os.path.isdir(os.path.join(dataset_dir, "qrels")) else []
             raise UserError(f"{qrels_path} not found: split {split!r} is missing (splits here: {have})")
-        corpus = {}
-        for n, row in read_jsonl(corpus_path):
-            did = str(row["_id"])
-            if did in corpus:
-                raise UserError(f"{corpus_path}:{n}: duplicate document id {did!r}")
-            corpus[did] = {"title": row.get("title") or "", "text": row.get("text") or ""}
+        corpus = _read_corpus_jsonl(corpus_path)
         queries = {str(row["_id"]): row.get("text") or "" for _, row in read_jsonl(queries_path)}
         qrels = _read_qrels_tsv(qrels_path)
     missing = [q for q in qrels if q not in queries]

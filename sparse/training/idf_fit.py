@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from sparse.corpus import encode_corpus
-from sparse.data.beir import load_beir, sorted_corpus
+from sparse.data.beir import load_corpus, sorted_corpus
 from sparse.data.datasets import check_row_types, dataset_paths, load_rows
 from sparse.errors import ConfigError, UserError, write_json
 from sparse.losses.ranking import kldiv_loss, marginmse_loss, normalize_student
@@ -49,8 +49,7 @@ def _collection(cfg, rows) -> tuple[list[str], list[str], tuple]:
     root = d.beir_dir or os.environ.get("BEIR_DIR") or "data/beir"
     folder = os.path.join(root, name) if name and "," not in name else None
     if folder and os.path.isdir(folder) and rows and "d_ids" in rows[0]:
-        corpus, _, _ = load_beir(folder, "train") if os.path.isfile(os.path.join(folder, "qrels", "train.tsv")) \
-            else load_beir(folder, cfg.eval.eval_split)
+        corpus = load_corpus(folder)
         ids, texts = sorted_corpus(corpus)
         known = set(ids)
         if all(i in known for r in rows for i in r["d_ids"]):
