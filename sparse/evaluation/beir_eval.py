@@ -158,6 +158,7 @@ def serve_dataset(encoder, prepared: PreparedDataset, opts: EvalOptions,
         timings["search_s"] = time.perf_counter() - t
         timings["queries_per_second"] = len(prepared.query_ids) / max(timings["search_s"], 1e-9)
         size = index.size_bytes()
+        held = index.documents() if hasattr(index, "documents") else docs  # after quantization drops zeros
         if hasattr(index, "time_queries") and opts.latency_queries:
             latency = latency_stats(index.time_queries(prepared.queries, opts.top_k, opts.latency_queries))
         serving = serving_record(opts, encoder, getattr(index, "ingest_ceiling", None))
@@ -177,7 +178,7 @@ def serve_dataset(encoder, prepared: PreparedDataset, opts: EvalOptions,
                                            "self_hits_dropped")} | {"documents": len(prepared.doc_ids)},
         "sparsity": sparsity,
         "serving": serving,
-        "index": footprint(docs, searched, serving["index_precision"], serving["impact_scale"]),
+        "index": footprint(held, searched, serving["index_precision"], serving["impact_scale"]),
         "latency": latency,
         "timings": timings,
         "corpus_cache": {"entry": prepared.encoded.entry,

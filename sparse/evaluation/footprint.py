@@ -1,6 +1,7 @@
 """How big the index is and how much a query costs: the figures reported with every evaluation.
 
-With P the postings (non-zero document weights the index holds, after document pruning), df(t)
+With P the postings (the non-zero document weights the index holds: after document pruning, and
+after quantization for the embedded engine, which keeps no posting for a weight rounded to 0), df(t)
 the documents holding token t, and Q the searched queries (after query pruning):
 
     postings          P = sum_d |d|

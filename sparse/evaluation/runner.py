@@ -230,8 +230,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     from transformers import set_seed
 
     # every check comes before the first file is written: a bad command leaves nothing behind
-    root = os.path.join(cfg.training.output_dir, f"beir_eval{suffix_of(cfg)}")
     opts = eval_options(cfg)
+    root = os.path.join(cfg.training.output_dir, f"beir_eval{suffix_of(cfg)}")
     datasets = [s.strip() for s in str(cfg.data.beir_datasets).split(",") if s.strip()]
     if not datasets:
         raise ConfigError("beir_datasets is empty")

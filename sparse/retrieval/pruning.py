@@ -39,10 +39,14 @@ def check_prune(prune_type: str, value: Optional[float], names: tuple = ("doc_pr
         return
     if value is None:
         raise ConfigError(f"{type_key} {prune_type} needs {value_key} ({RANGES[prune_type]})")
-    ok = {"max_ratio": 0 <= value < 1, "alpha_mass": 0 <= value < 1, "abs_value": value >= 0,
-          "top_k": value >= 1 and float(value).is_integer()}[prune_type]
-    if not ok:
+    if not value_fits(prune_type, value):
         raise ConfigError(f"{value_key} for {type_key} {prune_type} must be {RANGES[prune_type]}, got {value!r}")
+
+
+def value_fits(prune_type: str, value: float) -> bool:
+    """Whether ``value`` lies in the range of ``prune_type`` (``RANGES``)."""
+    return {"max_ratio": 0 <= value < 1, "alpha_mass": 0 <= value < 1, "abs_value": value >= 0,
+            "top_k": value >= 1 and float(value).is_integer()}[prune_type]
 
 
 def _rank_in_row(batch: SparseBatch, row_of: np.ndarray) -> np.ndarray:
