@@ -99,7 +99,7 @@ def sweep(toy, tmp_path_factory):
     with contextlib.redirect_stdout(buf):
         sweep_main(toy["base"] + ["--output_dir", str(out), "--max_ratio", "0.1", "0.3", "--top_k", "4",
                                   "--alpha_mass", "0.8", "--precisions", "float", "opensearch", "seismic",
-                                  "--tolerance", "0.05"])
+                                  "--seismic_ceiling_ingest", "2", "--tolerance", "0.05"])
     return out, json.loads((out / "sweep.json").read_text()), buf.getvalue()
 
 
@@ -112,6 +112,7 @@ def test_sweep_writes_its_table_and_plot(sweep, real_png):
         table = list(csv.DictReader(f))
     assert [r["setting"] for r in table] == [r["setting"] for r in rows]
     assert "**chosen**" in (out / "sweep.md").read_text()
+    assert {r["serving"]["seismic_ceiling_ingest"] for r in summary["results"]} == {None, 2.0}
     real_png(out / "sweep.png")
     # every precision holds the same postings per prune setting; bytes follow the format
     by = {(r["prune_type"], r["prune_value"], r["precision"]): r for r in rows}
@@ -154,6 +155,7 @@ def test_the_printed_export_command_writes_the_pruning_into_the_pipeline(sweep, 
     (["--beir_datasets", "toy,other"], "one dataset"),
     (["--index_precision", "opensearch"], "sets index_precision itself"),
     (["--precisions", "float", "bf16"], "precisions entries must be among"),
+    (["--impact_scale", "10"], "applies to index_precision impact"),
 ])
 def test_sweep_bad_input_is_one_error_and_writes_nothing(toy, capsys, tmp_path, extra, message):
     code, out, err = run_cli(sweep_main, toy["base"] + ["--output_dir", tmp_path / "out"] + extra, capsys)

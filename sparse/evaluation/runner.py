@@ -127,9 +127,11 @@ def encode_batch_size(cfg: ResolvedConfig) -> int:
     return DEFAULT_ENCODE_BATCH
 
 
-def check_serving(cfg: ResolvedConfig) -> None:
-    """The serving keys that only make sense together, checked before any model is loaded."""
+def check_serving(cfg: ResolvedConfig, precisions: Optional[list[str]] = None) -> None:
+    """The serving keys that only make sense together, checked before any model is loaded; ``precisions``:
+    the ones evaluated (a sweep's grid), else ``index_precision``."""
     e, sv = cfg.eval, cfg.serving
+    precisions = precisions or [sv.index_precision]
     check_prune(sv.doc_prune_type, sv.doc_prune_value)
     if e.engine == "embedded" and sv.use_two_phase:
         raise ConfigError("use_two_phase is an OpenSearch search pipeline; it needs --engine opensearch")
@@ -137,15 +139,16 @@ def check_serving(cfg: ResolvedConfig) -> None:
         raise ConfigError(f"index_precision {sv.index_precision} is emulated by the embedded engine; the opensearch "
                           f"engine stores rank_features (9 bits): use --engine embedded")
     for name, precision in (("seismic_ceiling_ingest", "seismic"), ("impact_scale", "impact")):
-        if name in cfg.explicit_keys and sv.index_precision != precision:
-            raise ConfigError(f"{name} applies to index_precision {precision}, but index_precision is "
-                              f"{sv.index_precision}")
+        if name in cfg.explicit_keys and precision not in precisions:
+            raise ConfigError(f"{name} applies to index_precision {precision}, but the precision evaluated is "
+                              f"{' / '.join(precisions)}")
 
 
-def eval_options(cfg: ResolvedConfig) -> EvalOptions:
-    """The ``EvalOptions`` of the eval and serving keys, checked before any model is loaded."""
+def eval_options(cfg: ResolvedConfig, precisions: Optional[list[str]] = None) -> EvalOptions:
+    """The ``EvalOptions`` of the eval and serving keys, checked before any model is loaded (``precisions``:
+    see ``check_serving``)."""
     e, sv = cfg.eval, cfg.serving
-    check_serving(cfg)
+    check_serving(cfg, precisions)
     engine_opts = {**engine_options(cfg), "progress": True}
     if e.engine != "embedded":
         engine_opts["two_phase"] = sv.use_two_phase

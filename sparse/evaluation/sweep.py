@@ -149,7 +149,7 @@ def run_sweep(cfg, args: SweepArguments) -> dict:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     name = check_args(cfg, args)
-    base = eval_options(cfg)
+    base = eval_options(cfg, precisions=args.precisions)
     check_beir_names([name], cfg.data.beir_dir)
     check_model_path(cfg.model.model_name_or_path)
     folder = str(beir_dataset(name, cfg.data.beir_dir))
