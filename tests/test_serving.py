@@ -7,11 +7,7 @@ Every expected value is computed here again, with plain Python loops over {token
 
 from __future__ import annotations
 
-import json
-import math
 import struct
-import subprocess
-import sys
 import uuid
 
 import numpy as np
