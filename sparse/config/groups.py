@@ -157,14 +157,36 @@ class EvalArguments:
                       choices="sparse.retrieval.base:ENGINES")
     eval_split: str = key("test", "qrels split evaluated.")
     eval_top_k: int = key(1000, "Documents retrieved per query.", low=1)
-    index_precision: str = key("float", "Embedded index weights: float (exact) or opensearch (rank_features "
-                                        "9-bit, like a cluster).", choices="sparse.retrieval.precision:PRECISIONS")
-    query_prune: float = key(0.0, "Drop query tokens with weight <= ratio x the query's largest weight.",
-                             low=0, high=1, high_open=True)
-    use_two_phase: bool = key(False, "OpenSearch two-phase search pipeline (engine opensearch only).")
     skip_ingest: bool = key(False, "Reuse an existing OpenSearch index instead of ingesting the corpus.")
     write_run_files: bool = key(True, "Write TREC run files of the retrieved documents.")
     do_search: bool = key(True, "Accepted for reference configs; ignored (evaluation always searches).")
+
+
+@dataclass
+class ServingArguments:
+    """How the index is served: document pruning, stored precision, query pruning, two-phase search, and
+    the cost figures of every evaluation (docs/evaluation.md#serving-settings). Applied to the cached
+    corpus vectors, so they never change a cache entry."""
+
+    doc_prune_type: str = key("none", "Document pruning at ingest, as the sparse_encoding processor's prune_type "
+                                      "(formulas in sparse/retrieval/pruning.py).",
+                              choices="sparse.retrieval.pruning:PRUNE_TYPES")
+    doc_prune_value: Optional[float] = key(None, "The prune_ratio of doc_prune_type: max_ratio and alpha_mass in "
+                                                 "[0, 1), top_k an integer >= 1, abs_value >= 0.", low=0)
+    index_precision: str = key("float", "Stored weights: float (exact), opensearch (rank_features 9-bit, like a "
+                                        "cluster), seismic (sparse_vector byte quantization), impact (integers, "
+                                        "round(w x impact_scale)); embedded engine.",
+                               choices="sparse.retrieval.precision:PRECISIONS")
+    seismic_ceiling_ingest: Optional[float] = key(None, "index_precision seismic: quantization_ceiling_ingest; null: "
+                                                        "what the export writes (3, or the largest document weight "
+                                                        "rounded up).", low=0, low_open=True)
+    impact_scale: float = key(100.0, "index_precision impact: weights become round(w x impact_scale).",
+                              low=0, low_open=True)
+    query_prune: float = key(0.0, "Drop query tokens with weight <= ratio x the query's largest weight.",
+                             low=0, high=1, high_open=True)
+    use_two_phase: bool = key(False, "OpenSearch two-phase search pipeline (engine opensearch only).")
+    latency_queries: int = key(1000, "Queries timed one at a time for the embedded engine's p50/p99 latency; "
+                                     "0: no timing.", low=0)
 
 
 @dataclass
@@ -194,6 +216,7 @@ GROUPS = {
     "idf": IdfTrainingArguments,
     "health": HealthArguments,
     "eval": EvalArguments,
+    "serving": ServingArguments,
     "opensearch": OpenSearchArguments,
 }
 

@@ -66,11 +66,12 @@ def corpus_cache_dir(cfg: ResolvedConfig) -> str:
 
 
 def engine_options(cfg: ResolvedConfig) -> dict[str, Any]:
-    """The ``Index`` options the eval keys give the chosen engine: the embedded engine's precision,
+    """The ``Index`` options the eval and serving keys give the chosen engine: the embedded engine's precision,
     or the OpenSearch connection (callers add what is theirs: index name, progress, two-phase)."""
-    e = cfg.eval
+    e, s = cfg.eval, cfg.serving
     if e.engine == "embedded":
-        return {"precision": e.index_precision}
+        return {"precision": s.index_precision, "ingest_ceiling": s.seismic_ceiling_ingest,
+                "impact_scale": s.impact_scale}
     o = cfg.opensearch
     return {"url": o.opensearch_url, "query_form": o.opensearch_query_form, "verify_certs": o.opensearch_verify_certs,
             "timeout": o.opensearch_timeout, "bulk_size": o.opensearch_bulk_size}

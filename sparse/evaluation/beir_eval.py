@@ -1,9 +1,13 @@
 """Evaluate one sparse encoder on one BEIR(-format) dataset: encode, index, search, score.
 
-    corpus --encode_corpus (cached, torchrun-sharded)--> doc vectors --Index.add-->
+    corpus --encode_corpus (cached, torchrun-sharded)--> doc vectors --(doc pruning) Index.add-->
     queries --encode_queries--> query vectors --(query_prune) Index.search top_k--> run
     run --metrics.evaluate_run (pytrec_eval, BEIR conventions)--> metrics
     (queries, docs) --sparsity.sparsity_stats--> flops, q_length, d_length
+    (queries, docs) --footprint--> postings, bytes per format, postings touched; latency p50/p99
+
+``prepare_dataset`` reads and encodes once; ``serve_dataset`` applies one set of serving settings
+(document pruning, precision, query pruning) to those vectors, so a sweep encodes a corpus once.
 
 Only rank 0 indexes, searches and scores; the other ranks help encode and return None.
 Writes ``<out_dir>/results/<dataset>.json`` and ``<out_dir>/runs/<dataset>.trec``.
@@ -11,6 +15,7 @@ Writes ``<out_dir>/results/<dataset>.json`` and ``<out_dir>/runs/<dataset>.trec`
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -20,11 +25,14 @@ from typing import Any, Optional
 
 from sparse.corpus import corpus_key, distributed, encode_corpus, encoder_fingerprint
 from sparse.data.beir import load_beir, sorted_corpus
+from sparse.evaluation.footprint import footprint, latency_stats
 from sparse.evaluation.metrics import DEFAULT_METRICS, evaluate_run
 from sparse.evaluation.report import write_json, write_trec_run
 from sparse.evaluation.sparsity import sparsity_stats
 from sparse.retrieval.base import prune_queries
 from sparse.retrieval.embedded import index_class
+from sparse.retrieval.precision import IMPACT_SCALE
+from sparse.retrieval.pruning import prune_documents
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +46,9 @@ class EvalOptions:
     engine: str = "embedded"
     engine_opts: dict = field(default_factory=dict)  # passed to build_index (precision, url, ...)
     query_prune: float = 0.0
+    doc_prune_type: str = "none"  # sparse.retrieval.pruning, applied to the cached vectors
+    doc_prune_value: Optional[float] = None
+    latency_queries: int = 1000  # embedded engine: queries timed one at a time (0: none)
     cache_dir: Optional[str] = None
     batch_size: int = 32
     dtype: str = "fp32"  # encode dtype: fp32 exact, bf16 / fp16 autocast (their vectors are cached apart)
@@ -60,9 +71,23 @@ def _run_dict(query_ids, hit_ids, hit_scores) -> dict[str, dict[str, float]]:
     return {qid: dict(zip(ids, scores)) for qid, ids, scores in zip(query_ids, hit_ids, hit_scores)}
 
 
-def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts: EvalOptions,
-                     extra: Optional[dict[str, Any]] = None) -> Optional[dict]:
-    """Evaluate ``encoder`` on ``dataset``; returns the result dict on rank 0, None elsewhere."""
+@dataclass
+class PreparedDataset:
+    """One dataset read and encoded once, for any number of serving settings."""
+
+    name: str
+    doc_ids: list
+    texts: list
+    docs: Any  # SparseBatch of the corpus, as cached (before serving-time pruning)
+    query_ids: list
+    queries: Any  # SparseBatch of the queries, before query pruning
+    qrels: dict
+    timings: dict
+    encoded: Any  # the corpus cache's answer (entry, key, hit)
+
+
+def prepare_dataset(encoder, dataset: str, dataset_dir: str, opts: EvalOptions) -> Optional[PreparedDataset]:
+    """Read ``dataset`` and encode its corpus (cached) and queries; None on ranks other than 0."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     corpus, queries, qrels = load_beir(dataset_dir, opts.split)
@@ -76,67 +101,105 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
     timings["encode_corpus_s"] = encoded.seconds
     if not distributed.is_launch_main():
         return None
-    docs = encoded.vectors
-
     query_ids = sorted(queries)
     t = time.perf_counter()
     qvecs = encoder.encode_queries([queries[q] for q in query_ids], batch_size=opts.batch_size,
                                    progress=opts.progress, dtype=opts.dtype)
     timings["encode_queries_s"] = time.perf_counter() - t
-    searched = prune_queries(qvecs, opts.query_prune)
+    return PreparedDataset(dataset, doc_ids, texts, encoded.vectors, query_ids, qvecs, qrels, timings, encoded)
 
+
+def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts: EvalOptions,
+                     extra: Optional[dict[str, Any]] = None) -> Optional[dict]:
+    """Evaluate ``encoder`` on ``dataset``; returns the result dict on rank 0, None elsewhere."""
+    prepared = prepare_dataset(encoder, dataset, dataset_dir, opts)
+    if prepared is None:
+        return None
+    result, run = serve_dataset(encoder, prepared, opts, extra)
+    write_json(os.path.join(out_dir, "results", f"{dataset}.json"), result)
+    if opts.write_run:
+        write_trec_run(os.path.join(out_dir, "runs", f"{dataset}.trec"), run)
+    m, sp_, ix = result["metrics"], result["sparsity"], result["index"]
+    logger.info("%s: NDCG@10 %.4f  Recall@100 %.4f  flops %.3f  q_len %.1f  d_len %.1f  postings %d  (%.1fs)",
+                dataset, m.get("NDCG@10", float("nan")), m.get("Recall@100", float("nan")),
+                sp_["flops"], sp_["q_length"], sp_["d_length"], ix["postings"], result["timings"]["total_s"])
+    return result
+
+
+def serve_dataset(encoder, prepared: PreparedDataset, opts: EvalOptions,
+                  extra: Optional[dict[str, Any]] = None) -> tuple[dict, dict]:
+    """Index the prepared corpus with the serving settings of ``opts``, search, score; (result, run)."""
+    timings = dict(prepared.timings)
+    docs = prune_documents(prepared.docs, opts.doc_prune_type, opts.doc_prune_value)
+    searched = prune_queries(prepared.queries, opts.query_prune)
     engine = index_class(opts.engine)
     engine_opts = dict(opts.engine_opts)
-    if engine.persistent:  # a named index per dataset and model, reusable with skip_ingest
-        key = encoded.key or corpus_key(encoder_fingerprint(encoder), doc_ids, texts, opts.max_length, opts.dtype)
-        engine_opts.setdefault("index_name", index_name(opts.index_prefix, dataset, key))
+    if engine.persistent:  # a named index per dataset, model and document pruning, reusable with skip_ingest
+        key = prepared.encoded.key or corpus_key(encoder_fingerprint(encoder), prepared.doc_ids, prepared.texts,
+                                                 opts.max_length, opts.dtype)
+        if opts.doc_prune_type != "none":
+            key = hashlib.sha256(f"{key}|{opts.doc_prune_type}|{opts.doc_prune_value!r}".encode()).hexdigest()
+        engine_opts.setdefault("index_name", index_name(opts.index_prefix, prepared.name, key))
         engine_opts.setdefault("skip_ingest", opts.skip_ingest)
         engine_opts.setdefault("delete_on_close", opts.delete_index)
     if engine.needs_token_names:
         engine_opts.setdefault("id_to_token", encoder.id_to_token)
     index = engine(**engine_opts)
+    latency = latency_stats([])
     try:
         t = time.perf_counter()
         if engine.persistent and opts.skip_ingest:
-            index.verify_count(len(doc_ids))
+            index.verify_count(len(prepared.doc_ids))
         else:
-            index.add(doc_ids, docs)
+            index.add(prepared.doc_ids, docs)
         timings["index_s"] = time.perf_counter() - t
         t = time.perf_counter()
         hit_ids, hit_scores = index.search(searched, opts.top_k)
         timings["search_s"] = time.perf_counter() - t
-        timings["queries_per_second"] = len(query_ids) / max(timings["search_s"], 1e-9)
+        timings["queries_per_second"] = len(prepared.query_ids) / max(timings["search_s"], 1e-9)
         size = index.size_bytes()
+        held = index.documents() if hasattr(index, "documents") else docs  # after quantization drops zeros
+        if hasattr(index, "time_queries") and opts.latency_queries:
+            latency = latency_stats(index.time_queries(prepared.queries, opts.top_k, opts.latency_queries))
+        serving = serving_record(opts, encoder, getattr(index, "ingest_ceiling", None))
     finally:
         index.close()
 
-    run = _run_dict(query_ids, hit_ids, hit_scores)
-    metrics = evaluate_run(qrels, run, opts.metrics)
+    run = _run_dict(prepared.query_ids, hit_ids, hit_scores)
+    metrics = evaluate_run(prepared.qrels, run, opts.metrics)
     sparsity = sparsity_stats(searched, docs)
     sparsity["index_size_bytes"] = size
     timings["total_s"] = sum(v for k, v in timings.items() if k.endswith("_s"))
     result = {
-        "dataset": dataset,
+        "dataset": prepared.name,
         "split": opts.split,
         "metrics": {k: metrics[k] for k in opts.metrics},
         "counts": {k: metrics[k] for k in ("queries", "queries_evaluated", "queries_without_results",
-                                           "self_hits_dropped")} | {"documents": len(doc_ids)},
+                                           "self_hits_dropped")} | {"documents": len(prepared.doc_ids)},
         "sparsity": sparsity,
+        "serving": serving,
+        "index": footprint(held, searched, serving["index_precision"], serving["impact_scale"]),
+        "latency": latency,
         "timings": timings,
-        "corpus_cache": {"entry": encoded.entry, "hit": encoded.cache_hit if encoded.entry else None},
+        "corpus_cache": {"entry": prepared.encoded.entry,
+                         "hit": prepared.encoded.cache_hit if prepared.encoded.entry else None},
         "options": {k: v for k, v in asdict(opts).items() if k != "engine_opts"}
                    | {"engine_opts": _public_opts(opts.engine_opts)},
     }
     if extra:
         result.update(extra)
-    write_json(os.path.join(out_dir, "results", f"{dataset}.json"), result)
-    if opts.write_run:
-        write_trec_run(os.path.join(out_dir, "runs", f"{dataset}.trec"), run)
-    m = result["metrics"]
-    logger.info("%s: NDCG@10 %.4f  Recall@100 %.4f  flops %.3f  q_len %.1f  d_len %.1f  (%.1fs)",
-                dataset, m.get("NDCG@10", float("nan")), m.get("Recall@100", float("nan")),
-                sparsity["flops"], sparsity["q_length"], sparsity["d_length"], timings["total_s"])
-    return result
+    return result, run
+
+
+def serving_record(opts: EvalOptions, encoder, ceiling: Optional[float]) -> dict:
+    """Every serving setting of a run, as the results JSON records it."""
+    e = opts.engine_opts
+    precision = e.get("precision", "float") if opts.engine == "embedded" else "opensearch"
+    return {"doc_prune_type": opts.doc_prune_type, "doc_prune_value": opts.doc_prune_value,
+            "model_prune_ratio": encoder.settings.prune_ratio, "index_precision": precision,
+            "seismic_ceiling_ingest": ceiling if precision == "seismic" else None,
+            "impact_scale": e.get("impact_scale", IMPACT_SCALE), "query_prune": opts.query_prune,
+            "use_two_phase": bool(e.get("two_phase", False))}
 
 
 _SECRET_OPTS = {"password", "http_auth", "user", "id_to_token", "client"}

@@ -160,3 +160,39 @@ def plot_pareto(rows: Sequence[Mapping], path: str, x: str = "flops", y: str = "
     if title:
         ax.set_title(title)
     return _save(fig, path)
+
+
+def plot_serving_sweep(rows: Sequence[Mapping], path: str, ndcg_floor: float, title: Optional[str] = None) -> str:
+    """NDCG@10 and Recall@100 against index size (MB), one colour per prune type and one marker per
+    precision; settings within tolerance (NDCG@10 >= ``ndcg_floor``, dashed line) are filled, the others
+    hollow, the chosen one ringed. ``rows``: the sweep's rows (setting, prune_type, precision, NDCG@10,
+    Recall@100, index_bytes, within_tolerance, chosen)."""
+    if not rows:
+        raise UserError("plot_serving_sweep: no rows to plot")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    types = list(dict.fromkeys(r["prune_type"] for r in rows))
+    precisions = list(dict.fromkeys(r["precision"] for r in rows))
+    markers = "osD^v<>P"
+    for ax, metric in zip(axes, ("NDCG@10", "Recall@100")):
+        for r in rows:
+            color = colors[types.index(r["prune_type"]) % len(colors)]
+            marker = markers[precisions.index(r["precision"]) % len(markers)]
+            x = r["index_bytes"] / 1e6
+            ax.scatter([x], [r[metric]], marker=marker, edgecolors=color,
+                       facecolors=color if r["within_tolerance"] else "none", s=36)
+            if r["chosen"]:
+                ax.scatter([x], [r[metric]], marker="o", s=220, facecolors="none", edgecolors="black")
+        if metric == "NDCG@10":
+            ax.axhline(ndcg_floor, color="grey", linestyle="--", linewidth=1, label="tolerance")
+        ax.set_xlabel("index size (MB, raw postings)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=colors[i % len(colors)], marker="o", linestyle="", label=t)
+               for i, t in enumerate(types)]
+    handles += [plt.Line2D([], [], color="black", marker=markers[i % len(markers)], linestyle="", fillstyle="none",
+                           label=p) for i, p in enumerate(precisions)]
+    axes[1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

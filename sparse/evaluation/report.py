@@ -18,7 +18,9 @@ from sparse.errors import write_atomic, write_text
 
 METRIC_COLUMNS = ("NDCG@10", "NDCG@100", "Recall@100", "Recall@1000", "MRR@10", "MAP@100")
 SPARSITY_COLUMNS = ("flops", "q_length", "d_length")
-DATASET_COLUMNS = ("dataset",) + METRIC_COLUMNS + SPARSITY_COLUMNS
+INDEX_COLUMNS = ("postings", "index_bytes", "touched_per_query")  # sparse.evaluation.footprint
+LATENCY_COLUMNS = ("p50_ms", "p99_ms")
+DATASET_COLUMNS = ("dataset",) + METRIC_COLUMNS + SPARSITY_COLUMNS + INDEX_COLUMNS + LATENCY_COLUMNS
 
 
 def write_json(path: str, obj: Any) -> str:
@@ -32,10 +34,12 @@ def read_json(path: str) -> Any:
 
 
 def result_row(result: dict) -> dict:
-    """One table row from a result dict: dataset, the metrics, then the sparsity figures."""
+    """One table row from a result dict: dataset, the metrics, the sparsity, index-size and latency figures."""
     row = {"dataset": result.get("dataset")}
     row.update({k: result.get("metrics", {}).get(k) for k in METRIC_COLUMNS})
     row.update({k: result.get("sparsity", {}).get(k) for k in SPARSITY_COLUMNS})
+    row.update({k: (result.get("index") or {}).get(k) for k in INDEX_COLUMNS})
+    row.update({k: (result.get("latency") or {}).get(k) for k in LATENCY_COLUMNS})
     return row
 
 

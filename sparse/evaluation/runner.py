@@ -8,7 +8,7 @@ YAML mode ``evaluate_beir.py run.yaml [key=value ...]`` (no ``model_name_or_path
           plus a table over checkpoints.
 
 The suffix names the settings that change the results: ``_2p`` (two-phase) + ``_<query_prune>`` (if > 0) +
-``_<corpus_max_seq_length>`` (if != 512) + ``_<prune_ratio>`` (if set).
+``_<corpus_max_seq_length>`` (if != 512) + ``_<prune_ratio>`` (if set) + ``_<doc_prune_type>-<value>`` (if set).
 
 Per model: ``results/<dataset>.json``, ``runs/<dataset>.trec``, ``summary.csv`` / ``summary.md``
 (with the average row). At the root: ``eval_config.yaml`` (resolved, credentials redacted) and
@@ -34,20 +34,23 @@ from sparse.errors import ConfigError, UserError, check_output_dir, write_atomic
 from sparse.evaluation.beir_eval import EvalOptions, evaluate_dataset
 from sparse.evaluation.report import write_checkpoint_summary, write_dataset_summary
 from sparse.retrieval.opensearch import redact_url
+from sparse.retrieval.pruning import check_prune
 
 logger = logging.getLogger("sparse.evaluation")
 COMMAND = Command("evaluate_beir.py", __doc__, config=True, training=True)
 
 
 def suffix_of(cfg: ResolvedConfig) -> str:
-    e, m = cfg.eval, cfg.model
-    s = "_2p" if e.use_two_phase else ""
-    if e.query_prune and e.query_prune > 0:
-        s += f"_{e.query_prune}"
+    e, m, sv = cfg.eval, cfg.model, cfg.serving
+    s = "_2p" if sv.use_two_phase else ""
+    if sv.query_prune and sv.query_prune > 0:
+        s += f"_{sv.query_prune}"
     if e.corpus_max_seq_length != 512:
         s += f"_{e.corpus_max_seq_length}"
     if m.prune_ratio is not None:
         s += f"_{m.prune_ratio}"
+    if sv.doc_prune_type != "none":
+        s += f"_{sv.doc_prune_type}-{sv.doc_prune_value:g}"
     return s
 
 
@@ -124,16 +127,35 @@ def encode_batch_size(cfg: ResolvedConfig) -> int:
     return DEFAULT_ENCODE_BATCH
 
 
-def eval_options(cfg: ResolvedConfig) -> EvalOptions:
-    """The ``EvalOptions`` of the eval keys, checked before any model is loaded."""
-    e = cfg.eval
-    engine_opts = {**engine_options(cfg), "progress": True}
-    if e.engine == "embedded" and e.use_two_phase:
+def check_serving(cfg: ResolvedConfig, precisions: Optional[list[str]] = None) -> None:
+    """The serving keys that only make sense together, checked before any model is loaded; ``precisions``:
+    the ones evaluated (a sweep's grid), else ``index_precision``."""
+    e, sv = cfg.eval, cfg.serving
+    precisions = precisions or [sv.index_precision]
+    check_prune(sv.doc_prune_type, sv.doc_prune_value)
+    if e.engine == "embedded" and sv.use_two_phase:
         raise ConfigError("use_two_phase is an OpenSearch search pipeline; it needs --engine opensearch")
+    if e.engine != "embedded" and sv.index_precision in ("seismic", "impact"):
+        raise ConfigError(f"index_precision {sv.index_precision} is emulated by the embedded engine; the opensearch "
+                          f"engine stores rank_features (9 bits): use --engine embedded")
+    for name, precision in (("seismic_ceiling_ingest", "seismic"), ("impact_scale", "impact")):
+        if name in cfg.explicit_keys and precision not in precisions:
+            raise ConfigError(f"{name} applies to index_precision {precision}, but the precision evaluated is "
+                              f"{' / '.join(precisions)}")
+
+
+def eval_options(cfg: ResolvedConfig, precisions: Optional[list[str]] = None) -> EvalOptions:
+    """The ``EvalOptions`` of the eval and serving keys, checked before any model is loaded (``precisions``:
+    see ``check_serving``)."""
+    e, sv = cfg.eval, cfg.serving
+    check_serving(cfg, precisions)
+    engine_opts = {**engine_options(cfg), "progress": True}
     if e.engine != "embedded":
-        engine_opts["two_phase"] = e.use_two_phase
+        engine_opts["two_phase"] = sv.use_two_phase
     return EvalOptions(split=e.eval_split, top_k=e.eval_top_k, engine=e.engine, engine_opts=engine_opts,
-                       query_prune=e.query_prune, cache_dir=corpus_cache_dir(cfg),
+                       query_prune=sv.query_prune, doc_prune_type=sv.doc_prune_type,
+                       doc_prune_value=sv.doc_prune_value, latency_queries=sv.latency_queries,
+                       cache_dir=corpus_cache_dir(cfg),
                        batch_size=encode_batch_size(cfg), dtype=e.encode_dtype, max_length=e.corpus_max_seq_length,
                        index_prefix=cfg.opensearch.opensearch_index_prefix, skip_ingest=e.skip_ingest,
                        delete_index=cfg.opensearch.delete_index, write_run=e.write_run_files)
@@ -211,8 +233,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     from transformers import set_seed
 
     # every check comes before the first file is written: a bad command leaves nothing behind
-    root = os.path.join(cfg.training.output_dir, f"beir_eval{suffix_of(cfg)}")
     opts = eval_options(cfg)
+    root = os.path.join(cfg.training.output_dir, f"beir_eval{suffix_of(cfg)}")
     datasets = [s.strip() for s in str(cfg.data.beir_datasets).split(",") if s.strip()]
     if not datasets:
         raise ConfigError("beir_datasets is empty")

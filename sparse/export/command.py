@@ -12,6 +12,7 @@ from typing import Optional
 
 from sparse.config import Command, key, run_command
 from sparse.errors import UserError, check_output_dir, write_text
+from sparse.retrieval.pruning import check_prune
 
 TARGETS = ("opensearch", "sentence-transformers", "onnx")
 # a few varied sentences for the weight-range report when no corpus is given
@@ -49,6 +50,11 @@ class ExportArguments:
                                              "weight-range report; null: 12 built-in sentences.")
     sample_size: int = key(200, "Documents read from sample_corpus.", low=1)
     no_onnx: bool = key(False, "--to opensearch: skip the ONNX variant.")
+    prune_type: str = key("none", "--to opensearch: the ingest pipeline's document pruning (sparse_encoding "
+                                  "prune_type); none: the model's own prune_ratio, if any.",
+                          choices="sparse.retrieval.pruning:PRUNE_TYPES")
+    prune_ratio: Optional[float] = key(None, "The pipeline's prune_ratio for --prune_type: max_ratio and alpha_mass "
+                                             "in [0, 1), top_k an integer >= 1, abs_value >= 0.")
     register: Optional[str] = key(None, "Register, deploy and try the exported OpenSearch models on this cluster "
                                         "URL (credentials from OPENSEARCH_USER / OPENSEARCH_PASSWORD).")
     insecure: bool = key(False, "--register: do not verify TLS certificates.")
@@ -58,7 +64,8 @@ class ExportArguments:
 COMMAND = Command("python -m sparse.export", """Export a checkpoint for serving: OpenSearch ml-commons artifacts, a
 sentence-transformers SparseEncoder directory, or ONNX; every export has a model card (README.md).
 
-    python -m sparse.export CHECKPOINT --to opensearch|sentence-transformers|onnx --output DIR [--register URL]""",
+    python -m sparse.export CHECKPOINT --to opensearch|sentence-transformers|onnx --output DIR [--register URL]
+    python -m sparse.export CHECKPOINT --to opensearch --output DIR --prune_type top_k --prune_ratio 64""",
                   options=ExportArguments)
 
 
@@ -174,7 +181,8 @@ def _write_target(args, encoder, name: str, results: list[dict], sample=None) ->
         texts, source = sample or _sample(args.sample_corpus, args.sample_size)
         manifest = write_opensearch(encoder, args.output, name, args.version,
                                     _license_text(args.checkpoint, args.license), texts, source,
-                                    url_base=args.url_base, with_onnx=not args.no_onnx)
+                                    url_base=args.url_base, with_onnx=not args.no_onnx,
+                                    prune=(args.prune_type, args.prune_ratio))
         files = [m["zip"] for m in manifest["models"].values()] + ["requests/", "quantization.json", "manifest.json"]
         summary["models"] = {role: {"zip": m["zip"], "sha256": m["sha256"]} for role, m in manifest["models"].items()}
     elif args.to == "sentence-transformers":
@@ -206,6 +214,9 @@ def run(args: ExportArguments) -> None:
     if args.checkpoint is not None:
         if not args.to:
             raise UserError(f"--to is required: one of {', '.join(TARGETS)}")
+        check_prune(args.prune_type, args.prune_ratio, names=("--prune_type", "--prune_ratio"))
+        if args.prune_type != "none" and args.to != "opensearch":
+            raise UserError("--prune_type goes into the OpenSearch ingest pipeline: use it with --to opensearch")
         print(json.dumps(export(args), indent=2))
     if args.register:
         from sparse.export.register import register

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -35,14 +34,12 @@ from sparse.export import packaging
 from sparse.export.traced import export_onnx, onnx_available, trace_document_encoder
 from sparse.modeling.encoder import SparseEncoder
 from sparse.retrieval.opensearch import NEURAL_SPARSE_MAX_WEIGHT, feature_name
+from sparse.retrieval.precision import INGEST_CEILING, SEARCH_CEILING, ingest_ceiling
 
 logger = logging.getLogger(__name__)
 
 TARGET_VERSIONS = "OpenSearch 2.11+ (rank_features, SPARSE_ENCODING/SPARSE_TOKENIZE); 2.14+ for query_tokens; " \
                   "3.3+ for sparse_vector"
-# sparse_vector (SEISMIC) byte quantization defaults of OpenSearch 3.3: weights are clipped to [0, ceiling]
-INGEST_CEILING = 3.0
-SEARCH_CEILING = 16.0
 FIELD = "sparse_embedding"
 TEXT_FIELD = "text"
 PIPELINE = "sparse-encoding-pipeline"
@@ -101,7 +98,7 @@ def quantization_report(encoder: SparseEncoder, sample_texts: list[str], sample_
     else:
         qvals = encoder.encode_queries(sample_texts, batch_size=16).values.astype(np.float64)
         query_source = f"{len(sample_texts)} sample texts encoded as queries"
-    ceiling = INGEST_CEILING if doc_max <= INGEST_CEILING else float(math.ceil(doc_max))
+    ceiling = ingest_ceiling(doc_max)
     return {
         "sample": {"source": sample_source, "documents": len(sample_texts)},
         "document_weights": {
@@ -156,9 +153,13 @@ def _index_bodies(ceiling: float) -> dict[str, dict]:
     return {"index_rank_features": rank_features, "index_sparse_vector": sparse_vector}
 
 
-def _pipeline(encoder: SparseEncoder) -> dict:
+def _pipeline(encoder: SparseEncoder, prune_type: str = "none", prune_ratio: float | None = None) -> dict:
+    """The ingest pipeline: the sparse_encoding processor, with ``prune_type`` / ``prune_ratio`` when given
+    (sparse.retrieval.pruning), else the model's own max_ratio pruning."""
     proc = {"model_id": DOC_MODEL_ID, "field_map": {TEXT_FIELD: FIELD}}
-    if encoder.settings.prune_ratio:
+    if prune_type != "none":
+        proc.update(prune_type=prune_type, prune_ratio=float(prune_ratio))
+    elif encoder.settings.prune_ratio:
         # baked into the model already; the processor's max_ratio (>=) keeps what the model kept (>)
         proc.update(prune_type="max_ratio", prune_ratio=float(encoder.settings.prune_ratio))
     return {"description": "sparse document vectors from the exported encoder", "processors": [{"sparse_encoding": proc}]}
@@ -166,7 +167,7 @@ def _pipeline(encoder: SparseEncoder) -> dict:
 
 def write_opensearch(encoder: SparseEncoder, out_dir: str, name: str, version: str, license_text: str,
                      sample_texts: list[str], sample_source: str, url_base: str | None = None,
-                     with_onnx: bool = True) -> dict:
+                     with_onnx: bool = True, prune: tuple = ("none", None)) -> dict:
     """Write the zips, request bodies and reports; return the manifest (also written as JSON)."""
     os.makedirs(os.path.join(out_dir, "requests"), exist_ok=True)
     description = f"{name}: inference-free learned sparse model exported by sparse-retrieval-toolkit"
@@ -214,7 +215,7 @@ def write_opensearch(encoder: SparseEncoder, out_dir: str, name: str, version: s
         "cluster_settings": {"persistent": {"plugins.ml_commons.only_run_on_ml_node": "false",
                                             "plugins.ml_commons.allow_registering_model_via_url": "true",
                                             "plugins.ml_commons.native_memory_threshold": "99"}},
-        "ingest_pipeline": _pipeline(encoder),
+        "ingest_pipeline": _pipeline(encoder, *prune),
         **_index_bodies(report["document_weights"]["quantization_ceiling_ingest_written"]),
         **{f"query_{k}": v for k, v in _queries(encoder).items()},
         "predict_document_encoder": {"text_docs": [EXAMPLE_QUERY]},

@@ -123,6 +123,18 @@ class SparseBatch:
         """Number of non-zero entries of each vector."""
         return np.diff(self.indptr)
 
+    def keep(self, mask: np.ndarray) -> "SparseBatch":
+        """The batch with only the entries where ``mask`` (one bool per stored entry) is true."""
+        mask = np.asarray(mask, bool)
+        row_of = self.row_of_entries()
+        indptr = np.zeros(len(self) + 1, np.int64)
+        np.cumsum(np.bincount(row_of[mask], minlength=len(self)), out=indptr[1:])
+        return SparseBatch(indptr, self.indices[mask], self.values[mask], self.vocab_size)
+
+    def row_of_entries(self) -> np.ndarray:
+        """The row of every stored entry (int64, one per non-zero)."""
+        return np.repeat(np.arange(len(self)), self.lengths())
+
     def take(self, order: Sequence[int]) -> "SparseBatch":
         return SparseBatch.from_csr(self.to_csr()[np.asarray(order, np.int64)])
 

@@ -69,15 +69,17 @@ def prune_queries(queries: SparseBatch, ratio: float) -> SparseBatch:
         return queries
     if ratio >= 1:
         raise ValueError(f"query_prune must be in [0, 1), got {ratio}")
-    lengths = queries.lengths()
-    row_of = np.repeat(np.arange(len(queries)), lengths)
-    row_max = np.zeros(len(queries), np.float32)
-    if queries.nnz:
-        np.maximum.at(row_max, row_of, queries.values)
-    keep = queries.values > ratio * row_max[row_of]
-    indptr = np.zeros(len(queries) + 1, np.int64)
-    np.cumsum(np.bincount(row_of[keep], minlength=len(queries)), out=indptr[1:])
-    return SparseBatch(indptr, queries.indices[keep], queries.values[keep], queries.vocab_size)
+    row_of = queries.row_of_entries()
+    keep = queries.values > ratio * row_max(queries)[row_of]
+    return queries.keep(keep)
+
+
+def row_max(batch: SparseBatch) -> np.ndarray:
+    """The largest weight of every vector (0 for an empty one)."""
+    out = np.zeros(len(batch), np.float32)
+    if batch.nnz:
+        np.maximum.at(out, batch.row_of_entries(), batch.values)
+    return out
 
 
 def rank_hits(ids: Sequence[str], scores: Sequence[float], k: int) -> tuple[list[str], list[float]]:

@@ -9,15 +9,17 @@ of each chunk are kept (score > 0, ties by document id) and the chunk winners ar
 Queries run in parallel threads (scipy's sparse kernels and numpy release the GIL). Scores are
 accumulated in float32, as Lucene does.
 
-``precision="opensearch"`` stores document weights truncated to 9 significant bits (see
-``sparse.retrieval.precision``) so scores equal a cluster's ``rank_features`` scores.
-``query_prune`` drops query tokens with ``w <= ratio * max w`` before scoring.
+``precision`` decides what is kept of each weight (``sparse.retrieval.precision``): ``opensearch``
+stores document weights truncated to 9 significant bits, so scores equal a cluster's
+``rank_features`` scores; ``seismic`` and ``impact`` quantize documents and queries as those engines
+do. ``query_prune`` drops query tokens with ``w <= ratio * max w`` before scoring.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
@@ -28,7 +30,7 @@ from tqdm.auto import tqdm
 from sparse.errors import UserError, save_atomic
 from sparse.modeling.vectors import SparseBatch
 from sparse.retrieval.base import ENGINES, SearchResult, check_k, prune_queries
-from sparse.retrieval.precision import PRECISIONS, store_values
+from sparse.retrieval.precision import IMPACT_SCALE, PRECISIONS, ingest_ceiling, query_values, store_values
 
 FORMAT_VERSION = 1
 
@@ -40,12 +42,16 @@ class EmbeddedIndex:
     needs_token_names = False  # works on vocabulary ids
 
     def __init__(self, precision: str = "float", query_prune: float = 0.0, doc_chunk: int = 262_144,
-                 query_batch: int = 16, threads: Optional[int] = None, progress: bool = False):
+                 query_batch: int = 16, threads: Optional[int] = None, progress: bool = False,
+                 ingest_ceiling: Optional[float] = None, impact_scale: float = IMPACT_SCALE):
         if precision not in PRECISIONS:
             raise UserError(f"index precision must be one of {PRECISIONS}, got {precision!r}")
         if not 0 <= query_prune < 1:
             raise UserError(f"query_prune must be in [0, 1), got {query_prune}")
         self.precision = precision
+        # seismic: documents clipped to [0, ceiling]; None: the export's rule over the documents at first search
+        self.ingest_ceiling = None if ingest_ceiling is None else float(ingest_ceiling)
+        self.impact_scale = float(impact_scale)  # impact: round(w * scale)
         self.query_prune = float(query_prune)
         self.doc_chunk = int(doc_chunk)
         self.query_batch = int(query_batch)
@@ -74,11 +80,9 @@ class EmbeddedIndex:
             dup += [i for i in ids if i in seen or seen.add(i)]
         if dup:
             raise UserError(f"duplicate document ids: {sorted(set(dup))[:10]}")
-        stored = SparseBatch(vectors.indptr, vectors.indices, store_values(vectors.values, self.precision),
-                             vectors.vocab_size)
         self._ids.extend(ids)
         self._id_set.update(ids)
-        self._parts.append(stored)
+        self._parts.append(vectors)  # stored at ``precision`` when the index is built
         self._postings = None
 
     def _build(self) -> None:
@@ -86,7 +90,8 @@ class EmbeddedIndex:
         if self._postings is not None:
             return
         if self._parts:
-            self._docs = SparseBatch.concat(([self._docs] if self._docs is not None else []) + self._parts)
+            self._docs = SparseBatch.concat(([self._docs] if self._docs is not None else [])
+                                            + [self._store(SparseBatch.concat(self._parts))])
             self._parts = []
         if self._docs is None:
             self._docs = SparseBatch.empty(self.vocab_size or 1)
@@ -98,6 +103,14 @@ class EmbeddedIndex:
         order = np.argsort(np.asarray(self._ids, dtype=object), kind="stable") if self._ids else np.zeros(0, int)
         self._id_rank = np.empty(len(order), np.int64)
         self._id_rank[order] = np.arange(len(order))
+
+    def _store(self, vectors: SparseBatch) -> SparseBatch:
+        """``vectors`` at the index's precision; a weight quantized to 0 leaves no posting."""
+        if self.ingest_ceiling is None:
+            self.ingest_ceiling = ingest_ceiling(float(vectors.values.max()) if vectors.nnz else 0.0)
+        values = store_values(vectors.values, self.precision, self.ingest_ceiling, self.impact_scale)
+        stored = SparseBatch(vectors.indptr, vectors.indices, values, vectors.vocab_size)
+        return stored.keep(stored.values > 0)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -154,9 +167,7 @@ class EmbeddedIndex:
         if self.vocab_size is not None and queries.vocab_size != self.vocab_size:
             raise ValueError(f"queries over {queries.vocab_size} tokens, index over {self.vocab_size}")
         self._build()
-        queries = prune_queries(queries, self.query_prune)
-        rows = [(queries.indices[queries.indptr[i]:queries.indptr[i + 1]].astype(np.int64),
-                 queries.values[queries.indptr[i]:queries.indptr[i + 1]]) for i in range(len(queries))]
+        rows = self._query_rows(queries)
         bar = tqdm(total=len(rows), desc="search", unit="q", disable=not self.progress)
 
         def run_block(block):
@@ -172,6 +183,25 @@ class EmbeddedIndex:
             results = [r for block in blocks for r in run_block(block)]
         bar.close()
         return [r[0] for r in results], [r[1] for r in results]
+
+    def _query_rows(self, queries: SparseBatch) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(token ids, weights) of each query as searched: pruned, then at the index's precision."""
+        queries = prune_queries(queries, self.query_prune)
+        values = query_values(queries.values, self.precision, self.impact_scale)
+        return [(queries.indices[queries.indptr[i]:queries.indptr[i + 1]].astype(np.int64),
+                 values[queries.indptr[i]:queries.indptr[i + 1]]) for i in range(len(queries))]
+
+    def time_queries(self, queries: SparseBatch, k: int, limit: Optional[int] = None) -> np.ndarray:
+        """Seconds each of the first ``limit`` queries takes, searched one at a time in this thread."""
+        k = check_k(k)
+        self._build()
+        rows = self._query_rows(queries if limit is None else queries.take(range(min(limit, len(queries)))))
+        seconds = np.zeros(len(rows))
+        for i, (toks, w) in enumerate(rows):
+            t = time.perf_counter()
+            self._search_one(toks, w, k)
+            seconds[i] = time.perf_counter() - t
+        return seconds
 
     def verify_count(self, expected: int) -> None:
         raise UserError("the embedded index lives in this process: there are no indexed documents to reuse")
@@ -193,6 +223,7 @@ class EmbeddedIndex:
                 json.dump(self._ids, f)
             with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
                 json.dump({"format_version": FORMAT_VERSION, "precision": self.precision,
+                           "ingest_ceiling": self.ingest_ceiling, "impact_scale": self.impact_scale,
                            "n_docs": len(self._ids), "vocab_size": self._docs.vocab_size}, f)
 
         os.makedirs(os.path.dirname(os.path.abspath(directory)), exist_ok=True)
@@ -212,7 +243,8 @@ class EmbeddedIndex:
         docs = SparseBatch.load(os.path.join(directory, "vectors.npz"))
         if len(ids) != len(docs) or len(ids) != meta["n_docs"]:
             raise UserError(f"{directory} is inconsistent: {len(ids)} ids, {len(docs)} vectors")
-        index = cls(precision=meta["precision"], **opts)
+        stored_as = {k: meta[k] for k in ("ingest_ceiling", "impact_scale") if k in meta}
+        index = cls(precision=meta["precision"], **stored_as, **opts)
         index.vocab_size = docs.vocab_size
         index._ids = ids
         index._id_set = set(ids)
