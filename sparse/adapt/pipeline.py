@@ -68,6 +68,8 @@ class AdaptArguments:
     cache_dir: str = key(os.path.join("cache", "corpus"), "corpus-vector cache shared by every step")
     train_set: list = key(factory=list, help="extra stage-1 training overrides (key=value ...)", nargs="*")
     force: bool = key(False, "redo every step, ignoring what earlier runs left")
+    stop_after: Optional[str] = key(None, "rows: stop after the data steps (corpus IDF, queries, distillation rows: "
+                                          "what other commands train on); null: every step", choices=("rows",))
 
 
 class Adapt:
@@ -289,6 +291,9 @@ class Adapt:
         split = self.queries()
         data_key = steps.digest(steps.file_digest(os.path.join(self.data_dir, steps.STAMP)))
         kd_key = self.distillation_rows(data_key)
+        if self.args.stop_after == "rows":
+            return {"stopped_after": "rows", "idf": idf, "rows": os.path.join(self.out, "kd"),
+                    "timings_s": {k: round(v, 1) for k, v in self.timings.items()}, "wall_s": round(time.time() - t0, 1)}
         models: dict[str, tuple[str, Optional[str]]] = {"zero-shot": (self.model, self.base_idf),
                                                          "zero-shot, corpus IDF": (self.model, idf)}
         if self.args.idf_fit:
@@ -361,6 +366,10 @@ def choose_on_dev(table: dict[str, dict[str, dict]]) -> str:
 def adapt(args: AdaptArguments) -> int:
     """Run the adaptation and print its table and the export command."""
     out = Adapt(args).run()
+    if out.get("stopped_after"):
+        print(f"adapt: stopped after the {out['stopped_after']}: corpus IDF {out['idf']}, distillation rows "
+              f"{out['rows']} ({out['wall_s']:.0f} s)", flush=True)
+        return 0
     print("\n" + out["table"])
     print(f"report: {out['report']}")
     print(f"adapt wall time {out['wall_s']:.0f} s")

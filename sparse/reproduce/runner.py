@@ -1,8 +1,9 @@
 """Run the reproduction grid: generate configs, train, evaluate, aggregate; resumable.
 
-``python -m sparse.reproduce.runner [--smoke] [--only BLOCK,...] [--per_block N]
+``python -m sparse.reproduce.runner [--preset NAME | --smoke] [--only BLOCK,...] [--per_block N]
 [--beir_datasets a,b] [--beir_dir D] [--set key=value ...] [--dry_run]``
-(``scripts/run_reproduce.sh`` calls it). For every run of the grid:
+(``scripts/run_reproduce.sh`` calls it). First the preset's data step (``sparse.reproduce.prepare``),
+then for every run of the grid:
 
 1. train with ``torchrun --nproc_per_node=<visible GPUs> train_ir.py <cfg>`` (plain
    ``python train_ir.py <cfg>`` without a GPU), unless the run's final model exists and its
@@ -29,32 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from sparse.config import Command, canonical_values, key, run_command
+from sparse.config import Command, canonical_values, key, load_yaml, run_command
 from sparse.errors import UserError, write_json
 from sparse.reproduce import aggregate as agg
 from sparse.reproduce import grid as grid_mod
 from sparse.reproduce import steps
+from sparse.reproduce.prepare import prepare
 from sparse.reproduce.results import result_path
+from sparse.reproduce.steps import launcher, visible_gpus
 
 REPO_ROOT = grid_mod.REPO_ROOT
 TRAIN_STAMP = "reproduce_train.done"
-
-
-def visible_gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # noqa: BLE001 - no usable torch/CUDA means CPU
-        return 0
-
-
-def launcher(nproc: int, script: str) -> list[str]:
-    """``torchrun`` over the GPUs, plain python on CPU (one process)."""
-    if nproc >= 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={nproc}", script]
-    return [sys.executable, script]
 
 
 def config_digest(path: str) -> str:
@@ -115,8 +101,8 @@ def eval_command(run: grid_mod.Run, datasets: list[str], nproc: int, beir_dir: O
     for key in ("idf_path", "corpus_max_seq_length", "per_device_eval_batch_size"):
         if v.get(key) is not None:
             cmd += [f"--{key}", str(v[key])]
-    if beir_dir:
-        cmd += ["--beir_dir", beir_dir]
+    if beir_dir or v.get("beir_dir"):
+        cmd += ["--beir_dir", beir_dir or v["beir_dir"]]
     return cmd + list(extra)
 
 
@@ -127,54 +113,6 @@ def _run(cmd: list[str], dry_run: bool) -> int:
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return subprocess.call(cmd, cwd=str(REPO_ROOT), env=env)
-
-
-def prepare_smoke(grid_path: str, root: str, runs: list[grid_mod.Run], beir_dir: Optional[str], nproc: int,
-                  dry_run: bool) -> Optional[str]:
-    """The smoke grid's SciFact subset and mined training data (made once); returns the beir_dir.
-
-    With an explicit ``--beir_dir`` the subset is not made (the caller brings its datasets)."""
-    from sparse.config import load_yaml
-    from sparse.reproduce.subset import make_subset
-
-    smoke = load_yaml(grid_path).get("smoke") or {}
-    sub = smoke.get("subset")
-    if beir_dir is None and sub:
-        from sparse.assets import beir_dataset
-
-        beir_dir = os.path.join(root, "beir")
-        target = os.path.join(beir_dir, sub["name"])
-        if dry_run:
-            print(f"smoke: would write the {sub['source']} subset {target} (unless present)", flush=True)
-        elif not os.path.isfile(os.path.join(target, "corpus.jsonl")):
-            counts = make_subset(str(beir_dataset(sub["source"])), target, int(sub.get("queries", 50)),
-                                 int(sub.get("distractors", 400)), tuple(sub.get("splits", ("test", "train"))))
-            print(f"smoke: wrote the {sub['source']} subset {target}: {counts}", flush=True)
-        for run in runs:
-            tf = run.values.get("train_file")
-            if not tf or os.path.exists(tf):
-                continue
-            v = canonical_values(run.values)
-            cmd = launcher(nproc, "demo_train_data.py") + [
-                "--model_name_or_path", v["model_name_or_path"], "--idf_path", v["idf_path"],
-                "--beir_datasets", sub["name"], "--beir_dir", beir_dir, "--output", tf,
-                "--corpus_max_seq_length", str(v.get("corpus_max_seq_length", 512)),
-                "--cache_dir", os.path.join(root, "cache")]
-            for key, value in (smoke.get("mine") or {}).items():
-                cmd += [f"--{key}", str(value)]
-            print(f"smoke: mining training data into {tf}", flush=True)
-            if _run(cmd, dry_run) != 0:
-                raise UserError(f"mining the smoke training data into {tf} failed (output above)")
-    return beir_dir
-
-
-def check_train_data(runs: list[grid_mod.Run]) -> None:
-    missing = sorted({r.values.get("train_file") for r in runs
-                      if r.values.get("train_file") and not os.path.exists(r.values["train_file"])})
-    if missing:
-        raise UserError(f"training data not found: {missing}. For the paper's grid build the MS MARCO KD data "
-                        "first: 'torchrun --nproc_per_node=N data_preparation.py ...' (README, section Training data), "
-                        "or point the runs elsewhere with --set train_file=PATH")
 
 
 def run_grid(runs: list[grid_mod.Run], output_root: str, datasets: Optional[list[str]] = None,
@@ -250,11 +188,8 @@ def reproduce(args: RunnerArguments) -> int:
     runs, root = grid_mod.runs_from_args(args, write=not args.dry_run)
     datasets = args.beir_datasets.split(",") if args.beir_datasets else None
     nproc = visible_gpus() if args.nproc is None else args.nproc
-    beir_dir = args.beir_dir
-    if args.smoke:
-        beir_dir = prepare_smoke(args.grid, root, runs, beir_dir, nproc, args.dry_run)
-    if not args.dry_run:
-        check_train_data(runs)
+    section = grid_mod.preset_section(load_yaml(args.grid), grid_mod.preset_of(args), args.grid)
+    beir_dir = prepare(section, root, runs, args.beir_dir, nproc, args.dry_run)
     print(f"reproduce: {len(runs)} runs under {root}; "
           f"{'GPUs: ' + str(visible_gpus()) if args.nproc is None else 'nproc: ' + str(args.nproc)}", flush=True)
     summary = run_grid(runs, root, datasets, beir_dir, nproc, args.eval_args, args.dry_run)
