@@ -26,9 +26,10 @@ from sparse.reproduce.results import eval_results_dir, read_dataset_row
 AVG = "NDCG@10 avg"
 
 
-def eval_dir(run: grid_mod.Run) -> str:
-    """``<run output_dir>/beir_eval<suffix>``: the runner evaluates into the run's own directory."""
-    return eval_results_dir(run.output_dir, run.values)
+def eval_dir(run: grid_mod.Run, output_dir: Optional[str] = None) -> str:
+    """``<run output_dir>/beir_eval<suffix>``: the runner evaluates into the run's own directory
+    (a second stage into its own, ``output_dir``)."""
+    return eval_results_dir(output_dir or run.output_dir, run.values)
 
 
 def run_datasets(run: grid_mod.Run, datasets: Optional[list[str]] = None) -> list[str]:

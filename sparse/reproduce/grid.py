@@ -277,6 +277,17 @@ def write_runs(runs: list[Run], output_root: str, grid_path, base_path, preset: 
     return write_manifest(runs, output_root, grid_path, base_path, preset)
 
 
+def add_to_manifest(output_root: str, runs: list[Run]) -> str:
+    """Append ``runs`` (a later phase's, e.g. the seed repeats) to the manifest, replacing same-named ones."""
+    path = os.path.join(output_root, MANIFEST)
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    new = {r.key for r in runs}
+    data["runs"] = [r for r in data["runs"] if f"{r['block']}/{r['name']}" not in new] + [asdict(r) for r in runs]
+    write_json(path, data, indent=1)
+    return path
+
+
 def load_manifest(output_root: str) -> list[Run]:
     """The runs listed in ``<output_root>/manifest.json``."""
     path = os.path.join(output_root, MANIFEST)
