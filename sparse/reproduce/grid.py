@@ -33,7 +33,8 @@ BLOCK_KEYS = {"name", "method", "set", "vary", "runs", "run_name"}
 RUN_META_KEYS = {"run_name", "method"}
 PRESET_KEYS = {"output_root", "base", "blocks", "per_block", "beir_datasets", "set",  # the runs
                "subset", "mine", "adapt",  # the data step (sparse.reproduce.prepare)
-               "seeds", "second_stage"}  # the phases after the frontier (sparse.reproduce.seeds, .second_stage)
+               "seeds", "second_stage",  # the phases after the frontier (sparse.reproduce.seeds, .second_stage)
+               "report"}  # the aggregate's per-method table (sparse.reproduce.summary)
 # keys that name one idea each: a layer that sets one clears the others (the training data)
 EXCLUSIVE = ({"train_file", "train_file_dir"},)
 
@@ -286,6 +287,15 @@ def add_to_manifest(output_root: str, runs: list[Run]) -> str:
     data["runs"] = [r for r in data["runs"] if f"{r['block']}/{r['name']}" not in new] + [asdict(r) for r in runs]
     write_json(path, data, indent=1)
     return path
+
+
+def manifest_preset(output_root: str) -> dict:
+    """The preset section the manifest's runs were made from ({} for none, or when its grid file is gone)."""
+    with open(os.path.join(output_root, MANIFEST), encoding="utf-8") as f:
+        data = json.load(f)
+    if not data.get("preset") or not os.path.isfile(data.get("grid", "")):
+        return {}
+    return preset_section(load_yaml(data["grid"]), data["preset"], data["grid"])
 
 
 def load_manifest(output_root: str) -> list[Run]:

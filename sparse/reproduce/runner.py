@@ -237,7 +237,7 @@ def seed_phase(runs: list[grid_mod.Run], output_root: str, spec: dict, plan: Pla
         print("seeds: " + method + ": " + ", ".join(f"FLOPS {f} -> {k} ({flops[k]:.3f})" for f, k in targets.items()),
               flush=True)
     extra = seeds.seed_runs(runs, flops, spec, output_root)
-    waiting = sorted({r.method for r in runs if r.parent is None and flops.get(r.key) is None})
+    waiting = seeds.waiting(runs, flops)
     if waiting:
         print(f"seeds: waiting for every run of {waiting} to be evaluated", flush=True)
     for run in extra:

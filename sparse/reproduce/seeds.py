@@ -30,6 +30,11 @@ def picks(runs, flops: dict[str, Optional[float]], near: list[float]) -> dict[st
     return out
 
 
+def waiting(runs, flops: dict[str, Optional[float]]) -> list[str]:
+    """The methods whose frontier runs are not all evaluated yet (their repeats are not made yet)."""
+    return list(dict.fromkeys(r.method for r in runs if r.parent is None and flops.get(r.key) is None))
+
+
 def seed_run(run, seed: int, output_root: str):
     """``run`` repeated with ``seed``: its own name, folder and config file."""
     name = f"{run.name}_seed{seed}"
