@@ -95,11 +95,11 @@ def test_seed_phase_picks_the_runs_nearest_each_flops_by_flops_only(tmp_path):
     runs = _preset(tmp_path)
     base = [r for r in runs if r.block == "baseline"]
     # the NDCG@10 of these runs is never read: only FLOPS decide
-    flops = dict(zip([r.key for r in base], [0.4, 0.9, 1.1, 1.8, 2.6]))
+    flops = dict(zip([r.key for r in base], [0.4, 0.75, 1.25, 1.8, 2.6]))
     flops.update({r.key: 1.0 for r in runs if r.block == "mask"})
     flops["mask/40_0.1"] = None  # one mask run not evaluated: no repeats for that method yet
     picked = seeds.picks(runs, flops, [1.0, 2.0])
-    assert picked == {"FLOPS baseline": {1.0: "baseline/0.003", 2.0: "baseline/0.03"}}  # 0.9 and 1.1 tie: the cheaper
+    assert picked == {"FLOPS baseline": {1.0: "baseline/0.003", 2.0: "baseline/0.03"}}  # 0.75 and 1.25 tie: the cheaper
     assert "l0 mask" in seeds.waiting(runs, flops) and "FLOPS baseline" not in seeds.waiting(runs, flops)
     extra = seeds.seed_runs(runs, flops, {"values": [2, 3], "near_flops": [1.0, 2.0]}, str(tmp_path))
     assert [r.key for r in extra] == ["baseline/0.003_seed2", "baseline/0.003_seed3",
