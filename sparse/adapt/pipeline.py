@@ -18,7 +18,8 @@ what it saved):
    test qrels, on the test split; then ``report/report.md`` and ``report/adapt_results.json``.
 
 The adapted model is the trained variant with the best NDCG@10 on the dev split; the test split
-only reports.
+only reports. ``--stop_after rows`` ends after step 3: the data other commands train on (the
+reproduction grid's scifact preset runs it so).
 """
 
 from __future__ import annotations
