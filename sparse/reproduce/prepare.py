@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -25,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _run(step: str, cmd: list[str], dry_run: bool) -> None:
     if dry_run:
-        print("+ " + " ".join(cmd), flush=True)
+        print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
         return
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")

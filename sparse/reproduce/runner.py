@@ -259,6 +259,8 @@ def run_grid(runs: list[grid_mod.Run], output_root: str, datasets: Optional[list
                 section.get("second_stage"), dict(second_set or {}))
     summary = new_summary()
     t_start = time.time()
+    if section.get("seeds"):  # repeats made by an earlier call join the manifest now, so an aggregate sees them
+        seed_phase(runs, output_root, section["seeds"], plan)
     run_all(runs, plan, summary)
     if section.get("seeds"):
         extra = seed_phase(runs, output_root, section["seeds"], plan)
