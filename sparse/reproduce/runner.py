@@ -1,8 +1,9 @@
 """Run the reproduction grid: generate configs, train, evaluate, aggregate; resumable.
 
-``python -m sparse.reproduce.runner [--smoke] [--only BLOCK,...] [--per_block N]
+``python -m sparse.reproduce.runner [--preset NAME | --smoke] [--only BLOCK,...] [--per_block N]
 [--beir_datasets a,b] [--beir_dir D] [--set key=value ...] [--dry_run]``
-(``scripts/run_reproduce.sh`` calls it). For every run of the grid:
+(``scripts/run_reproduce.sh`` calls it). First the preset's data step (``sparse.reproduce.prepare``),
+then for every run of the grid:
 
 1. train with ``torchrun --nproc_per_node=<visible GPUs> train_ir.py <cfg>`` (plain
    ``python train_ir.py <cfg>`` without a GPU), unless the run's final model exists and its
@@ -10,8 +11,14 @@
    interrupted run resumes from its latest ``checkpoint-*``;
 2. evaluate the final model with ``evaluate_beir.py --output_dir <run>`` on the chosen
    datasets, unless every dataset already has ``<run>/beir_eval<suffix>/results/<dataset>.json``;
-3. at the end (also after failures), aggregate every run into ``results.{json,csv,md}`` and
+3. with a preset's ``second_stage``: the query-side IDF fit on top of the model, then its
+   evaluation (``sparse.reproduce.second_stage``), unless its stamp and results are there;
+4. with a preset's ``seeds``: once every run of a method is evaluated, its runs nearest the
+   preset's FLOPS again with more seeds (``sparse.reproduce.seeds``), through steps 1-3;
+5. at the end (also after failures), aggregate every run into ``results.{json,csv,md}`` and
    ``pareto.png`` under the output root.
+
+The wall time of every step is kept in ``<run>/reproduce_times.json`` (``sparse.reproduce.times``).
 
 A failing run is reported and the next one starts; the exit status is non-zero if any failed.
 """
@@ -22,39 +29,26 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from sparse.config import Command, canonical_values, key, run_command
+from sparse.config import Command, canonical_values, key, load_yaml, run_command, split_overrides
 from sparse.errors import UserError, write_json
 from sparse.reproduce import aggregate as agg
 from sparse.reproduce import grid as grid_mod
-from sparse.reproduce import steps
+from sparse.reproduce import second_stage as stage2
+from sparse.reproduce import seeds, steps, times
+from sparse.reproduce.prepare import prepare
 from sparse.reproduce.results import result_path
+from sparse.reproduce.steps import launcher, visible_gpus
 
 REPO_ROOT = grid_mod.REPO_ROOT
 TRAIN_STAMP = "reproduce_train.done"
-
-
-def visible_gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # noqa: BLE001 - no usable torch/CUDA means CPU
-        return 0
-
-
-def launcher(nproc: int, script: str) -> list[str]:
-    """``torchrun`` over the GPUs, plain python on CPU (one process)."""
-    if nproc >= 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={nproc}", script]
-    return [sys.executable, script]
 
 
 def config_digest(path: str) -> str:
@@ -82,8 +76,9 @@ def is_trained(run: grid_mod.Run) -> bool:
         return False
 
 
-def is_evaluated(run: grid_mod.Run, datasets: list[str]) -> bool:
-    return all(os.path.isfile(result_path(agg.eval_dir(run), ds)) for ds in datasets)
+def is_evaluated(run: grid_mod.Run, datasets: list[str], output_dir: Optional[str] = None) -> bool:
+    """Every dataset has a result under the run's (or ``output_dir``'s) evaluation folder."""
+    return all(os.path.isfile(result_path(agg.eval_dir(run, output_dir), ds)) for ds in datasets)
 
 
 def latest_checkpoint(output_dir: str) -> Optional[str]:
@@ -105,18 +100,18 @@ def train_command(run: grid_mod.Run, nproc: int) -> list[str]:
 
 
 def eval_command(run: grid_mod.Run, datasets: list[str], nproc: int, beir_dir: Optional[str],
-                 extra: list[str]) -> list[str]:
-    model = final_model_dir(run) or run.output_dir
+                 extra: list[str], model: Optional[str] = None, output_dir: Optional[str] = None) -> list[str]:
+    """``evaluate_beir.py`` of the run's model (or ``model``, a second stage's, with its own fitted IDF)."""
     v = canonical_values(run.values)
     cmd = launcher(nproc, "evaluate_beir.py") + [
-        "--model_name_or_path", model, "--output_dir", run.output_dir,
-        "--beir_datasets", ",".join(datasets),
+        "--model_name_or_path", model or final_model_dir(run) or run.output_dir,
+        "--output_dir", output_dir or run.output_dir, "--beir_datasets", ",".join(datasets),
     ]
     for key in ("idf_path", "corpus_max_seq_length", "per_device_eval_batch_size"):
-        if v.get(key) is not None:
+        if v.get(key) is not None and not (key == "idf_path" and model):
             cmd += [f"--{key}", str(v[key])]
-    if beir_dir:
-        cmd += ["--beir_dir", beir_dir]
+    if beir_dir or v.get("beir_dir"):
+        cmd += ["--beir_dir", beir_dir or v["beir_dir"]]
     return cmd + list(extra)
 
 
@@ -129,93 +124,148 @@ def _run(cmd: list[str], dry_run: bool) -> int:
     return subprocess.call(cmd, cwd=str(REPO_ROOT), env=env)
 
 
-def prepare_smoke(grid_path: str, root: str, runs: list[grid_mod.Run], beir_dir: Optional[str], nproc: int,
-                  dry_run: bool) -> Optional[str]:
-    """The smoke grid's SciFact subset and mined training data (made once); returns the beir_dir.
-
-    With an explicit ``--beir_dir`` the subset is not made (the caller brings its datasets)."""
-    from sparse.config import load_yaml
-    from sparse.reproduce.subset import make_subset
-
-    smoke = load_yaml(grid_path).get("smoke") or {}
-    sub = smoke.get("subset")
-    if beir_dir is None and sub:
-        from sparse.assets import beir_dataset
-
-        beir_dir = os.path.join(root, "beir")
-        target = os.path.join(beir_dir, sub["name"])
-        if dry_run:
-            print(f"smoke: would write the {sub['source']} subset {target} (unless present)", flush=True)
-        elif not os.path.isfile(os.path.join(target, "corpus.jsonl")):
-            counts = make_subset(str(beir_dataset(sub["source"])), target, int(sub.get("queries", 50)),
-                                 int(sub.get("distractors", 400)), tuple(sub.get("splits", ("test", "train"))))
-            print(f"smoke: wrote the {sub['source']} subset {target}: {counts}", flush=True)
-        for run in runs:
-            tf = run.values.get("train_file")
-            if not tf or os.path.exists(tf):
-                continue
-            v = canonical_values(run.values)
-            cmd = launcher(nproc, "demo_train_data.py") + [
-                "--model_name_or_path", v["model_name_or_path"], "--idf_path", v["idf_path"],
-                "--beir_datasets", sub["name"], "--beir_dir", beir_dir, "--output", tf,
-                "--corpus_max_seq_length", str(v.get("corpus_max_seq_length", 512)),
-                "--cache_dir", os.path.join(root, "cache")]
-            for key, value in (smoke.get("mine") or {}).items():
-                cmd += [f"--{key}", str(value)]
-            print(f"smoke: mining training data into {tf}", flush=True)
-            if _run(cmd, dry_run) != 0:
-                raise UserError(f"mining the smoke training data into {tf} failed (output above)")
-    return beir_dir
+def _timed(cmd: list[str], dry_run: bool) -> tuple[int, float]:
+    t0 = time.time()
+    return _run(cmd, dry_run), time.time() - t0
 
 
-def check_train_data(runs: list[grid_mod.Run]) -> None:
-    missing = sorted({r.values.get("train_file") for r in runs
-                      if r.values.get("train_file") and not os.path.exists(r.values["train_file"])})
-    if missing:
-        raise UserError(f"training data not found: {missing}. For the paper's grid build the MS MARCO KD data "
-                        "first: 'torchrun --nproc_per_node=N data_preparation.py ...' (README, section Training data), "
-                        "or point the runs elsewhere with --set train_file=PATH")
+@dataclass
+class Plan:
+    """How every run of one invocation is trained and evaluated."""
+
+    datasets: Optional[list[str]] = None
+    beir_dir: Optional[str] = None
+    nproc: int = 0
+    eval_args: list = field(default_factory=list)
+    dry_run: bool = False
+    second_stage: Optional[dict] = None  # the preset's second_stage section
+    second_set: dict = field(default_factory=dict)  # --second_stage_set
+
+
+def new_summary() -> dict:
+    """Counters of one invocation, by what happened to each run."""
+    return {"trained": [], "evaluated": [], "skipped_train": [], "skipped_eval": [], "stage2": [],
+            "skipped_stage2": [], "failed": []}
+
+
+def train_and_evaluate(run: grid_mod.Run, head: str, plan: Plan, summary: dict) -> bool:
+    """Train the run (unless done), evaluate it (unless done); False when a step failed."""
+    ds = agg.run_datasets(run, plan.datasets)
+    if is_trained(run):
+        print(f"{head}: trained already, skipping training", flush=True)
+        summary["skipped_train"].append(run.key)
+    else:
+        print(f"{head}: training", flush=True)
+        cmd = train_command(run, plan.nproc)
+        resumed = next((c.split("=", 1)[1] for c in cmd if c.startswith("resume_from_checkpoint=")), None)
+        rc, secs = _timed(cmd, plan.dry_run)
+        if rc != 0 or (not plan.dry_run and final_model_dir(run) is None):
+            why = f"exit status {rc}" if rc else f"no model found in {run.output_dir}"
+            print(f"{head}: training FAILED ({why})", file=sys.stderr, flush=True)
+            summary["failed"].append(f"{run.key}: training {why}")
+            return False
+        if not plan.dry_run:
+            write_json(os.path.join(run.output_dir, TRAIN_STAMP),
+                       {"config_sha": config_digest(run.config_path), "seconds": round(secs, 1),
+                        "model": final_model_dir(run)}, indent=None)
+            times.record(run.output_dir, "train", secs, train_resumed_from=resumed)
+        summary["trained"].append(run.key)
+    if is_evaluated(run, ds) and run.key not in summary["trained"]:
+        print(f"{head}: evaluated already on {','.join(ds)}, skipping evaluation", flush=True)
+        summary["skipped_eval"].append(run.key)
+        return True
+    print(f"{head}: evaluating on {','.join(ds)}", flush=True)
+    rc, secs = _timed(eval_command(run, ds, plan.nproc, plan.beir_dir, plan.eval_args), plan.dry_run)
+    if rc != 0 or (not plan.dry_run and not is_evaluated(run, ds)):
+        why = f"exit status {rc}" if rc else "results missing after evaluation"
+        print(f"{head}: evaluation FAILED ({why})", file=sys.stderr, flush=True)
+        summary["failed"].append(f"{run.key}: evaluation {why}")
+        return False
+    if not plan.dry_run:
+        times.record(run.output_dir, "eval", secs)
+    summary["evaluated"].append(run.key)
+    return True
+
+
+def second_stage(run: grid_mod.Run, head: str, plan: Plan, summary: dict) -> None:
+    """The IDF fit on top of the run's model, then its evaluation (each unless done)."""
+    ds = agg.run_datasets(run, plan.datasets)
+    folder = stage2.stage_dir(run)
+    model = final_model_dir(run) or run.output_dir
+    cmd = stage2.train_command(run, model, plan.second_stage, plan.second_set, plan.beir_dir, plan.nproc)
+    key = stage2.stage_key(cmd, plan.second_stage["config"], os.path.join(run.output_dir, TRAIN_STAMP))
+    if stage2.is_trained(run, key) and is_evaluated(run, ds, folder):
+        print(f"{head}: second stage done already, skipping it", flush=True)
+        summary["skipped_stage2"].append(run.key)
+        return
+    print(f"{head}: second stage (query-side IDF fit) -> {folder}", flush=True)
+    if not plan.dry_run and os.path.isdir(folder):
+        shutil.rmtree(folder)  # an older or unfinished attempt: the fit takes minutes, it starts afresh
+    rc, secs = _timed(cmd, plan.dry_run)
+    if rc != 0 or (not plan.dry_run and not steps.is_model(folder)):
+        why = f"exit status {rc}" if rc else f"no model found in {folder}"
+        print(f"{head}: second stage FAILED ({why})", file=sys.stderr, flush=True)
+        summary["failed"].append(f"{run.key}: second stage {why}")
+        return
+    if not plan.dry_run:
+        steps.write_stamp(folder, key, secs)
+        times.record(run.output_dir, "stage2 train", secs)
+    rc, secs = _timed(eval_command(run, ds, plan.nproc, plan.beir_dir, plan.eval_args, model=folder,
+                                   output_dir=folder), plan.dry_run)
+    if rc != 0 or (not plan.dry_run and not is_evaluated(run, ds, folder)):
+        why = f"exit status {rc}" if rc else "results missing after evaluation"
+        print(f"{head}: second-stage evaluation FAILED ({why})", file=sys.stderr, flush=True)
+        summary["failed"].append(f"{run.key}: second-stage evaluation {why}")
+        return
+    if not plan.dry_run:
+        times.record(run.output_dir, "stage2 eval", secs)
+    summary["stage2"].append(run.key)
+
+
+def run_all(runs: list[grid_mod.Run], plan: Plan, summary: dict) -> None:
+    """Every run in order: train, evaluate, then its second stage (a preset's); a failure skips to the next run."""
+    for i, run in enumerate(runs, 1):
+        head = f"[{i}/{len(runs)}] {run.key} ({run.method})"
+        if train_and_evaluate(run, head, plan, summary) and plan.second_stage:
+            second_stage(run, head, plan, summary)
+
+
+def seed_phase(runs: list[grid_mod.Run], output_root: str, spec: dict, plan: Plan) -> list[grid_mod.Run]:
+    """The repeats of each complete method's runs nearest the preset's FLOPS, added to the manifest."""
+    flops = {r.key: agg.run_row(r, agg.run_datasets(r, plan.datasets))["FLOPS"] for r in runs}
+    for method, targets in seeds.picks(runs, flops, list(spec.get("near_flops") or [])).items():
+        print("seeds: " + method + ": " + ", ".join(f"FLOPS {f} -> {k} ({flops[k]:.3f})" for f, k in targets.items()),
+              flush=True)
+    extra = seeds.seed_runs(runs, flops, spec, output_root)
+    waiting = seeds.waiting(runs, flops)
+    if waiting:
+        print(f"seeds: waiting for every run of {waiting} to be evaluated", flush=True)
+    for run in extra:
+        grid_mod.validate(run)
+        if not plan.dry_run:
+            grid_mod.write_config(run, f"# generated by sparse.reproduce.runner's seed phase: {run.parent} of block "
+                                       f"{run.block} with seed {run.seed}. Edit the grid files, not this one.\n")
+    if extra and not plan.dry_run:
+        grid_mod.add_to_manifest(output_root, extra)
+    return extra
 
 
 def run_grid(runs: list[grid_mod.Run], output_root: str, datasets: Optional[list[str]] = None,
              beir_dir: Optional[str] = None, nproc: Optional[int] = None, eval_args: Optional[list[str]] = None,
-             dry_run: bool = False) -> dict:
-    """Train and evaluate every run that is not done yet, then aggregate. Returns a summary."""
-    nproc = visible_gpus() if nproc is None else nproc
-    summary = {"trained": [], "evaluated": [], "skipped_train": [], "skipped_eval": [], "failed": []}
+             dry_run: bool = False, section: Optional[dict] = None, second_set: Optional[dict] = None) -> dict:
+    """Train and evaluate every run that is not done yet (then a preset's seed phase), then aggregate."""
+    section = section or {}
+    plan = Plan(datasets, beir_dir, visible_gpus() if nproc is None else nproc, list(eval_args or []), dry_run,
+                section.get("second_stage"), dict(second_set or {}))
+    summary = new_summary()
     t_start = time.time()
-    for i, run in enumerate(runs, 1):
-        ds = agg.run_datasets(run, datasets)
-        head = f"[{i}/{len(runs)}] {run.key} ({run.method})"
-        if is_trained(run):
-            print(f"{head}: trained already, skipping training", flush=True)
-            summary["skipped_train"].append(run.key)
-        else:
-            print(f"{head}: training", flush=True)
-            t0 = time.time()
-            rc = _run(train_command(run, nproc), dry_run)
-            if rc != 0 or (not dry_run and final_model_dir(run) is None):
-                why = f"exit status {rc}" if rc else f"no model found in {run.output_dir}"
-                print(f"{head}: training FAILED ({why})", file=sys.stderr, flush=True)
-                summary["failed"].append(f"{run.key}: training {why}")
-                continue
-            if not dry_run:
-                write_json(os.path.join(run.output_dir, TRAIN_STAMP),
-                           {"config_sha": config_digest(run.config_path), "seconds": round(time.time() - t0, 1),
-                            "model": final_model_dir(run)}, indent=None)
-            summary["trained"].append(run.key)
-        if is_evaluated(run, ds) and run.key not in summary["trained"]:
-            print(f"{head}: evaluated already on {','.join(ds)}, skipping evaluation", flush=True)
-            summary["skipped_eval"].append(run.key)
-            continue
-        print(f"{head}: evaluating on {','.join(ds)}", flush=True)
-        rc = _run(eval_command(run, ds, nproc, beir_dir, eval_args or []), dry_run)
-        if rc != 0 or (not dry_run and not is_evaluated(run, ds)):
-            why = f"exit status {rc}" if rc else "results missing after evaluation"
-            print(f"{head}: evaluation FAILED ({why})", file=sys.stderr, flush=True)
-            summary["failed"].append(f"{run.key}: evaluation {why}")
-            continue
-        summary["evaluated"].append(run.key)
+    if section.get("seeds"):  # repeats made by an earlier call join the manifest now, so an aggregate sees them
+        seed_phase(runs, output_root, section["seeds"], plan)
+    run_all(runs, plan, summary)
+    if section.get("seeds"):
+        extra = seed_phase(runs, output_root, section["seeds"], plan)
+        print(f"seeds: {len(extra)} repeats", flush=True)
+        run_all(extra, plan, summary)
     summary["seconds"] = round(time.time() - t_start, 1)
     if not dry_run:
         summary["aggregate"] = agg.aggregate(output_root, datasets)
@@ -230,6 +280,8 @@ class RunnerArguments(grid_mod.GridArguments):
                                              "smoke grid uses scifact).")
     beir_dir: Optional[str] = key(None, "Directory holding the BEIR datasets.")
     nproc: Optional[int] = key(None, "Processes per run; null: the visible GPUs; 0: CPU, no torchrun.", low=0)
+    second_stage_set: list[str] = key(help="KEY=VALUE overrides of the second stage's training (a preset with "
+                                           "second_stage), e.g. train_file_dir=DIR.", factory=list, nargs="*")
     eval_args: list[str] = key(help="Extra arguments passed to evaluate_beir.py (must come last).", factory=list,
                                nargs="...")
     dry_run: bool = key(False, "Print the commands, run nothing.")
@@ -247,17 +299,17 @@ def main(argv=None) -> int:
 def reproduce(args: RunnerArguments) -> int:
     """Train and evaluate the selected runs (or print the commands), then aggregate."""
     os.chdir(REPO_ROOT)
+    section = grid_mod.preset_section(load_yaml(args.grid), grid_mod.preset_of(args), args.grid)
+    second_set = split_overrides(args.second_stage_set)
+    if second_set and not section.get("second_stage"):
+        raise UserError("--second_stage_set needs a preset with a second_stage section (e.g. --preset scifact)")
     runs, root = grid_mod.runs_from_args(args, write=not args.dry_run)
     datasets = args.beir_datasets.split(",") if args.beir_datasets else None
     nproc = visible_gpus() if args.nproc is None else args.nproc
-    beir_dir = args.beir_dir
-    if args.smoke:
-        beir_dir = prepare_smoke(args.grid, root, runs, beir_dir, nproc, args.dry_run)
-    if not args.dry_run:
-        check_train_data(runs)
+    beir_dir = prepare(section, root, runs, args.beir_dir, nproc, args.dry_run)
     print(f"reproduce: {len(runs)} runs under {root}; "
           f"{'GPUs: ' + str(visible_gpus()) if args.nproc is None else 'nproc: ' + str(args.nproc)}", flush=True)
-    summary = run_grid(runs, root, datasets, beir_dir, nproc, args.eval_args, args.dry_run)
+    summary = run_grid(runs, root, datasets, beir_dir, nproc, args.eval_args, args.dry_run, section, second_set)
     if "aggregate" in summary:
         out = summary["aggregate"]
         print(Path(out["markdown"]).read_text())
@@ -272,7 +324,9 @@ def reproduce(args: RunnerArguments) -> int:
         return 0
     print(f"reproduce: trained {len(summary['trained'])}, evaluated {len(summary['evaluated'])}, "
           f"reused {len(summary['skipped_train'])} trained / {len(summary['skipped_eval'])} evaluated, "
-          f"failed {len(summary['failed'])}, {summary['seconds']} s")
+          f"failed {len(summary['failed'])}, {summary['seconds']} s"
+          + (f"; second stage: ran {len(summary['stage2'])}, reused {len(summary['skipped_stage2'])}"
+             if section.get("second_stage") else ""))
     for f in summary["failed"]:
         print(f"failed: {f}", file=sys.stderr)
     return 1 if summary["failed"] else 0

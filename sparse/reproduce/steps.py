@@ -13,6 +13,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -71,3 +72,21 @@ def run_command(step: str, cmd: list[str], cwd: str, env: dict) -> float:
 def is_model(folder: str) -> bool:
     """True when ``folder`` holds a saved model (a training step's output)."""
     return any(os.path.isfile(os.path.join(folder, m)) for m in MODEL_MARKERS)
+
+
+def visible_gpus() -> int:
+    """CUDA devices this process sees (0 without a usable torch/CUDA)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - no usable torch/CUDA means CPU
+        return 0
+
+
+def launcher(nproc: int, script: str) -> list[str]:
+    """``torchrun`` over the GPUs, plain python on CPU (one process)."""
+    if nproc >= 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={nproc}", script]
+    return [sys.executable, script]
