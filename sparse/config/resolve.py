@@ -43,6 +43,7 @@ class ResolvedConfig:
     idf: Any
     health: Any
     eval: Any
+    windows: Any
     opensearch: Any
     training: Any = None  # transformers.TrainingArguments when requested
     source: Optional[str] = None

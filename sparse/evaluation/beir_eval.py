@@ -4,9 +4,16 @@
     queries --encode_queries--> query vectors --(query_prune) Index.search top_k--> run
     run --metrics.evaluate_run (pytrec_eval, BEIR conventions)--> metrics
     (queries, docs) --sparsity.sparsity_stats--> flops, q_length, d_length
+    (run, vectors) --explain.explain_rows--> per query: top documents and their tokens' contributions
+
+Long documents (``window_length``): every document is split into token windows
+(``sparse.modeling.windows``); ``max_window`` indexes each window and scores a document by its best
+one (``sparse.retrieval.windows``), ``max_pool`` indexes one vector per document, the elementwise
+max of its windows'. Sparsity and the index size are then those of what is indexed.
 
 Only rank 0 indexes, searches and scores; the other ranks help encode and return None.
-Writes ``<out_dir>/results/<dataset>.json`` and ``<out_dir>/runs/<dataset>.trec``.
+Writes ``<out_dir>/results/<dataset>.json``, ``<out_dir>/runs/<dataset>.trec`` and
+``<out_dir>/runs/<dataset>.explain.jsonl`` (``sparse.evaluation.explain``).
 """
 
 from __future__ import annotations
@@ -18,13 +25,20 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+import numpy as np
+
 from sparse.corpus import corpus_key, distributed, encode_corpus, encoder_fingerprint
 from sparse.data.beir import load_beir, sorted_corpus
-from sparse.evaluation.metrics import DEFAULT_METRICS, evaluate_run
+from sparse.evaluation.explain import explain_rows, write_explain
+from sparse.evaluation.metrics import DEFAULT_METRICS, drop_identical_ids, evaluate_run, query_metrics
 from sparse.evaluation.report import write_json, write_trec_run
 from sparse.evaluation.sparsity import sparsity_stats
+from sparse.modeling.vectors import SparseBatch
+from sparse.modeling.windows import window_content
 from sparse.retrieval.base import prune_queries
 from sparse.retrieval.embedded import index_class
+from sparse.retrieval.precision import store_values
+from sparse.retrieval.windows import search_best_window, window_ids
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +62,10 @@ class EvalOptions:
     skip_ingest: bool = False
     delete_index: bool = False
     write_run: bool = True
+    window_length: Optional[int] = None  # token windows instead of truncation (sparse.modeling.windows)
+    window_stride: Optional[int] = None  # None: the window's text tokens (no overlap)
+    window_combine: str = "max_window"
+    explain_top_k: int = 10  # documents per query in the explain file (0: none)
 
 
 def index_name(prefix: str, dataset: str, key: str) -> str:
@@ -70,13 +88,15 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
     timings["load_s"] = time.perf_counter() - t
     logger.info("%s: %d documents, %d queries with qrels (%s split)", dataset, len(doc_ids), len(queries), opts.split)
 
+    window = (opts.window_length, opts.window_stride or window_content(encoder.tokenizer, opts.window_length)) \
+        if opts.window_length else None
     encoded = encode_corpus(encoder, doc_ids, texts, opts.cache_dir, key_parts=(dataset,),
                             batch_size=opts.batch_size, max_length=opts.max_length, progress=opts.progress,
-                            dtype=opts.dtype)
+                            dtype=opts.dtype, window=window)
     timings["encode_corpus_s"] = encoded.seconds
     if not distributed.is_launch_main():
         return None
-    docs = encoded.vectors
+    docs, index_ids, counts = indexed_vectors(encoded.vectors, doc_ids, opts.window_combine if window else None)
 
     query_ids = sorted(queries)
     t = time.perf_counter()
@@ -88,7 +108,10 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
     engine = index_class(opts.engine)
     engine_opts = dict(opts.engine_opts)
     if engine.persistent:  # a named index per dataset and model, reusable with skip_ingest
-        key = encoded.key or corpus_key(encoder_fingerprint(encoder), doc_ids, texts, opts.max_length, opts.dtype)
+        key = encoded.key or corpus_key(encoder_fingerprint(encoder), doc_ids, texts, opts.max_length, opts.dtype,
+                                        window)
+        if window:
+            key += f"-{opts.window_combine}"  # one index per way of indexing the windows
         engine_opts.setdefault("index_name", index_name(opts.index_prefix, dataset, key))
         engine_opts.setdefault("skip_ingest", opts.skip_ingest)
         engine_opts.setdefault("delete_on_close", opts.delete_index)
@@ -100,10 +123,13 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
         if engine.persistent and opts.skip_ingest:
             index.verify_count(len(doc_ids))
         else:
-            index.add(doc_ids, docs)
+            index.add(index_ids, docs)
         timings["index_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        hit_ids, hit_scores = index.search(searched, opts.top_k)
+        if counts is None:
+            hit_ids, hit_scores = index.search(searched, opts.top_k)
+        else:
+            hit_ids, hit_scores = search_best_window(index, searched, opts.top_k, int(counts.max(initial=1)))
         timings["search_s"] = time.perf_counter() - t
         timings["queries_per_second"] = len(query_ids) / max(timings["search_s"], 1e-9)
         size = index.size_bytes()
@@ -120,7 +146,9 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
         "split": opts.split,
         "metrics": {k: metrics[k] for k in opts.metrics},
         "counts": {k: metrics[k] for k in ("queries", "queries_evaluated", "queries_without_results",
-                                           "self_hits_dropped")} | {"documents": len(doc_ids)},
+                                           "self_hits_dropped")} | {"documents": len(doc_ids)}
+                  | ({"windows": int(encoded.vectors.counts.sum())} if window else {}),
+        "windows": {"length": window[0], "stride": window[1], "combine": opts.window_combine} if window else None,
         "sparsity": sparsity,
         "timings": timings,
         "corpus_cache": {"entry": encoded.entry, "hit": encoded.cache_hit if encoded.entry else None},
@@ -132,11 +160,39 @@ def evaluate_dataset(encoder, dataset: str, dataset_dir: str, out_dir: str, opts
     write_json(os.path.join(out_dir, "results", f"{dataset}.json"), result)
     if opts.write_run:
         write_trec_run(os.path.join(out_dir, "runs", f"{dataset}.trec"), run)
+    if opts.write_run and opts.explain_top_k:
+        t = time.perf_counter()
+        stored = SparseBatch(docs.indptr, docs.indices, store_values(docs.values, stored_precision(opts)),
+                             docs.vocab_size)
+        first = np.concatenate([[0], np.cumsum(counts)]) if counts is not None else np.arange(len(doc_ids) + 1)
+        position = {d: i for i, d in enumerate(doc_ids)}
+        rows = explain_rows(query_ids, queries, searched, run, query_metrics(qrels, drop_identical_ids(run)[0],
+                                                                             opts.metrics), qrels,
+                            lambda d: [stored.row(j) for j in range(first[position[d]], first[position[d] + 1])],
+                            lambda d: texts[position[d]], encoder.id_to_token, opts.explain_top_k)
+        write_explain(os.path.join(out_dir, "runs", f"{dataset}.explain.jsonl"), rows)
+        logger.info("%s: explained the top %d of %d queries in %.1fs", dataset, opts.explain_top_k, len(rows),
+                    time.perf_counter() - t)
     m = result["metrics"]
     logger.info("%s: NDCG@10 %.4f  Recall@100 %.4f  flops %.3f  q_len %.1f  d_len %.1f  (%.1fs)",
                 dataset, m.get("NDCG@10", float("nan")), m.get("Recall@100", float("nan")),
                 sparsity["flops"], sparsity["q_length"], sparsity["d_length"], timings["total_s"])
     return result
+
+
+def indexed_vectors(encoded, doc_ids: list[str], combine: Optional[str]):
+    """(vectors, ids, windows per document or None) to index: the documents' own vectors; with windows
+    (``combine``), every window under its own id (``max_window``) or the max-pooled windows (``max_pool``)."""
+    if combine is None:
+        return encoded, doc_ids, None
+    if combine == "max_pool":
+        return encoded.max_pool(), doc_ids, None
+    return encoded.windows, window_ids(doc_ids, encoded.counts), encoded.counts
+
+
+def stored_precision(opts: EvalOptions) -> str:
+    """The precision the engine stores document weights at: OpenSearch always keeps 9 bits (rank_features)."""
+    return "opensearch" if opts.engine == "opensearch" else opts.engine_opts.get("precision", "float")
 
 
 _SECRET_OPTS = {"password", "http_auth", "user", "id_to_token", "client"}
