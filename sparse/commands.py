@@ -4,6 +4,7 @@
     sparse evaluate --model_name_or_path M ...      # = python evaluate_beir.py ...
     sparse mine --model_name_or_path M ...          # = python demo_train_data.py ...
     sparse kd --data_dir data/msmarco ...           # = python data_preparation.py ...
+    sparse compare RUN_A RUN_B --output DIR         # = python -m sparse.evaluation.compare ...
     sparse export RUN --to onnx --output DIR        # = python -m sparse.export ...
     sparse COMMAND --help                           # the command's keys, with help and defaults
 
@@ -30,6 +31,8 @@ SUBCOMMANDS = {
     "evaluate": ("sparse.evaluation.runner:main", "evaluate on BEIR datasets (evaluate_beir.py)", True),
     "mine": ("sparse.commands:mine", "mine hard negatives: posnegs data (demo_train_data.py)", True),
     "kd": ("sparse.commands:prepare_kd", "KD data: candidates + teacher scores (data_preparation.py)", True),
+    "compare": ("sparse.evaluation.compare:main", "why each query won or lost between two evaluations (HTML page)",
+                False),
     "export": ("sparse.export.command:main", "export a checkpoint (OpenSearch, sentence-transformers, ONNX)", False),
     "adapt": ("sparse.adapt.pipeline:main", "adapt an encoder to a corpus folder", False),
     "idf": ("sparse.idf:main", "compute a BM25 idf.json for a corpus and tokenizer", False),
