@@ -120,6 +120,9 @@ def test_adapt_label_free_end_to_end_then_reuse(tiny_corpus, tmp_path, monkeypat
     ours = set(_qrels(out / "data" / "scimini" / "qrels" / "train.tsv"))
     assert ours and not ours & user_train and all(q.startswith("pq-") for q in ours)
     assert f"python -m sparse.export {res['adapted_model']}" in proc.stdout
+    # zero-shot and the adapted model compared query by query on the test split, linked from the report
+    assert "[compare.html](compare.html)" in (out / "report" / "report.md").read_text()
+    assert "adapted (" in (out / "report" / "compare.html").read_text()
     # a rerun reuses every step
     again = _adapt(tiny_corpus, out, "--labels", "none")
     assert "reusing" in again.stdout and "+ " not in again.stdout.replace("+ python -m sparse.export", "")

@@ -179,6 +179,20 @@ def compare_runs(run_a: str, run_b: str, output: str, dataset: Optional[str] = N
     return {"page": page, "summary": summary, "data": data}
 
 
+def report_lines(run_a: str, run_b: str, output: str, dataset: str, labels: tuple[str, str]) -> list[str]:
+    """Markdown lines for a report that compares two of its evaluations: the comparison written into
+    ``output`` and linked, or why there is none (evaluations reused from before the explain file)."""
+    try:
+        out = compare_runs(run_a, run_b, output, dataset, labels)
+    except UserError as exc:
+        print(f"no per-query comparison: {exc}", flush=True)
+        return [f"(No per-query comparison: {exc})", ""]
+    c = out["data"]["counts"]
+    return [f"Query by query ({labels[1]} vs {labels[0]}, {HEADLINE}): {c['gains']} gained, {c['losses']} lost, "
+            f"{c['ties']} unchanged; why each query won or lost, token by token: [{PAGE}]({PAGE}) "
+            f"(summary: [{SUMMARY}]({SUMMARY})).", ""]
+
+
 def compare(a: CompareArguments) -> int:
     """Write the page and the summary, and say where they are."""
     out = compare_runs(a.run_a, a.run_b, a.output, a.dataset, (a.label_a, a.label_b), a.metric)
