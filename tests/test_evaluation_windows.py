@@ -156,6 +156,14 @@ def test_windowed_evaluation_equals_an_independent_ranking(encoder, long_beir, t
         ranked = sorted(((d, s) for d, s in scores.items() if s > 0), key=lambda kv: (-kv[1], kv[0]))[:top_k]
         assert [d for d, _ in run[qid]] == [d for d, _ in ranked], qid
         np.testing.assert_allclose([s for _, s in run[qid]], [s for _, s in ranked], rtol=1e-5, atol=2e-6)
+    # the explain file explains each hit by the vector that scored it (max_window: its best window)
+    with open(tmp_path / "out" / "runs" / "long.explain.jsonl") as f:
+        explained = [json.loads(line) for line in f]
+    assert [e["query_id"] for e in explained] == sorted(queries)
+    for e in explained:
+        assert [h["doc_id"] for h in e["hits"]] == [d for d, _ in run[e["query_id"]]][:opts.explain_top_k]
+        for hit in e["hits"]:
+            assert sum(q * d for _, q, d in hit["tokens"]) == pytest.approx(hit["score"], rel=1e-5)
     assert result["windows"] == {"length": length, "stride": stride, "combine": combine}
     assert result["counts"]["windows"] > result["counts"]["documents"]
     assert result["timings"]["encode_corpus_s"] > 0
