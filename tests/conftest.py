@@ -516,7 +516,8 @@ def chromium() -> str:
         pytest.skip("chromium is not installed and cannot be (needs root and apt-get): apt-get install chromium")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     log = []
-    for cmd in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+    install = ["apt-get", "install", "-y", "chromium"]
+    for cmd in (install, ["apt-get", "update"], install):
         try:
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CHROMIUM_INSTALL_TIMEOUT)
             log.append(f"{' '.join(cmd)}: exit {done.returncode} {done.stderr.strip()[-200:]}")

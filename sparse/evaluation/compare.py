@@ -70,7 +70,8 @@ def pick_dataset(folders: list[str], dataset: Optional[str]) -> str:
     if dataset is not None:
         missing = [f for f, h in zip(folders, held) if dataset not in h]
         if missing:
-            raise UserError(f"{missing[0]} has no results for dataset {dataset!r} (it has: {sorted(held[0] | held[1])})")
+            raise UserError(f"{missing[0]} has no results for dataset {dataset!r} "
+                            f"(the two folders have: {sorted(held[0] | held[1])})")
         return dataset
     if len(shared) != 1:
         raise UserError(f"the two folders share {len(shared)} datasets ({', '.join(shared) or 'none'}): "
@@ -134,11 +135,11 @@ def summary_markdown(data: dict) -> str:
              f"unchanged (of {len(data['queries'])}). Every query, its top documents and each matching token's "
              f"contribution: [{PAGE}]({PAGE}).", ""]
     lines += [f"## Largest gains ({lb} over {la})", "", table(gains) if gains else "(none)", ""]
-    lines += [f"## Largest losses", "", table(losses) if losses else "(none)", ""]
+    lines += ["## Largest losses", "", table(losses) if losses else "(none)", ""]
     return "\n".join(lines)
 
 
-def check_replaceable(folder: str) -> None:
+def check_own_files(folder: str) -> None:
     """The output files are absent or were written by this command (their marker), before anything is written."""
     check_output_dir("output", folder)
     for name in (PAGE, SUMMARY):
@@ -173,7 +174,7 @@ def compare_runs(run_a: str, run_b: str, output: str, dataset: Optional[str] = N
         default = [f"A ({default[0]})", f"B ({default[1]})"]
     names = (labels[0] or default[0], labels[1] or default[1])
     data = comparison(sides[0], sides[1], names, name, metric)
-    check_replaceable(output)
+    check_own_files(output)
     page = write_text(os.path.join(output, PAGE), page_html(data, MARKER))
     summary = write_text(os.path.join(output, SUMMARY), summary_markdown(data))
     return {"page": page, "summary": summary, "data": data}

@@ -50,7 +50,8 @@ function renderQueries(order) {
   const body = el("tbody");
   for (const q of rows) {
     const tr = el("tr", {"data-qid": q.id},
-      el("td", {class: "t"}, q.id), el("td", {class: "t"}, q.query.length > 90 ? q.query.slice(0, 90) + "..." : q.query),
+      el("td", {class: "t"}, q.id),
+      el("td", {class: "t"}, q.query.length > 90 ? q.query.slice(0, 90) + "..." : q.query),
       el("td", {}, fmt(q.a[M])), el("td", {}, fmt(q.b[M])),
       el("td", {class: q.delta > 0 ? "up" : q.delta < 0 ? "down" : ""}, signed(q.delta)));
     tr.addEventListener("click", () => select(q.id));
@@ -107,7 +108,8 @@ function select(qid) {
     runs.append(col);
   });
   box.append(runs);
-  if (location.hash !== "#q=" + encodeURIComponent(qid)) history.replaceState(null, "", "#q=" + encodeURIComponent(qid));
+  const hash = "#q=" + encodeURIComponent(qid);
+  if (location.hash !== hash) history.replaceState(null, "", hash);
 }
 
 document.getElementById("gains").addEventListener("click", () => renderQueries("gains"));

@@ -92,7 +92,8 @@ class WindowedVectors:
 
     @staticmethod
     def concat(parts: Sequence["WindowedVectors"]) -> "WindowedVectors":
-        return WindowedVectors(SparseBatch.concat([p.windows for p in parts]), np.concatenate([p.counts for p in parts]))
+        return WindowedVectors(SparseBatch.concat([p.windows for p in parts]),
+                               np.concatenate([p.counts for p in parts]))
 
     def take(self, order: Sequence[int]) -> "WindowedVectors":
         """The documents at positions ``order``, each with all its windows."""
