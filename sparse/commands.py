@@ -5,6 +5,7 @@
     sparse mine --model_name_or_path M ...          # = python demo_train_data.py ...
     sparse kd --data_dir data/msmarco ...           # = python data_preparation.py ...
     sparse sweep --model_name_or_path M ...         # = python -m sparse.evaluation.sweep ...
+    sparse compare RUN_A RUN_B --output DIR         # = python -m sparse.evaluation.compare ...
     sparse export RUN --to onnx --output DIR        # = python -m sparse.export ...
     sparse COMMAND --help                           # the command's keys, with help and defaults
 
@@ -32,6 +33,8 @@ SUBCOMMANDS = {
     "mine": ("sparse.commands:mine", "mine hard negatives: posnegs data (demo_train_data.py)", True),
     "kd": ("sparse.commands:prepare_kd", "KD data: candidates + teacher scores (data_preparation.py)", True),
     "sweep": ("sparse.evaluation.sweep:main", "evaluate one checkpoint over a grid of serving settings", False),
+    "compare": ("sparse.evaluation.compare:main", "why each query won or lost between two evaluations (HTML page)",
+                False),
     "export": ("sparse.export.command:main", "export a checkpoint (OpenSearch, sentence-transformers, ONNX)", False),
     "adapt": ("sparse.adapt.pipeline:main", "adapt an encoder to a corpus folder", False),
     "idf": ("sparse.idf:main", "compute a BM25 idf.json for a corpus and tokenizer", False),

@@ -489,3 +489,53 @@ def _restore_logging_and_threads():
         for handler in [h for h in lg.handlers if h not in kept]:
             lg.removeHandler(handler)
             handler.close()
+
+
+# ----------------------------------------------------------------------------- headless Chromium
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM_INSTALL_TIMEOUT = 900.0
+
+
+def _find_chromium():
+    import shutil
+
+    return next((shutil.which(n) for n in CHROMIUM_NAMES if shutil.which(n)), None)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of a headless-capable Chromium: found on PATH, else installed with ``apt-get install -y
+    chromium`` (as root, package lists refreshed if the first try fails); the test is skipped with
+    the reason when neither works (no root, no apt-get, no network to the package mirror)."""
+    import shutil
+
+    found = _find_chromium()
+    if found:
+        return found
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        pytest.skip("chromium is not installed and cannot be (needs root and apt-get): apt-get install chromium")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    log = []
+    install = ["apt-get", "install", "-y", "chromium"]
+    for cmd in (install, ["apt-get", "update"], install):
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CHROMIUM_INSTALL_TIMEOUT)
+            log.append(f"{' '.join(cmd)}: exit {done.returncode} {done.stderr.strip()[-200:]}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.append(f"{' '.join(cmd)}: {exc}")
+        found = _find_chromium()
+        if found:
+            return found
+    pytest.skip("chromium could not be installed: " + " | ".join(log))
+
+
+@pytest.fixture(scope="session")
+def dump_dom(chromium):
+    """``dump(html_path, timeout=120) -> str``: the page's DOM after load, from headless Chromium."""
+    def dump(path, timeout: float = 120.0) -> str:
+        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--no-first-run", "--allow-file-access-from-files", "--dump-dom", Path(path).resolve().as_uri()]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, f"chromium failed ({done.returncode}): {done.stderr[-1000:]}"
+        return done.stdout
+    return dump

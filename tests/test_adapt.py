@@ -132,6 +132,9 @@ def test_adapt_label_free_end_to_end_then_reuse(tiny_corpus, tmp_path, monkeypat
     assert f"python -m sparse.export {res['adapted_model']}" in proc.stdout
     saved = flat_view(yaml.safe_load(open(out / "model" / "train_config.yaml")))
     assert saved["train_file"] == str(out / "kd" / "pseudo")  # the query side, label-free
+    # zero-shot and the adapted model compared query by query on the test split, linked from the report
+    assert "[compare.html](compare.html)" in (out / "report" / "report.md").read_text()
+    assert "adapted (" in (out / "report" / "compare.html").read_text()
     # a rerun reuses every step
     again = _adapt(tiny_corpus, out, "--labels", "none")
     assert "reusing" in again.stdout and "+ " not in again.stdout.replace("+ python -m sparse.export", "")

@@ -62,6 +62,11 @@ def test_demo_pipeline_on_a_subset(tmp_path, scifact_dir, splade_path, idf_path,
         for key in ("NDCG@10", "Recall@100", "flops", "d_length", "q_length"):
             assert format(res[side][key], ".4f") in report and format(res[side][key], ".4f") in out
     assert "python -m sparse.adapt " in report  # the report points to the document-side recipe
+    # the query-by-query comparison of the two evaluations is written beside the report and linked
+    assert "[compare.html](compare.html)" in report
+    page = open(tmp_path / "demo" / "report" / "compare.html").read()
+    data = json.loads(re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert [m["NDCG@10"] for m in data["means"]] == [zs["metrics"]["NDCG@10"], ft["metrics"]["NDCG@10"]]
     report_dir = tmp_path / "demo" / "report"
     real_png(str(report_dir / "before_after.png"), min_w=600)
     real_png(str(report_dir / "training_curves.png"), min_w=600)

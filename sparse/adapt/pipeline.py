@@ -17,7 +17,9 @@ what it saved):
    pseudo-query rows; skipped with ``idf_fit=false``;
 6. evaluation (``evaluate_beir.py``) of the base model, the query-side fit of the base model
    (document side frozen) and the adapted model, on the dev split and, where the corpus folder has
-   test qrels, on the test split; then ``report/report.md`` and ``report/adapt_results.json``.
+   test qrels, on the test split; then ``report/report.md``, ``report/adapt_results.json`` and the
+   query-by-query comparison of zero-shot and the adapted model (``report/compare.html``, ``compare.md``;
+   on the test split where there is one).
 
 The adapted model is the trained variant with the best NDCG@10 on the dev split; the test split
 only reports. ``--stop_after rows`` ends after step 3: the data other commands train on (the
@@ -273,11 +275,15 @@ class Adapt:
         key = steps.digest(name, steps.file_digest(str(REPO_ROOT / "config" / "adapt_idf.yaml")), overrides, key_extra)
         return self._train(f"stage 2: query side ({name})", out, "config/adapt_idf.yaml", overrides, key)
 
+    def eval_dir(self, label: str, split: str) -> str:
+        """Where ``evaluate`` writes the results of ``label`` (a model's slug) on ``split``."""
+        return eval_results_dir(os.path.join(self.out, "eval", f"{label}-{split}"))
+
     def evaluate(self, label: str, model: str, idf: Optional[str], split: str, key_extra) -> Optional[dict]:
         """Evaluate ``model`` on the dev split (the adaptation data) or the test split (the user's folder)."""
         beir_dir, name = (self.data_root, self.name) if split == "dev" else (os.path.dirname(self.corpus_dir), self.name)
         out = os.path.join(self.out, "eval", f"{label}-{split}")
-        res_dir = eval_results_dir(out)
+        res_dir = self.eval_dir(label, split)
         key = steps.digest("eval", model, idf, split, key_extra)
         if self._reuse(f"evaluate {label} ({split})", out, key, read_dataset_row(res_dir, name) is not None):
             return read_dataset_row(res_dir, name)
@@ -327,14 +333,13 @@ class Adapt:
         table: dict[str, dict[str, dict]] = {}
         for label, (model, model_idf) in models.items():
             extra = steps.file_digest(os.path.join(model, steps.STAMP))
-            table[label] = {s: self.evaluate(label.replace(" ", "_").replace(",", ""), model, model_idf, s, extra)
-                            for s in splits}
+            table[label] = {s: self.evaluate(slug(label), model, model_idf, s, extra) for s in splits}
         chosen = choose_on_dev(table)
         return self.report(table, chosen, models[chosen][0], split, time.time() - t0)
 
     def report(self, table: dict, chosen: str, final: str, split: dict, wall: float) -> dict:
         """``report/report.md`` and ``report/adapt_results.json``: each model on each split."""
-        from sparse.evaluation import report
+        from sparse.evaluation import compare, report
 
         rep = os.path.join(self.out, "report")
         rows = []
@@ -364,6 +369,9 @@ class Adapt:
                  f"split, where there is one, only reports.", "",
                  "Step timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in self.timings.items()), "",
                  f"Export the adapted model: `{export}`", ""]
+        shown = "test" if "test" in table[chosen] else "dev"
+        lines += compare.report_lines(self.eval_dir(slug("zero-shot"), shown), self.eval_dir(slug(chosen), shown), rep,
+                                      self.name, ("zero-shot", f"adapted ({chosen}), {shown} split"))
         write_text(os.path.join(rep, "report.md"), "\n".join(lines))
         results["table"] = md_table
         results["report"] = os.path.join(rep, "report.md")
@@ -371,6 +379,11 @@ class Adapt:
 
 
 TRAINED = ("query side only", "document side only", "both sides")
+
+
+def slug(label: str) -> str:
+    """A model's label as a folder name ("zero-shot, corpus IDF" -> "zero-shot_corpus_IDF")."""
+    return label.replace(" ", "_").replace(",", "")
 
 
 def choose_on_dev(table: dict[str, dict[str, dict]]) -> str:

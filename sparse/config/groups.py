@@ -159,6 +159,8 @@ class EvalArguments:
     eval_top_k: int = key(1000, "Documents retrieved per query.", low=1)
     skip_ingest: bool = key(False, "Reuse an existing OpenSearch index instead of ingesting the corpus.")
     write_run_files: bool = key(True, "Write TREC run files of the retrieved documents.")
+    explain_top_k: int = key(10, "Top documents per query whose matching tokens (query x document weight) go to "
+                                 "runs/<dataset>.explain.jsonl, read by sparse compare; 0: none.", low=0)
     do_search: bool = key(True, "Accepted for reference configs; ignored (evaluation always searches).")
 
 
@@ -190,6 +192,21 @@ class ServingArguments:
 
 
 @dataclass
+class WindowArguments:
+    """Long documents in evaluation: token windows instead of truncation (docs/evaluation.md)."""
+
+    doc_window_length: Optional[int] = key(None, "Split documents into windows of this many tokens (special tokens "
+                                                 "included) instead of truncating them at corpus_max_seq_length; "
+                                                 "null: truncate.", low=1)
+    doc_window_stride: Optional[int] = key(None, "Tokens from one window's start to the next (below the window's "
+                                                 "text tokens: overlap); null: windows touch, no overlap.", low=1)
+    doc_window_combine: str = key("max_window", "max_window: each window indexed, a document scores its best "
+                                                "window (OpenSearch chunking + nested max); max_pool: one vector, "
+                                                "the elementwise max of the windows'.",
+                                  choices="sparse.modeling.windows:COMBINE_MODES")
+
+
+@dataclass
 class OpenSearchArguments:
     """The OpenSearch cluster of engine: opensearch (user and password only from the environment)."""
 
@@ -217,6 +234,7 @@ GROUPS = {
     "health": HealthArguments,
     "eval": EvalArguments,
     "serving": ServingArguments,
+    "windows": WindowArguments,
     "opensearch": OpenSearchArguments,
 }
 

@@ -44,6 +44,7 @@ class ResolvedConfig:
     health: Any
     eval: Any
     serving: Any
+    windows: Any
     opensearch: Any
     training: Any = None  # transformers.TrainingArguments when requested
     source: Optional[str] = None

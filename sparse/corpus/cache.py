@@ -1,9 +1,11 @@
 """Encode a corpus once: per-document data cached on disk, sharded across ``torchrun`` ranks.
 
-Two kinds of per-document data go through this one cache:
+Three kinds of per-document data go through this one cache:
 
 * ``encode_corpus``: a sparse encoder's document vectors (a ``SparseBatch``), in
-  ``<cache_dir>/sparse-<key>/vectors.npz``;
+  ``<cache_dir>/sparse-<key>/vectors.npz``; with ``window`` the vectors of every document's token
+  windows (a ``WindowedVectors``), in ``<cache_dir>/windows-<key>/windows.npz``, the window length
+  and stride in the key;
 * ``embed_corpus``: a dense bi-encoder's document embeddings (an ``(n, dim)`` float32 array, e.g.
   a dense teacher's), in ``<cache_dir>/dense-<key>/embeddings.npy``.
 
@@ -46,6 +48,7 @@ from sparse.corpus import distributed
 from sparse.data.digest import corpus_digest
 from sparse.errors import UserError, save_atomic, write_json
 from sparse.modeling.vectors import SparseBatch
+from sparse.modeling.windows import WindowedVectors, encode_windows
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,10 @@ class DocumentStore:
 
 SPARSE_VECTORS = DocumentStore("sparse", "vectors.npz", lambda b, p: b.save(p), SparseBatch.load, SparseBatch.concat,
                                lambda b, order: b.take(order), lambda b: {"nnz": b.nnz, "vocab_size": b.vocab_size})
+# documents split into token windows (sparse.modeling.windows): every window's vector, counted per document
+WINDOW_VECTORS = DocumentStore("windows", "windows.npz", lambda w, p: w.save(p), WindowedVectors.load,
+                               WindowedVectors.concat, lambda w, order: w.take(order),
+                               lambda w: {"windows": len(w.windows), "nnz": w.windows.nnz})
 DENSE_EMBEDDINGS = DocumentStore("dense", "embeddings.npy", lambda a, p: np.save(p, a), np.load, np.concatenate,
                                  lambda a, order: a[order], lambda a: {"dim": int(a.shape[1])})
 
@@ -122,9 +129,11 @@ def teacher_fingerprint(teacher) -> str:
 
 
 def corpus_key(fingerprint: str, doc_ids: Sequence[str], texts: Sequence[str], max_length: Optional[int],
-               dtype: str = "fp32") -> str:
-    """The cache key of a corpus (ids and texts in order) computed by a model of this fingerprint."""
-    header = [fingerprint, max_length, len(doc_ids)] + ([dtype] if dtype != "fp32" else [])
+               dtype: str = "fp32", window: Optional[tuple[int, int]] = None) -> str:
+    """The cache key of a corpus (ids and texts in order) computed by a model of this fingerprint;
+    ``window`` (length, stride): the documents were split into token windows."""
+    header = [fingerprint, max_length, len(doc_ids)] + ([dtype] if dtype != "fp32" else []) \
+        + (["window", *window] if window else [])
     return corpus_digest(header, doc_ids, texts)
 
 
@@ -155,25 +164,32 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
                   key_parts: Sequence = (), batch_size: int = 32, max_length: Optional[int] = None,
                   progress: bool = True, rank: Optional[int] = None, world_size: Optional[int] = None,
                   all_ranks: bool = False, wait_timeout: float = 24 * 3600.0,
-                  block_docs: Optional[int] = None, dtype: str = "fp32") -> CorpusVectors:
+                  block_docs: Optional[int] = None, dtype: str = "fp32",
+                  window: Optional[tuple[int, int]] = None) -> CorpusVectors:
     """Document vectors of ``texts`` (in their order), from the cache or encoded and cached.
 
     ``cache_dir=None`` disables caching (single process only). Under ``torchrun`` every rank
     must call this; rank 0 gets the full batch in ``vectors``, the other ranks get None unless
     ``all_ranks``. ``rank`` / ``world_size`` default to the launch's. ``dtype`` is the encode dtype
     (``SparseEncoder.encode_documents``). ``key_parts`` name the entry in its ``meta.json`` (e.g.
-    the dataset); they are not part of the key.
+    the dataset); they are not part of the key. ``window`` = (length, stride) splits every document
+    into token windows (``sparse.modeling.windows``) instead of truncating it at ``max_length``:
+    ``vectors`` is then a ``WindowedVectors``, cached apart from truncated vectors.
     """
-    def encode(part: list[str], desc: str, show: bool) -> SparseBatch:
+    def encode(part: list[str], desc: str, show: bool):
+        opts = dict(batch_size=batch_size, progress=show, desc=desc, dtype=dtype)
+        if window:
+            return encode_windows(encoder, part, *window, **opts)
         if not part:
             return SparseBatch.empty(encoder.vocab_size)
-        return encoder.encode_documents(part, batch_size=batch_size, max_length=length, progress=show, desc=desc,
-                                        dtype=dtype)
+        return encoder.encode_documents(part, max_length=length, **opts)
 
-    length = max_length or encoder.settings.max_seq_length
-    key = (lambda: corpus_key(encoder_fingerprint(encoder), doc_ids, texts, length, dtype)) if cache_dir else None
-    meta = {"key_parts": list(map(str, key_parts)), "max_length": length}
-    return cached_corpus(SPARSE_VECTORS, encode, doc_ids, texts, cache_dir, key, meta, "encode corpus", progress,
+    length = window[0] if window else (max_length or encoder.settings.max_seq_length)
+    key = (lambda: corpus_key(encoder_fingerprint(encoder), doc_ids, texts, length, dtype, window)) \
+        if cache_dir else None
+    meta = {"key_parts": list(map(str, key_parts)), "max_length": length} | ({"window": list(window)} if window else {})
+    store = WINDOW_VECTORS if window else SPARSE_VECTORS
+    return cached_corpus(store, encode, doc_ids, texts, cache_dir, key, meta, "encode corpus", progress,
                          rank, world_size, all_ranks, wait_timeout, block_docs)
 
 

@@ -14,7 +14,7 @@ out of the NDCG/MAP/Recall averages, so a non-zero count is reported next to the
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pytrec_eval
 
@@ -54,29 +54,48 @@ def mrr_at_k(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
     return total / len(qrels) if qrels else 0.0
 
 
-def evaluate_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
-                 metrics: Sequence[str] = DEFAULT_METRICS, ignore_identical_ids: bool = True) -> dict:
-    """``{metric: value, ..., "queries", "queries_evaluated", "queries_without_results", "self_hits_dropped"}``."""
-    dropped = 0
-    if ignore_identical_ids:
-        run, dropped = drop_identical_ids(run)
+def query_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
+                  metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, dict[str, Optional[float]]]:
+    """Per query with qrels, each metric: pytrec_eval's value (None where pytrec_eval scores no
+    query: nothing retrieved) and MRR@k (0 for a query that retrieved nothing). ``run`` is taken as
+    given (``evaluate_run`` drops self-hits first)."""
     parsed = [(_parse(m), m) for m in metrics]
-    measures = {}
+    measures: dict[str, set] = {}
     for (measure, k), _ in parsed:
         if measure != "MRR":
             measures.setdefault(_PYTREC[measure], set()).add(k)
     pytrec_measures = {f"{m}." + ",".join(map(str, sorted(ks))) for m, ks in measures.items()}
     evaluator = pytrec_eval.RelevanceEvaluator(qrels, pytrec_measures)
     scores = evaluator.evaluate({q: h for q, h in run.items() if q in qrels and h})
+    out: dict[str, dict[str, Optional[float]]] = {}
+    for qid in qrels:
+        row: dict[str, Optional[float]] = {}
+        for (measure, k), name in parsed:
+            if measure == "MRR":
+                row[name] = mrr_at_k({qid: qrels[qid]}, {qid: run.get(qid, {})}, k)
+            else:
+                row[name] = scores[qid][f"{_PYTREC[measure]}_{k}"] if qid in scores else None
+        out[qid] = row
+    return out
+
+
+def evaluate_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
+                 metrics: Sequence[str] = DEFAULT_METRICS, ignore_identical_ids: bool = True) -> dict:
+    """``{metric: value, ..., "queries", "queries_evaluated", "queries_without_results", "self_hits_dropped"}``."""
+    dropped = 0
+    if ignore_identical_ids:
+        run, dropped = drop_identical_ids(run)
+    per_query = query_metrics(qrels, run, metrics)
     out: dict = {}
-    for (measure, k), name in parsed:
-        if measure == "MRR":
-            out[name] = mrr_at_k(qrels, {q: h for q, h in run.items() if q in qrels}, k)
-        else:
-            key = f"{_PYTREC[measure]}_{k}"
-            out[name] = sum(s[key] for s in scores.values()) / len(scores) if scores else 0.0
+    for name in metrics:
+        values = [row[name] for row in per_query.values()]
+        if _parse(name)[0] == "MRR":  # BEIR divides by every query with qrels
+            out[name] = sum(values) / len(qrels) if qrels else 0.0
+        else:  # BEIR divides by the queries pytrec_eval scores
+            scored = [v for v in values if v is not None]
+            out[name] = sum(scored) / len(scored) if scored else 0.0
     out["queries"] = len(qrels)
-    out["queries_evaluated"] = len(scores)
+    out["queries_evaluated"] = sum(1 for q in qrels if run.get(q))
     out["queries_without_results"] = sum(1 for q in qrels if not run.get(q))
     out["self_hits_dropped"] = dropped
     return out

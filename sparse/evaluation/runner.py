@@ -8,7 +8,8 @@ YAML mode ``evaluate_beir.py run.yaml [key=value ...]`` (no ``model_name_or_path
           plus a table over checkpoints.
 
 The suffix names the settings that change the results: ``_2p`` (two-phase) + ``_<query_prune>`` (if > 0) +
-``_<corpus_max_seq_length>`` (if != 512) + ``_<prune_ratio>`` (if set) + ``_<doc_prune_type>-<value>`` (if set).
+``_<corpus_max_seq_length>`` (if != 512) + ``_<prune_ratio>`` (if set) + ``_<doc_prune_type>-<value>`` (if set)
++ ``_win<length>[s<stride>][_pool]`` (documents in token windows).
 
 Per model: ``results/<dataset>.json``, ``runs/<dataset>.trec``, ``summary.csv`` / ``summary.md``
 (with the average row). At the root: ``eval_config.yaml`` (resolved, credentials redacted) and
@@ -41,7 +42,7 @@ COMMAND = Command("evaluate_beir.py", __doc__, config=True, training=True)
 
 
 def suffix_of(cfg: ResolvedConfig) -> str:
-    e, m, sv = cfg.eval, cfg.model, cfg.serving
+    e, m, sv, w = cfg.eval, cfg.model, cfg.serving, cfg.windows
     s = "_2p" if sv.use_two_phase else ""
     if sv.query_prune and sv.query_prune > 0:
         s += f"_{sv.query_prune}"
@@ -51,6 +52,9 @@ def suffix_of(cfg: ResolvedConfig) -> str:
         s += f"_{m.prune_ratio}"
     if sv.doc_prune_type != "none":
         s += f"_{sv.doc_prune_type}-{sv.doc_prune_value:g}"
+    if w.doc_window_length:  # windows change the vectors: their results never land in a truncation's folder
+        s += f"_win{w.doc_window_length}" + (f"s{w.doc_window_stride}" if w.doc_window_stride else "")
+        s += "_pool" if w.doc_window_combine == "max_pool" else ""
     return s
 
 
@@ -147,18 +151,25 @@ def check_serving(cfg: ResolvedConfig, precisions: Optional[list[str]] = None) -
 def eval_options(cfg: ResolvedConfig, precisions: Optional[list[str]] = None) -> EvalOptions:
     """The ``EvalOptions`` of the eval and serving keys, checked before any model is loaded (``precisions``:
     see ``check_serving``)."""
-    e, sv = cfg.eval, cfg.serving
+    e, sv, w = cfg.eval, cfg.serving, cfg.windows
     check_serving(cfg, precisions)
     engine_opts = {**engine_options(cfg), "progress": True}
     if e.engine != "embedded":
         engine_opts["two_phase"] = sv.use_two_phase
+    if w.doc_window_stride and not w.doc_window_length:
+        raise ConfigError("doc_window_stride needs doc_window_length (the windows' length)")
+    if w.doc_window_length and w.doc_window_combine == "max_window" and e.engine != "embedded":
+        raise ConfigError("doc_window_combine max_window scores documents by their best window on the embedded "
+                          "engine; with --engine opensearch use doc_window_combine max_pool")
     return EvalOptions(split=e.eval_split, top_k=e.eval_top_k, engine=e.engine, engine_opts=engine_opts,
                        query_prune=sv.query_prune, doc_prune_type=sv.doc_prune_type,
                        doc_prune_value=sv.doc_prune_value, latency_queries=sv.latency_queries,
                        cache_dir=corpus_cache_dir(cfg),
                        batch_size=encode_batch_size(cfg), dtype=e.encode_dtype, max_length=e.corpus_max_seq_length,
                        index_prefix=cfg.opensearch.opensearch_index_prefix, skip_ingest=e.skip_ingest,
-                       delete_index=cfg.opensearch.delete_index, write_run=e.write_run_files)
+                       delete_index=cfg.opensearch.delete_index, write_run=e.write_run_files,
+                       window_length=w.doc_window_length, window_stride=w.doc_window_stride,
+                       window_combine=w.doc_window_combine, explain_top_k=e.explain_top_k)
 
 
 def load_model(cfg: ResolvedConfig, path: str, yaml_mode: bool):
@@ -212,6 +223,14 @@ def preflight(cfg: ResolvedConfig, models: list[tuple[str, str]], dataset_dirs: 
         check_model_files(path, idf_path=m.idf_path if config_idf else None,
                           tokenizer_name=None if yaml_mode else m.tokenizer_name,
                           trust_remote_code=m.trust_remote_code)
+        if cfg.windows.doc_window_length:
+            from transformers import AutoTokenizer
+
+            from sparse.modeling.windows import check_window
+
+            tokenizer_name = (None if yaml_mode else m.tokenizer_name) or path
+            check_window(AutoTokenizer.from_pretrained(tokenizer_name, trust_remote_code=m.trust_remote_code),
+                         cfg.windows.doc_window_length, cfg.windows.doc_window_stride)
     if cfg.eval.engine == "opensearch":
         from sparse.retrieval.opensearch import connection_settings
 

@@ -162,7 +162,7 @@ def run_sweep(cfg, args: SweepArguments) -> dict:
     for prune_type, value, precision in grid(args):
         opts = replace(base, doc_prune_type=prune_type, doc_prune_value=value, progress=False,
                        engine_opts={**base.engine_opts, "precision": precision, "progress": False})
-        result, _ = serve_dataset(encoder, prepared, opts)
+        result, _, _ = serve_dataset(encoder, prepared, opts)
         results.append(result)
         rows.append({"setting": label(prune_type, value, precision), "prune_type": prune_type, "prune_value": value,
                      "precision": precision, "NDCG@10": result["metrics"]["NDCG@10"],

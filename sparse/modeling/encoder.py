@@ -187,6 +187,12 @@ class SparseEncoder(nn.Module):
         )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
+    def content_token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of whole texts: preprocessed, no special tokens, no truncation (for windows)."""
+        enc = self.tokenizer(_preprocess(texts, self.settings.preprocess_func), add_special_tokens=False,
+                             truncation=False, return_token_type_ids=False, verbose=False)
+        return [list(ids) for ids in enc["input_ids"]]
+
     # ---------------------------------------------------------------- shared post-processing
     def finish_pooled(self, pooled: torch.Tensor, activation: str) -> torch.Tensor:
         """Steps 3-5 of the module docstring on pooled, saturated weights (n, V)."""
@@ -271,38 +277,61 @@ class SparseEncoder(nn.Module):
         fp32 (same result, see ``sparse.modeling.screen``); "auto" screens on CPUs with native bf16
         (avx512_bf16 / AMX) and is exact elsewhere.
         """
+        max_length = max_length or self.settings.max_seq_length
+        n = len(texts)
+        parts: list[Optional[tuple]] = [None] * n
+        with self._encoding(n, progress, desc, dtype, projection) as run:
+            for block_start in range(0, n, sort_block):
+                block = _preprocess(texts[block_start:block_start + sort_block], self.settings.preprocess_func)
+                enc = self.tokenizer(block, truncation=True, max_length=max_length, return_token_type_ids=False)
+                run(enc["input_ids"], parts, block_start, batch_size, token_chunk)
+        return _stack_rows(parts, self.vocab_size)
+
+    @torch.inference_mode()
+    def encode_token_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 32, progress: bool = False,
+                         token_chunk: int = 4096, sort_block: int = 10000, dtype: str | torch.dtype | None = "fp32",
+                         desc: str = "encode documents", projection: str = "auto") -> SparseBatch:
+        """Sparse vectors of already tokenized inputs (special tokens included), in input order;
+        the options are ``encode_documents``'."""
+        n = len(ids)
+        parts: list[Optional[tuple]] = [None] * n
+        with self._encoding(n, progress, desc, dtype, projection) as run:
+            for block_start in range(0, n, sort_block):
+                run(list(ids[block_start:block_start + sort_block]), parts, block_start, batch_size, token_chunk)
+        return _stack_rows(parts, self.vocab_size)
+
+    @contextlib.contextmanager
+    def _encoding(self, n: int, progress: bool, desc: str, dtype, projection: str):
+        """Eval mode and a progress bar around ``run(ids, parts, offset, batch_size, token_chunk)``, which
+        encodes one block of token id lists, longest first, into ``parts[offset + i]``."""
         autocast = encode_dtype(dtype)
         if projection not in ("auto", "exact", "screened"):
             raise UserError(f"projection must be auto, exact or screened, got {projection!r}")
         if projection == "auto":
             projection = "screened" if self.device.type == "cpu" and cpu_has_native_bf16() else "exact"
-        max_length = max_length or self.settings.max_seq_length
-        n = len(texts)
-        parts: list[Optional[SparseBatch]] = [None] * n
         bar = tqdm(total=n, desc=desc, unit="text", smoothing=0.1, disable=not progress)
         was_training = self.training
         self.eval()
+
+        def run(ids, parts, offset: int, batch_size: int, token_chunk: int) -> None:
+            order = np.argsort([-len(x) for x in ids], kind="stable")
+            for s in range(0, len(order), batch_size):
+                idx = order[s:s + batch_size]
+                batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+                input_ids = batch["input_ids"].to(self.device)
+                attention = batch["attention_mask"].to(self.device)
+                with _autocast(self.device, autocast):
+                    pooled = self._encode_mlm_batch(input_ids, attention, token_chunk, projection)
+                rows = SparseBatch.from_dense(self.finish_pooled(pooled, self.settings.scoring_activation))
+                for j, i in enumerate(idx):
+                    parts[offset + i] = _single_row(rows, j)
+                bar.update(len(idx))
+
         try:
-            for block_start in range(0, n, sort_block):
-                block = _preprocess(texts[block_start:block_start + sort_block], self.settings.preprocess_func)
-                enc = self.tokenizer(block, truncation=True, max_length=max_length, return_token_type_ids=False)
-                ids = enc["input_ids"]
-                order = np.argsort([-len(x) for x in ids], kind="stable")
-                for s in range(0, len(order), batch_size):
-                    idx = order[s:s + batch_size]
-                    batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
-                    input_ids = batch["input_ids"].to(self.device)
-                    attention = batch["attention_mask"].to(self.device)
-                    with _autocast(self.device, autocast):
-                        pooled = self._encode_mlm_batch(input_ids, attention, token_chunk, projection)
-                    rows = SparseBatch.from_dense(self.finish_pooled(pooled, self.settings.scoring_activation))
-                    for j, i in enumerate(idx):
-                        parts[block_start + i] = _single_row(rows, j)
-                    bar.update(len(idx))
+            yield run
         finally:
             bar.close()
             self.train(was_training)
-        return _stack_rows(parts, self.vocab_size)
 
     @torch.inference_mode()
     def encode_queries(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False,

@@ -16,7 +16,8 @@ engine by default:
 4. evaluate the fine-tuned model the same way as in step 1, and BM25 and the teacher ensemble
    (re-ranking the union of the BM25 and zero-shot top 100) on the same queries;
 5. print the table and write ``<output_root>/report/``: ``report.md``, ``before_after.png``,
-   ``training_curves.png``, ``demo_results.{json,csv}``.
+   ``training_curves.png``, ``demo_results.{json,csv}``, and the query-by-query comparison of the
+   two evaluations (``sparse compare``): ``compare.html``, ``compare.md``.
 
 Each step is skipped when its output exists and was made from the same inputs (a stamp file
 ``step.json`` records them), so a re-run reuses everything that is still valid. With a GPU
@@ -219,7 +220,7 @@ class Demo:
 
     # ------------------------------------------------------------------ report
     def report(self, zs_dir: str, ft_dir: str, model_dir: str, baselines: dict) -> dict:
-        from sparse.evaluation import plots, report
+        from sparse.evaluation import compare, plots, report
 
         before = read_dataset_row(zs_dir, self.dataset)
         after = read_dataset_row(ft_dir, self.dataset)
@@ -254,6 +255,7 @@ class Demo:
             md += ["![training curves](training_curves.png)", ""]
         else:
             md += ["(no per-step training log found, so no training curves)", ""]
+        md += compare.report_lines(zs_dir, ft_dir, rep_dir, self.dataset, ("zero-shot", "fine-tuned"))
         md += ["Step timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in self.timings.items())
                + (f"; reused: {', '.join(self.reused)}" if self.reused else ""), "",
                "This recipe fits the query side only (the document encoder is frozen), which fits the demo's "

@@ -24,8 +24,10 @@ def eval_results_dir(output_dir: str, values: Optional[dict] = None) -> str:
     from sparse.config import resolve
     from sparse.evaluation.runner import suffix_of
 
-    keys = ("use_two_phase", "query_prune", "corpus_max_seq_length", "eval_max_seq_length", "prune_ratio")
-    cfg = resolve({k: v for k, v in (values or {}).items() if k in keys}, sections=("model", "data", "eval"))
+    keys = ("use_two_phase", "query_prune", "corpus_max_seq_length", "eval_max_seq_length", "prune_ratio",
+            "doc_prune_type", "doc_prune_value", "doc_window_length", "doc_window_stride", "doc_window_combine")
+    cfg = resolve({k: v for k, v in (values or {}).items() if k in keys},
+                  sections=("model", "data", "eval", "serving", "windows"))
     return os.path.join(output_dir, f"beir_eval{suffix_of(cfg)}")
 
 

@@ -255,8 +255,12 @@ def run_grid(runs: list[grid_mod.Run], output_root: str, datasets: Optional[list
              dry_run: bool = False, section: Optional[dict] = None, second_set: Optional[dict] = None) -> dict:
     """Train and evaluate every run that is not done yet (then a preset's seed phase), then aggregate."""
     section = section or {}
+    stage = section.get("second_stage")
+    if stage:  # its keys may name the preset's folders (${output_root}) like the runs' keys do
+        stage = {**stage, "set": grid_mod.substitute(stage.get("set") or {}, {"output_root": output_root},
+                                                     grid_mod._resolvers(fetch=not dry_run))}
     plan = Plan(datasets, beir_dir, visible_gpus() if nproc is None else nproc, list(eval_args or []), dry_run,
-                section.get("second_stage"), dict(second_set or {}))
+                stage, dict(second_set or {}))
     summary = new_summary()
     t_start = time.time()
     if section.get("seeds"):  # repeats made by an earlier call join the manifest now, so an aggregate sees them
