@@ -138,15 +138,16 @@ def _fake_steps(calls):
     return fake
 
 
-def test_runner_phases_record_times_and_resume(tmp_path, monkeypatch):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_runner_phases_record_times_and_resume(tmp_path, monkeypatch, jobs):
     """Frontier, second stage and seed phase with the commands faked: times are recorded, the
-    repeats join the manifest, and a second call runs nothing."""
+    repeats join the manifest, and a second call runs nothing; the same with two runs at once."""
     root = tmp_path / "g"
     runs = _preset(root, only=["baseline"], write=True, overrides={"train_file": str(tmp_path)})
     calls = []
     monkeypatch.setattr(runner, "_run", _fake_steps(calls))
     section = grid.preset_section(grid.load_yaml(str(grid.DEFAULT_GRID)), "scifact")
-    summary = runner.run_grid(runs, str(root), nproc=0, section=section)
+    summary = runner.run_grid(runs, str(root), nproc=0, section=section, jobs=jobs)
     assert summary["failed"] == [] and len(summary["trained"]) == len(summary["evaluated"]) == 5 + 4
     assert len(summary["stage2"]) == 9
     for run in runs:
@@ -169,7 +170,7 @@ def test_runner_phases_record_times_and_resume(tmp_path, monkeypatch):
     calls.clear()
     again = runner.run_grid(grid.generate(output_root=str(root), preset="scifact", only=["baseline"],
                                           overrides={"train_file": str(tmp_path)}), str(root), nproc=0,
-                            section=section)
+                            section=section, jobs=jobs)
     assert calls == [] and len(again["skipped_train"]) == 9 and len(again["skipped_stage2"]) == 9
 
 
@@ -261,3 +262,11 @@ def test_adapt_can_stop_after_the_rows(tmp_path, monkeypatch):
     proc = subprocess.run([sys.executable, "-m", "sparse.adapt", str(corpus), "--output", str(tmp_path / "p"),
                            "--stop_after", "model"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "stop_after" in proc.stderr and not (tmp_path / "p").exists()
+
+
+def test_jobs_is_for_cpus_and_checked_before_anything_is_written(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sparse.reproduce.runner", "--preset", "scifact", "--jobs", "2",
+                           "--nproc", "1", "--output_root", str(tmp_path / "g")], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "--jobs 2" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "g").exists()

@@ -140,6 +140,7 @@ class Plan:
     dry_run: bool = False
     second_stage: Optional[dict] = None  # the preset's second_stage section
     second_set: dict = field(default_factory=dict)  # --second_stage_set
+    jobs: int = 1  # runs at once (CPU)
 
 
 def new_summary() -> dict:
@@ -223,11 +224,23 @@ def second_stage(run: grid_mod.Run, head: str, plan: Plan, summary: dict) -> Non
 
 
 def run_all(runs: list[grid_mod.Run], plan: Plan, summary: dict) -> None:
-    """Every run in order: train, evaluate, then its second stage (a preset's); a failure skips to the next run."""
-    for i, run in enumerate(runs, 1):
+    """Every run in order (``plan.jobs`` at once): train, evaluate, then its second stage (a preset's);
+    a failure skips to the next run."""
+    def one(i: int, run: grid_mod.Run) -> None:
         head = f"[{i}/{len(runs)}] {run.key} ({run.method})"
         if train_and_evaluate(run, head, plan, summary) and plan.second_stage:
             second_stage(run, head, plan, summary)
+
+    if plan.jobs <= 1:
+        for i, run in enumerate(runs, 1):
+            one(i, run)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    # each run is a chain of child processes; the threads only wait on them (list appends are atomic)
+    with ThreadPoolExecutor(max_workers=plan.jobs) as pool:
+        for future in [pool.submit(one, i, run) for i, run in enumerate(runs, 1)]:
+            future.result()
 
 
 def seed_phase(runs: list[grid_mod.Run], output_root: str, spec: dict, plan: Plan) -> list[grid_mod.Run]:
@@ -252,7 +265,8 @@ def seed_phase(runs: list[grid_mod.Run], output_root: str, spec: dict, plan: Pla
 
 def run_grid(runs: list[grid_mod.Run], output_root: str, datasets: Optional[list[str]] = None,
              beir_dir: Optional[str] = None, nproc: Optional[int] = None, eval_args: Optional[list[str]] = None,
-             dry_run: bool = False, section: Optional[dict] = None, second_set: Optional[dict] = None) -> dict:
+             dry_run: bool = False, section: Optional[dict] = None, second_set: Optional[dict] = None,
+             jobs: int = 1) -> dict:
     """Train and evaluate every run that is not done yet (then a preset's seed phase), then aggregate."""
     section = section or {}
     stage = section.get("second_stage")
@@ -260,7 +274,7 @@ def run_grid(runs: list[grid_mod.Run], output_root: str, datasets: Optional[list
         stage = {**stage, "set": grid_mod.substitute(stage.get("set") or {}, {"output_root": output_root},
                                                      grid_mod._resolvers(fetch=not dry_run))}
     plan = Plan(datasets, beir_dir, visible_gpus() if nproc is None else nproc, list(eval_args or []), dry_run,
-                stage, dict(second_set or {}))
+                stage, dict(second_set or {}), jobs)
     summary = new_summary()
     t_start = time.time()
     if section.get("seeds"):  # repeats made by an earlier call join the manifest now, so an aggregate sees them
@@ -288,6 +302,8 @@ class RunnerArguments(grid_mod.GridArguments):
                                            "second_stage), e.g. train_file_dir=DIR.", factory=list, nargs="*")
     eval_args: list[str] = key(help="Extra arguments passed to evaluate_beir.py (must come last).", factory=list,
                                nargs="...")
+    jobs: int = key(1, "Runs trained at once on a CPU, each with cores/jobs threads (unless OMP_NUM_THREADS is "
+                       "set); with GPUs: 1.", low=1)
     dry_run: bool = key(False, "Print the commands, run nothing.")
 
 
@@ -307,13 +323,21 @@ def reproduce(args: RunnerArguments) -> int:
     second_set = split_overrides(args.second_stage_set)
     if second_set and not section.get("second_stage"):
         raise UserError("--second_stage_set needs a preset with a second_stage section (e.g. --preset scifact)")
+    nproc = visible_gpus() if args.nproc is None else args.nproc
+    if args.jobs > 1 and nproc > 0:
+        raise UserError(f"--jobs {args.jobs} runs several runs at once on a CPU; with GPUs (nproc {nproc}) each run "
+                        f"takes them all: use --jobs 1")
+    if args.jobs > 1:  # every child process inherits its share of the cores
+        threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, threads)
     runs, root = grid_mod.runs_from_args(args, write=not args.dry_run)
     datasets = args.beir_datasets.split(",") if args.beir_datasets else None
-    nproc = visible_gpus() if args.nproc is None else args.nproc
     beir_dir = prepare(section, root, runs, args.beir_dir, nproc, args.dry_run)
     print(f"reproduce: {len(runs)} runs under {root}; "
           f"{'GPUs: ' + str(visible_gpus()) if args.nproc is None else 'nproc: ' + str(args.nproc)}", flush=True)
-    summary = run_grid(runs, root, datasets, beir_dir, nproc, args.eval_args, args.dry_run, section, second_set)
+    summary = run_grid(runs, root, datasets, beir_dir, nproc, args.eval_args, args.dry_run, section, second_set,
+                       args.jobs)
     if "aggregate" in summary:
         out = summary["aggregate"]
         print(Path(out["markdown"]).read_text())
