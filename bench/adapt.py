@@ -26,12 +26,17 @@ BUDGET_S = 45 * 60
 def main() -> int:
     """Run the adaptation once and print its per-step timings."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--corpus", default=str(ROOT.parent / "shared" / "data" / "beir" / "scifact"))
+    p.add_argument("--corpus", default=None, help="BEIR-layout folder (default: SciFact, from sparse.assets)")
     p.add_argument("--labels", default="none", choices=("none", "auto"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--output", default=str(ROOT / "output" / "bench-adapt" / "lf"))
     p.add_argument("--extra", nargs="*", default=[], help="more arguments for sparse.adapt (key=value ...)")
     args = p.parse_args()
+    if args.corpus is None:
+        sys.path.insert(0, str(ROOT))
+        from sparse.assets import beir_dataset
+
+        args.corpus = str(beir_dataset("scifact"))
     if os.path.exists(args.output):
         print(f"error: {args.output} exists; the benchmark times a fresh run (choose another --output)",
               file=sys.stderr)
