@@ -3,7 +3,6 @@ reading and the aggregate of a partial grid (hand-made results; no training)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -228,10 +228,10 @@ def check_inputs(cfg: ResolvedConfig, args: DatagenArguments) -> None:
         sources.update({f"BEIR dataset {n.strip()}": os.path.join(root, n.strip())
                         for n in str(cfg.data.beir_datasets).split(",") if n.strip()})
         sources["beir_dir"] = str(root)
-    for key in ("output", "write_posnegs"):  # a file in the way, a read-only parent: named before any work
-        check_output_dir(key, getattr(args, key, None))
-        check_output_apart(key, getattr(args, key, None), sources)  # never the input it reads
-        check_replaceable(key, getattr(args, key, None), DATA_MARKERS)  # never a folder it did not write
+    for name in ("output", "write_posnegs"):  # a file in the way, a read-only parent: named before any work
+        check_output_dir(name, getattr(args, name, None))
+        check_output_apart(name, getattr(args, name, None), sources)  # never the input it reads
+        check_replaceable(name, getattr(args, name, None), DATA_MARKERS)  # never a folder it did not write
     if getattr(args, "prescored", None):
         return
     if isinstance(args, KDPrepArguments):

@@ -62,8 +62,8 @@ def dataset_means(folder: str, datasets: list[str]) -> tuple[dict, list[str]]:
     if missing:
         return out, missing
     out[AVG] = _mean([per[ds]["NDCG@10"] for ds in datasets])
-    for col, key in (("FLOPS", "flops"), ("doc length", "d_length"), ("query length", "q_length")):
-        vals = [per[ds][key] for ds in datasets if per[ds].get(key) is not None]
+    for col, stat in (("FLOPS", "flops"), ("doc length", "d_length"), ("query length", "q_length")):
+        vals = [per[ds][stat] for ds in datasets if per[ds].get(stat) is not None]
         out[col] = _mean(vals) if len(vals) == len(datasets) else None
     return out, []
 

@@ -107,9 +107,9 @@ def eval_command(run: grid_mod.Run, datasets: list[str], nproc: int, beir_dir: O
         "--model_name_or_path", model or final_model_dir(run) or run.output_dir,
         "--output_dir", output_dir or run.output_dir, "--beir_datasets", ",".join(datasets),
     ]
-    for key in ("idf_path", "corpus_max_seq_length", "per_device_eval_batch_size"):
-        if v.get(key) is not None and not (key == "idf_path" and model):
-            cmd += [f"--{key}", str(v[key])]
+    for name in ("idf_path", "corpus_max_seq_length", "per_device_eval_batch_size"):
+        if v.get(name) is not None and not (name == "idf_path" and model):
+            cmd += [f"--{name}", str(v[name])]
     if beir_dir or v.get("beir_dir"):
         cmd += ["--beir_dir", beir_dir or v["beir_dir"]]
     return cmd + list(extra)
