@@ -52,9 +52,12 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=None, help="a subset: the first N test queries")
     parser.add_argument("--distractors", type=int, default=200, help="with --queries: unjudged documents kept")
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--model", default=None, help="a checkpoint (e.g. output/demo/model, with its own idf.json); "
+                                                      "default: the offline SPLADE model with the MS MARCO IDF")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    encoder = SparseEncoder.from_pretrained(str(splade_model()), idf_path=str(idf_file()))
+    encoder = SparseEncoder.from_pretrained(args.model) if args.model else \
+        SparseEncoder.from_pretrained(str(splade_model()), idf_path=str(idf_file()))
     encoder.encode_documents(["a warm-up batch, so the first setting's time is not the start-up's"] * 4)
     with tempfile.TemporaryDirectory(prefix="bench-windows-") as tmp:
         folder = str(beir_dataset("scifact"))
