@@ -155,7 +155,8 @@ def test_runner_phases_record_times_and_resume(tmp_path, monkeypatch, jobs):
     repeats = ["baseline/0.03_seed2", "baseline/0.03_seed3", "baseline/0.1_seed2", "baseline/0.1_seed3"]
     assert [r.key for r in grid.load_manifest(str(root))] == [r.key for r in runs] + repeats
     assert grid.load_yaml(str(root / "configs" / "baseline" / "0.1_seed3.yaml"))["seed"] == 3
-    stage = next(c for c in calls if "config/adapt_idf.yaml" in c)
+    stage = next(c for c in calls if "config/adapt_idf.yaml" in c  # the first run's (runs finish in any order)
+                 and f"model_name_or_path={runs[0].output_dir}" in c)
     assert "idf_path=null" in stage and f"model_name_or_path={runs[0].output_dir}" in stage
     # the preset fits the IDF on the labelled rows of its data step, whatever the runs train on
     assert f"train_file={root / 'adapt' / 'kd' / 'labelled'}" in stage and "seed=1" in stage
