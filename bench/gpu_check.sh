@@ -4,7 +4,8 @@
 # to record. Dry run on a CPU with tiny sizes:  DEVICE=cpu SMALL=1 bash bench/gpu_check.sh
 #
 # The GPU image lacks pytrec-eval-terrier (NDCG in bench/encode.py): carry its cp312 wheel in .whl/
-# (see the device README) and this script installs it with --target.
+# (see the device README) and this script installs it with --target. BENCH_TIMEOUT caps each benchmark
+# (seconds, default 240); ONLY=REGEX keeps the benchmarks whose names match.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
@@ -16,7 +17,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     && export PYTHONPATH=/tmp/site
 fi
 PY=${PYTHON:-python3}
-$PY -m sparse.assets >/dev/null 2>&1 || true   # the small assets (cached after the first call)
+timeout 30 $PY -m sparse.assets >/dev/null 2>&1 || true   # the small assets (cached after the first call)
 if [ -n "${SMALL:-}" ]; then
   DOCS=40; STEPS=2; BIG_DOCS=20; B=2
 else
@@ -24,8 +25,9 @@ else
 fi
 run() {  # name, command...; each benchmark's output goes to its own file, a failure does not stop the rest
   local name=$1; shift
+  [[ $name =~ ${ONLY:-.} ]] || return 0   # ONLY=REGEX runs the benchmarks whose names match
   echo "== $name: $*" | tee -a "$OUTDIR/summary.txt"
-  timeout 240 "$@" > "$OUTDIR/$name.txt" 2>&1; echo "rc=$?" >> "$OUTDIR/$name.txt"
+  timeout "${BENCH_TIMEOUT:-240}" "$@" > "$OUTDIR/$name.txt" 2>&1; echo "rc=$?" >> "$OUTDIR/$name.txt"
   grep -v "Loading weights" "$OUTDIR/$name.txt" | tail -6 | tee -a "$OUTDIR/summary.txt"
 }
 for dtype in fp32 bf16 fp16; do

@@ -4,6 +4,7 @@ reading and the aggregate of a partial grid (hand-made results; no training)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -270,3 +271,27 @@ def test_jobs_is_for_cpus_and_checked_before_anything_is_written(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 2 and "--jobs 2" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "g").exists()
+
+
+def test_a_run_with_results_but_no_model_is_not_trained_again(tmp_path, monkeypatch):
+    """Runs trained elsewhere (only their results copied here) count as done; their second stage, which
+    needs the model, is reported as not possible instead of being run on nothing."""
+    root = tmp_path / "g"
+    runs = _preset(root, only=["baseline"], write=True, overrides={"train_file": str(tmp_path)})
+    calls = []
+    monkeypatch.setattr(runner, "_run", _fake_steps(calls))
+    section = {k: v for k, v in grid.preset_section(grid.load_yaml(str(grid.DEFAULT_GRID)), "scifact").items()
+               if k != "seeds"}
+    runner.run_grid(runs, str(root), nproc=0, section=section)
+    moved, later = runs[0], runs[1]
+    os.remove(os.path.join(moved.output_dir, "config.json"))   # its weights are gone
+    shutil.rmtree(os.path.join(moved.output_dir, STAGE_DIR))
+    os.remove(os.path.join(later.output_dir, "config.json"))   # so are these, and its config changed since
+    with open(later.config_path, "a") as f:
+        f.write("# edited\nlearning_rate: 3.0e-5\n")
+    calls.clear()
+    again = runner.run_grid(runs, str(root), nproc=0, section=section)
+    trained = [c for c in calls if any(a.endswith(".yaml") and "configs" in a for a in c)]
+    assert [t[-1] for t in trained] == [later.config_path]      # the changed one only
+    assert moved.key in again["skipped_train"] and moved.key in again["skipped_eval"]
+    assert any(f.startswith(moved.key + ": second stage needs the run's model") for f in again["failed"])

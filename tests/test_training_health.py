@@ -135,3 +135,26 @@ def test_idf_fit_trains_only_the_query_idf_and_lowers_the_loss(tiny, tmp_path):
     assert [x["step"] for x in log] == [2, 4, 6, 8, 10, 12, 14, 15]
     trained = sorted(query_tokens - set(base.tokenizer.all_special_ids))
     assert log[-1]["idf_shift"] == pytest.approx(float(np.abs(after[trained] - before[trained]).mean()), rel=1e-5)
+
+
+def test_idf_fit_reuses_the_corpus_cache_and_keeps_the_checkpoints_activation(tiny, tmp_path, monkeypatch):
+    """A second stage on an l0-activation model fits the IDF over that model's documents (not relu's), and
+    encodes them once: the IDF fit reads and fills the corpus cache evaluation uses."""
+    from sparse.modeling.encoder import SparseEncoder
+
+    monkeypatch.setenv("SPARSE_CACHE_DIR", str(tmp_path / "cache"))
+    _kd_rows(tmp_path / "kd.jsonl", random.Random(5))
+    trained = SparseEncoder.from_pretrained(tiny["model"], settings={"activation": "l1_relu",
+                                                                     "decouple_activation": True})
+    trained.save_pretrained(str(tmp_path / "l0"))
+    fit = dict(model_name_or_path=str(tmp_path / "l0"), train_file=str(tmp_path / "kd.jsonl"), data_type="kd",
+               loss_types="[kldiv]", freeze_document_encoder="true", idf_requires_grad="true", idf_lr=0.05,
+               score_scale=30, eval_max_seq_length=16, num_train_epochs=1, max_steps=-1)
+    first = _train(tiny, tmp_path / "a", **fit)
+    second = _train(tiny, tmp_path / "b", **fit)
+    assert (first["doc_cache_hit"], second["doc_cache_hit"]) == (False, True)
+    saved = json.loads((tmp_path / "a" / "sparse_config.json").read_text())
+    assert (saved["activation"], saved["decouple_activation"]) == ("l1_relu", True)
+    relu = _train(tiny, tmp_path / "c", activation_type="relu", **fit)  # given explicitly: the config wins
+    assert json.loads((tmp_path / "c" / "sparse_config.json").read_text())["activation"] == "relu"
+    assert not relu["doc_cache_hit"]  # other documents, another cache entry

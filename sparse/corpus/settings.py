@@ -2,7 +2,10 @@
 
 The rule for sparse settings (``SparseSettings`` fields, saved with every checkpoint):
 
-* training builds a new model, so every setting comes from the config (``sparse_settings``);
+* training builds a new model, so every setting comes from the config (``sparse_settings``), except
+  that training on from a checkpoint saved by this toolkit (a second stage, a further fine-tune) keeps
+  the settings its training fixed (activation, pooling, ...) unless the config gives them explicitly
+  (``training_sparse_settings``): a config's defaults must not silently swap a model's activation;
 * evaluation, mining and KD preparation load a trained model, so only the settings the user gave
   explicitly (on the command line or in the YAML file) override what the checkpoint says, and the
   checkpoint's own settings fill the rest (``explicit_sparse_settings``). A siamese checkpoint is
@@ -51,6 +54,16 @@ def explicit_sparse_settings(cfg: ResolvedConfig) -> dict[str, Any]:
     given = cfg.explicit_keys
     every = sparse_settings(cfg)
     return {name: every[name] for name in OVERRIDABLE if any(key in given for key in SETTING_KEYS[name])}
+
+
+def training_sparse_settings(cfg: ResolvedConfig, saved: dict) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(settings training builds its model with, the checkpoint's settings kept over the config's defaults);
+    ``saved``: the settings the starting checkpoint was saved with ({} for a plain model)."""
+    every = sparse_settings(cfg)
+    given = explicit_sparse_settings(cfg)
+    kept = {name: saved[name] for name in OVERRIDABLE
+            if name in saved and name not in given and saved[name] != every[name]}
+    return {**every, **kept}, kept
 
 
 def default_cache_dir() -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import pickle
 import warnings
@@ -136,6 +137,15 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def saved_settings(path: str) -> dict:
+    """The sparse settings a checkpoint folder was saved with (``sparse_config.json``); {} for a plain model."""
+    file = os.path.join(path, SETTINGS_FILE)
+    if not os.path.isfile(file):
+        return {}
+    with open(file, encoding="utf-8") as f:
+        return json.load(f)
 
 
 class SparseEncoder(nn.Module):
@@ -401,10 +411,7 @@ class SparseEncoder(nn.Module):
         settings = dict(settings or {})
         if "activation_type" in settings:
             settings.setdefault("activation", settings.pop("activation_type"))
-        stored = {}
-        if local and os.path.isfile(os.path.join(path, SETTINGS_FILE)):
-            with open(os.path.join(path, SETTINGS_FILE), encoding="utf-8") as f:
-                stored = json.load(f)
+        stored = saved_settings(path)
         merged = {**stored, **(settings or {})}
         for key, value in (settings or {}).items():
             if key in stored and stored[key] != value:
@@ -414,7 +421,9 @@ class SparseEncoder(nn.Module):
         own_idf = _find_idf(path, local) if local or not idf_path else None
         if idf_path and own_idf and os.path.isfile(idf_path) and not os.path.samefile(idf_path, own_idf):
             new, own = load_idf_file(idf_path), load_idf_file(own_idf)
-            differ = sum(new.get(t, 1.0) != w for t, w in own.items()) + len(set(new) - set(own))  # absent: 1.0
+            # absent tokens weigh 1.0; a saved table holds float32 values, so equal means equal to float32 precision
+            differ = sum(not math.isclose(new.get(t, 1.0), own.get(t, 1.0), rel_tol=1e-6, abs_tol=1e-6)
+                         for t in set(new) | set(own))
             if differ:
                 logger.warning("idf_path %s replaces the checkpoint's own %s (%d tokens differ); drop idf_path to "
                                "use the checkpoint's", idf_path, own_idf, differ)

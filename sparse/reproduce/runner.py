@@ -76,6 +76,18 @@ def is_trained(run: grid_mod.Run) -> bool:
         return False
 
 
+def results_only(run: grid_mod.Run, datasets: list[str]) -> bool:
+    """Trained with this config and evaluated, but its model is gone (trained on another machine and only
+    its results copied, or its weights deleted for space): done, not trained again."""
+    stamp = os.path.join(run.output_dir, TRAIN_STAMP)
+    if final_model_dir(run) is not None or not os.path.isfile(stamp) or not is_evaluated(run, datasets):
+        return False
+    try:
+        return json.loads(Path(stamp).read_text()).get("config_sha") == config_digest(run.config_path)
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def is_evaluated(run: grid_mod.Run, datasets: list[str], output_dir: Optional[str] = None) -> bool:
     """Every dataset has a result under the run's (or ``output_dir``'s) evaluation folder."""
     return all(os.path.isfile(result_path(agg.eval_dir(run, output_dir), ds)) for ds in datasets)
@@ -152,6 +164,11 @@ def new_summary() -> dict:
 def train_and_evaluate(run: grid_mod.Run, head: str, plan: Plan, summary: dict) -> bool:
     """Train the run (unless done), evaluate it (unless done); False when a step failed."""
     ds = agg.run_datasets(run, plan.datasets)
+    if results_only(run, ds):
+        print(f"{head}: trained and evaluated already (its model is not here), skipping it", flush=True)
+        summary["skipped_train"].append(run.key)
+        summary["skipped_eval"].append(run.key)
+        return True
     if is_trained(run):
         print(f"{head}: trained already, skipping training", flush=True)
         summary["skipped_train"].append(run.key)
@@ -192,7 +209,13 @@ def second_stage(run: grid_mod.Run, head: str, plan: Plan, summary: dict) -> Non
     """The IDF fit on top of the run's model, then its evaluation (each unless done)."""
     ds = agg.run_datasets(run, plan.datasets)
     folder = stage2.stage_dir(run)
-    model = final_model_dir(run) or run.output_dir
+    model = final_model_dir(run)
+    if model is None and not plan.dry_run:
+        if not is_evaluated(run, ds, folder):
+            print(f"{head}: second stage not possible, the run's model is not here", file=sys.stderr, flush=True)
+            summary["failed"].append(f"{run.key}: second stage needs the run's model, which is not here")
+        return
+    model = model or run.output_dir
     cmd = stage2.train_command(run, model, plan.second_stage, plan.second_set, plan.beir_dir, plan.nproc)
     key = stage2.stage_key(cmd, plan.second_stage["config"], os.path.join(run.output_dir, TRAIN_STAMP))
     if stage2.is_trained(run, key) and is_evaluated(run, ds, folder):

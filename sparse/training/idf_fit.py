@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from sparse.corpus import encode_corpus
+from sparse.corpus.settings import corpus_cache_dir
 from sparse.data.beir import load_corpus, sorted_corpus
 from sparse.data.datasets import check_row_types, dataset_paths, load_rows
 from sparse.errors import ConfigError, UserError, write_json
@@ -107,9 +108,14 @@ def fit_idf(cfg, encoder, health=None, rows: Optional[list[dict]] = None) -> dic
     weights = list(lcfg.loss_weights) if lcfg.loss_weights is not None else [1.0] * len(losses)
 
     ids, texts, key_parts = _collection(cfg, rows)
-    encoded = encode_corpus(encoder, ids, texts, cfg.eval.cache_dir, key_parts=key_parts,
+    # the documents are encoded where training runs (a GPU when there is one) and through the cache
+    # evaluation uses, so a model evaluated before its IDF fit is not encoded again; the fit itself is
+    # a few thousand small products and stays on the CPU
+    encoder.to(args.device)
+    encoded = encode_corpus(encoder, ids, texts, corpus_cache_dir(cfg), key_parts=key_parts,
                             batch_size=args.per_device_eval_batch_size, max_length=cfg.eval.corpus_max_seq_length,
                             progress=True)
+    encoder.to("cpu")
     vectors = encoded.vectors.to_csr()
     position = {i: n for n, i in enumerate(ids)}
     logger.info("%d documents (%s, cache %s) for %d training rows", len(ids), key_parts[0],

@@ -21,7 +21,7 @@ import torch
 
 from sparse.config import (FALSE_STRINGS, TRUE_STRINGS, Command, ConfigError, ResolvedConfig, check_training_keys,
                            parse_command)
-from sparse.corpus import check_input_path, check_model_path, sparse_settings
+from sparse.corpus import check_input_path, check_model_path, training_sparse_settings
 from sparse.corpus import distributed
 from sparse.corpus.distributed import group_rank, launch_world_size
 from sparse.errors import check_output_dir, write_json
@@ -161,7 +161,7 @@ def main(argv=None) -> dict:
     from sparse.data.collators import TrainingCollator
     from sparse.losses.flops import FlopsRegularizer
     from sparse.losses.ranking import RankingLoss
-    from sparse.modeling.encoder import SparseEncoder
+    from sparse.modeling.encoder import SparseEncoder, saved_settings
     from sparse.training.health import TrainingHealth
     from sparse.training.model import SparseTrainingModel
     from sparse.training.trainer import SparseTrainer, StopOnSignal, TrainingInterrupted
@@ -183,7 +183,11 @@ def main(argv=None) -> dict:
     check_config(cfg)
     datasets = None if cfg.idf.freeze_document_encoder else load_training_data(cfg)
     set_seed(args.seed)
-    encoder = SparseEncoder.from_pretrained(m.model_name_or_path, settings=sparse_settings(cfg), idf_path=m.idf_path,
+    settings, kept = training_sparse_settings(cfg, saved_settings(m.model_name_or_path))
+    if kept:
+        logger.info("%s was trained with %s: kept (give the keys to change them)", m.model_name_or_path,
+                    ", ".join(f"{k}={v!r}" for k, v in kept.items()))
+    encoder = SparseEncoder.from_pretrained(m.model_name_or_path, settings=settings, idf_path=m.idf_path,
                                             tokenizer_name=m.tokenizer_name, trust_remote_code=m.trust_remote_code)
     is_main = args.process_index == 0  # also sets up the process group under torchrun
     if torch.cuda.device_count() > 1 and args.n_gpu > 1:

@@ -60,8 +60,11 @@ def test_idf_path_over_a_checkpoint_idf_warns(faults_env, tmp_path, caplog):
     enc.save_pretrained(str(tmp_path / "ckpt"))  # writes its own idf.json (all 1.0)
     other = tmp_path / "other_idf.json"
     other.write_text(json.dumps({"cat": 5.0, "dog": 4.0}))
+    rounded = tmp_path / "rounded_idf.json"  # the same table before float32 rounding: not a different one
+    rounded.write_text(json.dumps({"cat": 1.0 + 1e-9, "dog": 1.0 - 1e-9}))
     with caplog.at_level(logging.WARNING, logger="sparse.modeling.encoder"):
         SparseEncoder.from_pretrained(str(tmp_path / "ckpt"), idf_path=str(tmp_path / "ckpt" / "idf.json"))
+        SparseEncoder.from_pretrained(str(tmp_path / "ckpt"), idf_path=str(rounded))
         assert not [r for r in caplog.records if "replaces" in r.getMessage()]
         SparseEncoder.from_pretrained(str(tmp_path / "ckpt"), idf_path=str(other))
     warned = [r.getMessage() for r in caplog.records if "replaces the checkpoint's own" in r.getMessage()]
