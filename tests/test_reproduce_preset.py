@@ -134,6 +134,7 @@ def _fake_steps(calls):
             out = grid.load_yaml(next(a for a in cmd if a.endswith(".yaml")))["output_dir"]
         os.makedirs(out, exist_ok=True)
         open(os.path.join(out, "config.json"), "w").write("{}")
+        open(os.path.join(out, "model.safetensors"), "w").write("")
         return 0
     return fake
 
@@ -284,9 +285,9 @@ def test_a_run_with_results_but_no_model_is_not_trained_again(tmp_path, monkeypa
                if k != "seeds"}
     runner.run_grid(runs, str(root), nproc=0, section=section)
     moved, later = runs[0], runs[1]
-    os.remove(os.path.join(moved.output_dir, "config.json"))   # its weights are gone
+    os.remove(os.path.join(moved.output_dir, "model.safetensors"))   # its weights are gone
     shutil.rmtree(os.path.join(moved.output_dir, STAGE_DIR))
-    os.remove(os.path.join(later.output_dir, "config.json"))   # so are these, and its config changed since
+    os.remove(os.path.join(later.output_dir, "model.safetensors"))   # so are these, and its config changed since
     with open(later.config_path, "a") as f:
         f.write("# edited\nlearning_rate: 3.0e-5\n")
     calls.clear()

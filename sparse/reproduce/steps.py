@@ -22,6 +22,7 @@ from sparse.errors import UserError, write_json
 
 STAMP = "step.json"
 MODEL_MARKERS = ("sparse_config.json", "config.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def digest(*parts) -> str:
@@ -70,8 +71,11 @@ def run_command(step: str, cmd: list[str], cwd: str, env: dict) -> float:
 
 
 def is_model(folder: str) -> bool:
-    """True when ``folder`` holds a saved model (a training step's output)."""
-    return any(os.path.isfile(os.path.join(folder, m)) for m in MODEL_MARKERS)
+    """True when ``folder`` holds a saved model (a training step's output): its config and its weights
+    (a folder whose weights were removed, or copied without them, is not one)."""
+    def has(names):
+        return any(os.path.isfile(os.path.join(folder, m)) for m in names)
+    return has(MODEL_MARKERS) and has(WEIGHT_FILES)
 
 
 def visible_gpus() -> int:
