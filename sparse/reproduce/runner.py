@@ -325,8 +325,9 @@ class RunnerArguments(grid_mod.GridArguments):
                                            "second_stage), e.g. train_file_dir=DIR.", factory=list, nargs="*")
     eval_args: list[str] = key(help="Extra arguments passed to evaluate_beir.py (must come last).", factory=list,
                                nargs="...")
-    jobs: int = key(1, "Runs trained at once on a CPU, each with cores/jobs threads (unless OMP_NUM_THREADS is "
-                       "set); with GPUs: 1.", low=1)
+    jobs: int = key(1, "Runs trained at once, each a single process with cores/jobs threads (unless "
+                       "OMP_NUM_THREADS is set): on a CPU, or sharing one GPU with --nproc 0; torchrun runs "
+                       "(nproc >= 1) take every GPU: 1.", low=1)
     dry_run: bool = key(False, "Print the commands, run nothing.")
 
 
@@ -348,8 +349,8 @@ def reproduce(args: RunnerArguments) -> int:
         raise UserError("--second_stage_set needs a preset with a second_stage section (e.g. --preset scifact)")
     nproc = visible_gpus() if args.nproc is None else args.nproc
     if args.jobs > 1 and nproc > 0:
-        raise UserError(f"--jobs {args.jobs} runs several runs at once on a CPU; with GPUs (nproc {nproc}) each run "
-                        f"takes them all: use --jobs 1")
+        raise UserError(f"--jobs {args.jobs} runs several single-process runs at once; a torchrun run (nproc {nproc}) "
+                        f"takes every GPU: use --jobs 1, or --nproc 0 for single-process runs that share the GPU")
     if args.jobs > 1:  # every child process inherits its share of the cores
         threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
