@@ -183,14 +183,18 @@ def test_aggregate_of_a_partial_preset_grid(tmp_path, captured_figures, real_png
     for name, (ndcg, fl) in made.items():
         _result(base[name].output_dir, ndcg, fl, d_length=100 * fl, q_length=7.0)
         _result(os.path.join(base[name].output_dir, "idf_fit"), ndcg + 0.01, fl - 0.1, q_length=6.0)
-        times.record(base[name].output_dir, "train", 600.0)
+        gpu = name in ("0.01", "0.03")  # trained on a GPU: their times are reported apart
+        times.record(base[name].output_dir, "train", 60.0 if gpu else 600.0)
         times.record(base[name].output_dir, "eval", 100.0)
+        with open(os.path.join(base[name].output_dir, "train.log"), "w") as f:
+            f.write(f"12/04/2026 12:21:23 - INFO - sparse.train - process 0 of 1, device {'cuda:0' if gpu else 'cpu'}\n")
     out = aggregate.aggregate(str(tmp_path))
     rows = {r["run"]: r for r in out["rows"] if r["block"] == "baseline"}
     r = rows["0.003"]
     assert (r["NDCG@10 avg"], r["FLOPS"], r["doc length"], r["query length"]) == (0.66, 1.5, 150.0, 7.0)
     assert (r["2-stage NDCG@10 avg"], r["2-stage FLOPS"], r["2-stage query length"]) == (0.67, 1.4, 6.0)
-    assert (r["train s"], r["eval s"], r["status"]) == (600.0, 100.0, "done")
+    assert (r["train s"], r["eval s"], r["status"], r["device"]) == (600.0, 100.0, "done", "cpu")
+    assert rows["0.03"]["device"] == "cuda" and rows["0.1"]["device"] is None
     assert rows["0.1"]["status"] == "not evaluated: scifact" and rows["0.1"]["NDCG@10 avg"] is None
     # every run not evaluated is listed, and the seed repeats that wait for their method's frontier
     assert "baseline/0.1 (not evaluated: scifact)" in out["missing"]
@@ -206,7 +210,8 @@ def test_aggregate_of_a_partial_preset_grid(tmp_path, captured_figures, real_png
     assert cells[8] == "0.6000 (0.001, FLOPS 0.50)"  # the only run at FLOPS <= 1.05
     assert "Best at FLOPS <= 1.05: **FLOPS baseline** (model + IDF fit), run baseline/0.001, NDCG@10 0.6100" in md
     assert "Does not reach BM25 (0.6760): -0.0660." in md
-    assert "Wall time: train 600 s per run (600-600, 4 runs); eval 100 s per run" in md
+    assert ("Wall time: on cpu: train 600 s per run (600-600, 2 runs); eval 100 s per run (100-100, 2 runs). "
+            "Total 0.39 h. on cuda: train 60 s per run (60-60, 2 runs)") in md
     real_png(out["png"], min_w=600)
     real_png(out["png_2stage"], min_w=600)
     (ax,) = captured_figures[os.path.abspath(out["png"])]["axes"]

@@ -27,6 +27,7 @@ from sparse.errors import UserError, write_text
 from sparse.evaluation import plots
 from sparse.reproduce import grid as grid_mod
 from sparse.reproduce import seeds, summary, times
+from sparse.reproduce.training_log import training_device
 from sparse.reproduce.results import eval_results_dir, read_dataset_row
 from sparse.reproduce.second_stage import stage_dir
 
@@ -81,6 +82,7 @@ def run_row(run: grid_mod.Run, datasets: list[str], second_stage: bool = False) 
         row.update({f"2-stage {k}": second[k] for k in (AVG, "FLOPS", "query length")})
     spent = times.read(run.output_dir)
     row.update({f"{step} s": spent.get(step) for step in times.STEPS})
+    row["device"] = training_device(run.output_dir)
     row["status"] = "not evaluated: " + ",".join(missing) if missing else "done"
     return row
 
@@ -95,7 +97,8 @@ def table_columns(rows: list[dict], second: bool) -> list[str]:
     optional = ["seed", "lambda", "threshold", "activation", *(per_dataset if len(per_dataset) > 1 else [])]
     columns = ["block", "method", "run"] + [c for c in optional if any(r.get(c) is not None for r in rows)]
     columns += [AVG, "FLOPS", "doc length", "query length", *(SECOND_COLUMNS if second else ())]
-    return columns + [c for c in summary.TIME_COLUMNS if any(r.get(c) is not None for r in rows)] + ["status"]
+    timed = [c for c in (*summary.TIME_COLUMNS, "device") if any(r.get(c) is not None for r in rows)]
+    return columns + timed + ["status"]
 
 
 def aggregate(output_root: str, datasets: Optional[list[str]] = None, plot: bool = True) -> dict:

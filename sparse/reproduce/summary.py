@@ -90,7 +90,18 @@ def verdict(rows: Sequence[dict], budget: float, reference: Optional[dict]) -> s
 
 
 def timing_line(rows: Sequence[dict]) -> str:
-    """Total and per-run wall time of each step over the runs that recorded it."""
+    """Total and per-run wall time of each step over the runs that recorded it, per training device
+    when the runs trained on more than one (a CPU and a GPU differ by an order of magnitude)."""
+    devices = sorted({r.get("device") or "unknown" for r in rows if any(r.get(c) is not None for c in TIME_COLUMNS)})
+    if not devices:
+        return "No wall times recorded yet."
+    if len(devices) == 1:
+        return f"Wall time ({devices[0]}): " + _timing_parts(rows)
+    return "Wall time: " + " ".join(f"on {d}: " + _timing_parts([r for r in rows if (r.get("device") or "unknown") == d])
+                                    for d in devices)
+
+
+def _timing_parts(rows: Sequence[dict]) -> str:
     parts, total = [], 0.0
     for col in TIME_COLUMNS:
         values = [r[col] for r in rows if r.get(col) is not None]
@@ -98,6 +109,4 @@ def timing_line(rows: Sequence[dict]) -> str:
             total += sum(values)
             parts.append(f"{col[:-2]} {sum(values) / len(values):.0f} s per run ({min(values):.0f}-{max(values):.0f}, "
                          f"{len(values)} runs)")
-    if not parts:
-        return "No wall times recorded yet."
-    return "Wall time: " + "; ".join(parts) + f". Total {total / 3600:.2f} h."
+    return "; ".join(parts) + f". Total {total / 3600:.2f} h."

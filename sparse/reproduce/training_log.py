@@ -17,6 +17,7 @@ import glob
 import json
 import os
 import re
+from typing import Optional
 
 STEP_LINE = re.compile(r" - step (\d+): (\{.*\})\s*$")
 
@@ -59,6 +60,22 @@ def _from_train_log(path: str) -> list[dict]:
             if isinstance(values, dict):
                 out.append({"step": int(m.group(1)), **values})
     return out
+
+
+DEVICE_LINE = re.compile(r"process \d+ of (\d+), device (\w+)")
+
+
+def training_device(output_dir: str) -> Optional[str]:
+    """Where the run trained, from its ``train.log``: ``cpu``, ``cuda``, or ``cuda x4`` under torchrun."""
+    path = os.path.join(output_dir, "train.log")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = DEVICE_LINE.search(line)
+            if m:
+                return m.group(2) + (f" x{m.group(1)}" if int(m.group(1)) > 1 else "")
+    return None
 
 
 def read_training_log(output_dir: str) -> list[dict]:
