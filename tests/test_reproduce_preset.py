@@ -301,3 +301,14 @@ def test_a_run_with_results_but_no_model_is_not_trained_again(tmp_path, monkeypa
     assert [t[-1] for t in trained] == [later.config_path]      # the changed one only
     assert moved.key in again["skipped_train"] and moved.key in again["skipped_eval"]
     assert any(f.startswith(moved.key + ": second stage needs the run's model") for f in again["failed"])
+
+
+def test_a_partial_call_keeps_the_other_runs_in_the_manifest(tmp_path):
+    """``--only`` (or ``--limit``) on an output root that holds a whole grid adds to its manifest; it
+    never hides the runs it did not select from the aggregate."""
+    everything = [r.key for r in _preset(tmp_path, write=True)]
+    _preset(tmp_path, write=True, only=["mask"])
+    assert [r.key for r in grid.load_manifest(str(tmp_path))] == everything
+    other = tmp_path / "other"
+    _preset(other, write=True, only=["mask"])
+    assert {r.block for r in grid.load_manifest(str(other))} == {"mask"}

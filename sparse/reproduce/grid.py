@@ -261,11 +261,20 @@ def write_config(run: Run, header: str) -> None:
 
 
 def write_manifest(runs: list[Run], output_root: str, grid_path, base_path, preset: Optional[str]) -> str:
-    """``<output_root>/manifest.json``: every run of the grid, what the aggregate reads."""
+    """``<output_root>/manifest.json``: every run of the grid, what the aggregate reads. Runs an earlier
+    call of the same preset listed and this one did not select (``--only``, ``--limit``, the seed
+    repeats) stay listed, so a partial call never hides finished runs from the aggregate."""
     path = os.path.join(output_root, MANIFEST)
     os.makedirs(output_root, exist_ok=True)
+    new = {(r.block, r.name): asdict(r) for r in runs}
+    listed = []
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        if old.get("preset") == preset:  # in their order, each replaced by this call's when selected again
+            listed = [new.pop((r["block"], r["name"]), r) for r in old.get("runs", [])]
     write_json(path, {"grid": str(grid_path), "base": str(base_path), "preset": preset,
-                      "runs": [asdict(r) for r in runs]}, indent=1)
+                      "runs": listed + list(new.values())}, indent=1)
     return path
 
 
