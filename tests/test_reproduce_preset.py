@@ -208,7 +208,8 @@ def test_aggregate_of_a_partial_preset_grid(tmp_path, captured_figures, real_png
     assert float(cells[4]) == pytest.approx(0.60 + 0.06 * 0.5, abs=1e-4)  # at FLOPS 1.0: 0.63
     assert float(cells[6]) == pytest.approx(0.66 + 0.04 * 0.5, abs=1e-4)  # at FLOPS 2.0: 0.68
     assert cells[8] == "0.6000 (0.001, FLOPS 0.50)"  # the only run at FLOPS <= 1.05
-    assert "Best at FLOPS <= 1.05: **FLOPS baseline** (model + IDF fit), run baseline/0.001, NDCG@10 0.6100" in md
+    assert ("Best at FLOPS <= 1.05 (frontier runs, one seed each): **FLOPS baseline** (model + IDF fit), "
+            "run baseline/0.001, NDCG@10 0.6100") in md
     assert "Does not reach BM25 (0.6760): -0.0660." in md
     assert ("Wall time: on cpu: train 600 s per run (600-600, 2 runs); eval 100 s per run (100-100, 2 runs). "
             "Total 0.39 h. on cuda: train 60 s per run (60-60, 2 runs)") in md
@@ -312,3 +313,22 @@ def test_a_partial_call_keeps_the_other_runs_in_the_manifest(tmp_path):
     other = tmp_path / "other"
     _preset(other, write=True, only=["mask"])
     assert {r.block for r in grid.load_manifest(str(other))} == {"mask"}
+
+
+def test_the_best_seeded_point_under_the_budget_is_judged_by_its_mean():
+    """A point repeated with seeds counts by its mean NDCG@10 and mean FLOPS; single runs and points
+    whose mean FLOPS is over the budget do not count."""
+    from sparse.reproduce import summary
+
+    def row(method, block, run, ndcg, flops, parent=None):
+        return {"method": method, "block": block, "run": run, "seed repeat of": parent, "NDCG@10 avg": ndcg,
+                "FLOPS": flops, "2-stage NDCG@10 avg": None, "2-stage FLOPS": None}
+    rows = [row("A", "a", "p", 0.66, 1.00), row("A", "a", "p_seed2", 0.68, 1.08, "p"),
+            row("B", "b", "q", 0.70, 1.20), row("B", "b", "q_seed2", 0.71, 1.00, "q"),  # mean FLOPS 1.10
+            row("C", "c", "r", 0.75, 0.90)]                                           # one seed only
+    mean, spread, flops, stage, method, point = summary.best_seeded(rows, 1.05)
+    assert (round(mean, 6), round(flops, 6), stage, method, point) == (0.67, 1.04, "model", "A", "a/p")
+    assert spread["n"] == 2 and spread["min"] == 0.66
+    assert summary.best_seeded(rows[2:], 1.05) is None
+    text = summary.verdict(rows, 1.05, {"label": "BM25", "ndcg10": 0.676})
+    assert "**C** (model), run c/r, NDCG@10 0.7500" in text and "**A** (model), a/p, NDCG@10 0.6700" in text
