@@ -66,26 +66,25 @@ def final_model_dir(run: grid_mod.Run) -> Optional[str]:
     return None
 
 
-def is_trained(run: grid_mod.Run) -> bool:
+def trained_with_this_config(run: grid_mod.Run) -> bool:
+    """The run's training stamp exists and names the config it has now."""
     stamp = os.path.join(run.output_dir, TRAIN_STAMP)
-    if not os.path.isfile(stamp) or final_model_dir(run) is None:
+    if not os.path.isfile(stamp):
         return False
     try:
         return json.loads(Path(stamp).read_text()).get("config_sha") == config_digest(run.config_path)
     except (OSError, json.JSONDecodeError):
         return False
+
+
+def is_trained(run: grid_mod.Run) -> bool:
+    return final_model_dir(run) is not None and trained_with_this_config(run)
 
 
 def results_only(run: grid_mod.Run, datasets: list[str]) -> bool:
     """Trained with this config and evaluated, but its model is gone (trained on another machine and only
     its results copied, or its weights deleted for space): done, not trained again."""
-    stamp = os.path.join(run.output_dir, TRAIN_STAMP)
-    if final_model_dir(run) is not None or not os.path.isfile(stamp) or not is_evaluated(run, datasets):
-        return False
-    try:
-        return json.loads(Path(stamp).read_text()).get("config_sha") == config_digest(run.config_path)
-    except (OSError, json.JSONDecodeError):
-        return False
+    return final_model_dir(run) is None and trained_with_this_config(run) and is_evaluated(run, datasets)
 
 
 def is_evaluated(run: grid_mod.Run, datasets: list[str], output_dir: Optional[str] = None) -> bool:
