@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from sparse.adapt import workspace
-from sparse.adapt.workspace import dev_split, write_adapt_data
+from sparse.adapt.workspace import dev_split, write_adapt_data, write_cut_dev_corpus
 from sparse.config.resolve import flat_view
 from sparse.datagen.pseudo_queries import PseudoQuery
 from sparse.errors import UserError
@@ -83,6 +83,30 @@ def test_labelled_data_adds_train_queries_and_takes_dev_from_them(tmp_path):
         write_adapt_data(str(tmp_path / "b"), str(corpus), [], ({"pq-1": "x"}, {"pq-1": {"d0": 1}}), 0, {})
 
 
+def test_label_free_dev_corpus_cuts_each_dev_query_from_its_document_only(tmp_path):
+    rows = [{"_id": "d0", "title": "Graphene transistors", "text": "Graphene has high mobility. It switches fast."},
+            {"_id": "d1", "title": "Sleep and memory", "text": "Sleep consolidates memory in young adults."},
+            {"_id": "d2", "title": "Kidney stones", "text": "Oxalate intake raises the risk of kidney stones.",
+             "metadata": {"year": 2001}}]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pseudo = [PseudoQuery("Sleep consolidates memory in young adults", "d1", "span"),  # trained on
+              PseudoQuery("Graphene transistors", "d0", "title"),  # dev: verbatim
+              PseudoQuery("oxalate kidney", "d2", "keyterms")]  # dev: by its words
+    data = tmp_path / "data" / "c"
+    write_adapt_data(str(data), str(corpus), pseudo, None, 2, {"mode": "label-free"})
+    counts = write_cut_dev_corpus(str(tmp_path / "dev" / "c"), str(data))
+    assert counts == {"verbatim": 1, "words": 1, "none": 0}
+    cut = [json.loads(line) for line in open(tmp_path / "dev" / "c" / "corpus.jsonl")]
+    assert cut[1] == rows[1]  # not a dev query's document: untouched, though a train query came from it
+    assert cut[0] == {**rows[0], "title": ""}
+    assert cut[2] == {**rows[2], "title": "stones", "text": "intake raises the risk of stones."}  # other fields kept
+    queries = [json.loads(line) for line in open(tmp_path / "dev" / "c" / "queries.jsonl")]
+    assert [q["_id"] for q in queries] == ["pq-000001", "pq-000002"]  # the dev queries alone
+    assert _qrels(tmp_path / "dev" / "c" / "qrels" / "dev.tsv") == _qrels(data / "qrels" / "dev.tsv")
+    assert corpus.read_text() == "".join(json.dumps(r) + "\n" for r in rows)  # the user's file is never changed
+
+
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory, scifact_dir):
     from sparse.reproduce.subset import make_subset
@@ -114,6 +138,11 @@ def test_adapt_label_free_end_to_end_then_reuse(tiny_corpus, tmp_path, monkeypat
     res = json.load(open(out / "report" / "adapt_results.json"))
     assert res["mode"] == "label-free" and res["queries"]["labelled_train_queries"] == 0
     assert res["queries"]["dev_from"] == "pseudo" and res["queries"]["dev_queries"] == 4
+    # the dev split is matched against the corpus with each dev query cut from its document
+    cuts = json.load(open(out / "dev" / "scimini" / "cuts.json"))
+    assert sum(cuts.values()) == 4 and cuts["none"] < 4
+    assert "--beir_dir " + str(out / "dev") in proc.stdout
+    assert "with the query cut out" in (out / "report" / "report.md").read_text()
     models = {(r["model"], r["split"]) for r in res["results"]}
     for name in ("zero-shot", "zero-shot, corpus IDF", "query side only", "document side only", "both sides"):
         assert {(name, "dev"), (name, "test")} <= models

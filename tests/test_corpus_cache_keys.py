@@ -1,6 +1,9 @@
 """The corpus-vector cache key follows what decides document vectors, and nothing query-side."""
 
+import json
 import os
+
+import numpy as np
 
 import torch
 
@@ -80,3 +83,47 @@ def test_the_same_corpus_under_another_folder_name_reuses_every_cache(tiny_check
     assert not hit1 and hit2
     assert calls1 > 0 and calls2 == 0
     assert sorted(n.split("-")[0] for n in os.listdir(cache)) == ["bm25", "dense", "sparse"]  # one entry each
+
+
+def test_a_corpus_with_a_few_documents_changed_computes_only_those(tiny_bert, tmp_path, monkeypatch):
+    """Edited, added and removed documents: only the new texts are encoded (embedded), the rest is
+    reused from the entry of the same model, and the result equals a fresh computation."""
+    from sparse.corpus import cache, embed_corpus
+
+    model, tok = tiny_bert
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    enc = SparseEncoder.from_pretrained(str(tmp_path / "m"), settings={"max_seq_length": 32})
+    ids = [f"d{i}" for i in range(8)]
+    texts = [f"document {i} about cats and dogs number {i}" for i in range(8)]
+    store = str(tmp_path / "cache")
+    encode_corpus(enc, ids, texts, store, progress=False)
+    encoded = []
+    real = enc.encode_documents
+    monkeypatch.setattr(enc, "encode_documents", lambda part, **kw: encoded.append(list(part)) or real(part, **kw))
+    # d2 edited, d5 removed, d9 added, order changed
+    new_ids = ["d9"] + [i for i in ids if i != "d5"]
+    new_texts = ["a new document about birds"] + [("an edited text" if i == "d2" else t)
+                                                 for i, t in zip(ids, texts) if i != "d5"]
+    got = encode_corpus(enc, new_ids, new_texts, store, progress=False)
+    assert not got.cache_hit and encoded == [["a new document about birds", "an edited text"]]
+    fresh = encode_corpus(enc, new_ids, new_texts, None, progress=False)
+    assert (got.vectors.to_csr() != fresh.vectors.to_csr()).nnz == 0
+    meta = json.load(open(os.path.join(got.entry, "meta.json")))
+    assert meta["reused_rows"] == 6 and meta["n_docs"] == 8
+    # another model (here: another length) never lends its rows
+    encoded.clear()
+    encode_corpus(enc, new_ids, new_texts, store, max_length=16, progress=False)
+    assert len(encoded) == 1 and len(encoded[0]) == 8
+    # too little in common (under half the documents): computed whole
+    encoded.clear()
+    few = ids[:3] + [f"x{i}" for i in range(5)]
+    encode_corpus(enc, few, texts[:3] + [f"other {i}" for i in range(5)], store, progress=False)
+    assert sum(map(len, encoded)) == 8
+    # dense embeddings too
+    teacher = _FakeDenseTeacher()
+    embed_corpus(teacher, ids, texts, store, progress=False)
+    calls = teacher.calls
+    again = embed_corpus(teacher, new_ids, new_texts, store, progress=False)
+    assert teacher.calls == calls + 1
+    assert np.allclose(again.vectors, cache.embed_texts(teacher, new_texts))

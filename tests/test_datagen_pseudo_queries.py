@@ -8,7 +8,8 @@ import random
 import pytest
 
 from sparse.datagen.pseudo_queries import (CorpusTermStats, Document, KeyTermQueries, SpanQueries, TitleQueries,
-                                           build_generators, doc_rng, generate_queries, parse_mix, sentences)
+                                           build_generators, cut_from_document, doc_rng, generate_queries,
+                                           parse_mix, sentences, words)
 from sparse.errors import UserError
 
 DOCS = [
@@ -64,6 +65,31 @@ def test_idf_is_higher_for_rarer_terms():
     stats = CorpusTermStats(DOCS)
     assert stats.df["in"] == 2 and stats.df["graphene"] == 1
     assert stats.idf("graphene") > stats.idf("in") > 0
+
+
+def test_each_kind_is_cut_from_its_document_so_its_words_are_gone():
+    """The label-free dev split: a held-out query matched against its document without the query."""
+    gens = build_generators({"title": 1, "span": 1, "keyterms": 1}, DOCS)
+    for doc in DOCS[:3]:
+        for kind, gen in gens.items():
+            query = gen.generate(doc, random.Random(1))
+            cut, how = cut_from_document(doc, query.text)
+            assert how == ("words" if kind == "keyterms" else "verbatim"), (kind, doc.doc_id)
+            assert cut.doc_id == doc.doc_id
+            left = (cut.title + " " + cut.text).lower()
+            assert " ".join(query.text.lower().split()) not in left
+            if kind == "keyterms":
+                assert not set(query.text.split()) & {w.lower() for w in words(left)}
+            # only the query is cut: the rest of the document stays, in order
+            assert len(left.split()) >= len((doc.title + " " + doc.text).split()) - 2 * len(query.text.split())
+    title, how = cut_from_document(DOCS[0], "Vitamin D deficiency in elderly patients")
+    assert (title.title, title.text, how) == ("", DOCS[0].text, "verbatim")  # the title goes, the text stays
+    span, _ = cut_from_document(DOCS[2], "Graphene has high   carrier mobility")  # spacing is not a word
+    assert span.title == "Graphene transistors" and span.text.startswith(". Transistors built")
+    keys, _ = cut_from_document(DOCS[0], "vitamin elderly")  # whole words, any case; "D" stays
+    assert keys.title == "D deficiency in patients" and "Vitamin" not in keys.text
+    assert cut_from_document(DOCS[0], "the of in") == (DOCS[0], "none")  # stop-words only: nothing to cut
+    assert cut_from_document(DOCS[0], "zebra") == (DOCS[0], "none")
 
 
 def test_mix_parsing_and_errors():

@@ -6,7 +6,9 @@ what it saved):
 1. the corpus's own IDF (``python -m sparse.idf``);
 2. pseudo-queries from the corpus (``sparse.datagen.pseudo_queries``), plus the user's train
    queries when there are labels; a dev split (a fixed set of labelled train queries, or held-out
-   pseudo-queries) is written into the data (``sparse.adapt.workspace``);
+   pseudo-queries) is written into the data (``sparse.adapt.workspace``); label-free, the held-out
+   pseudo-queries are matched against a copy of the corpus with each one's text cut from its
+   document, so that copied words cannot find it;
 3. distillation rows (``data_preparation.py``): candidates from the union of the base model, BM25
    and a dense model; scores from the BM25 + dense teacher ensemble; one dataset per source of
    queries (labelled, pseudo);
@@ -207,6 +209,24 @@ class Adapt:
               f"{split['labelled_train_queries']}); dev {split['dev_queries']} ({split['dev_from']})")
         return split
 
+    def cut_dev_corpus(self, data_key: str) -> str:
+        """Step 2b, label-free: the dev split's own corpus, each held-out pseudo-query's text cut
+        from its document (``workspace.write_cut_dev_corpus``); returns its key."""
+        from sparse.adapt.workspace import write_cut_dev_corpus
+
+        folder = os.path.join(self.dev_root, self.name)
+        key = steps.digest("cut dev corpus", data_key)
+        self._banner(f"dev corpus, each dev query cut from its document -> {folder}")
+        if not self._reuse("dev corpus", folder, key, os.path.isfile(os.path.join(folder, "cuts.json"))):
+            t0 = time.time()
+            counts = write_cut_dev_corpus(folder, self.data_dir)
+            secs = time.time() - t0
+            steps.write_stamp(folder, key, secs)
+            self.timings["dev corpus"] = secs
+            print(f"dev queries cut from their documents: {counts['verbatim']} verbatim, {counts['words']} by "
+                  f"their words, {counts['none']} not at all")
+        return key
+
     def distillation_rows(self, data_key: str, split: dict) -> str:
         """Step 3: candidates from three retrievers, scored by the BM25 + dense ensemble; one dataset
         per source of train queries under ``kd/`` (``kd/labelled``, ``kd/pseudo``)."""
@@ -281,10 +301,10 @@ class Adapt:
 
     def evaluate(self, label: str, model: str, idf: Optional[str], split: str, key_extra) -> Optional[dict]:
         """Evaluate ``model`` on the dev split (the adaptation data) or the test split (the user's folder)."""
-        beir_dir, name = (self.data_root, self.name) if split == "dev" else (os.path.dirname(self.corpus_dir), self.name)
+        beir_dir, name = (self.dev_root, self.name) if split == "dev" else (os.path.dirname(self.corpus_dir), self.name)
         out = os.path.join(self.out, "eval", f"{label}-{split}")
         res_dir = self.eval_dir(label, split)
-        key = steps.digest("eval", model, idf, split, key_extra)
+        key = steps.digest("eval", model, idf, split, key_extra, self.dev_key if split == "dev" else None)
         if self._reuse(f"evaluate {label} ({split})", out, key, read_dataset_row(res_dir, name) is not None):
             return read_dataset_row(res_dir, name)
         cmd = self._python("evaluate_beir.py", "--model_name_or_path", model, "--output_dir", out,
@@ -318,6 +338,11 @@ class Adapt:
             return {"stopped_after": "rows", "idf": idf, "rows": os.path.join(self.out, "kd"),
                     "query_side_rows": self.idf_rows,
                     "timings_s": {k: round(v, 1) for k, v in self.timings.items()}, "wall_s": round(time.time() - t0, 1)}
+        if self.use_labels:  # labelled dev queries are real questions: matched against the corpus as it is
+            self.dev_root, self.dev_key = self.data_root, data_key
+        else:
+            self.dev_root = os.path.join(self.out, "dev")
+            self.dev_key = self.cut_dev_corpus(data_key)
         models: dict[str, tuple[str, Optional[str]]] = {"zero-shot": (self.model, self.base_idf),
                                                          "zero-shot, corpus IDF": (self.model, idf)}
         if self.args.idf_fit:
@@ -361,7 +386,9 @@ class Adapt:
         lines = [f"# Adapting `{os.path.basename(self.model)}` to `{self.name}`", "",
                  f"Mode: {split.get('mode')}; train queries {split.get('train_queries')} (pseudo "
                  f"{split.get('pseudo_train_queries')}, labelled {split.get('labelled_train_queries')}); dev "
-                 f"{split.get('dev_queries')} ({split.get('dev_from')}). 'query side only' fits the IDF over the "
+                 f"{split.get('dev_queries')} ({split.get('dev_from')}"
+                 f"{'' if self.use_labels else ', each matched against its document with the query cut out'}). "
+                 f"'query side only' fits the IDF over the "
                  f"base model's frozen documents; 'document side only' trains the encoder; 'both sides' does "
                  f"the second on top of the first.", "", md_table, "",
                  f"Adapted model: **{chosen}** (`{final}`), the trained variant with the best dev NDCG@10 "

@@ -6,6 +6,11 @@ queries (``qrels/train_labelled.tsv``, ``qrels/train_pseudo.tsv``: the query sid
 labelled ones alone when there are any), ``qrels/dev.tsv`` (the queries that choose settings, never trained on) and
 ``split.json`` (which query is which, the seeds and the counts), so a run can be reproduced.
 
+Label-free, the held-out pseudo-queries are matched against ``<out>/dev/<name>/``: the same
+corpus with each dev query's own text cut out of the document it came from
+(``write_cut_dev_corpus``). Uncut, a pseudo-query finds its document through the words it copies
+(NDCG@10 near 0.99 for every model) and the dev split cannot rank the trained variants.
+
 A pseudo-query's qrels line names the document it was made from: provenance, not a human label.
 In label-free mode the user's queries and qrels are never opened.
 """
@@ -18,8 +23,8 @@ import random
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from sparse.data.beir import load_beir, read_jsonl
-from sparse.datagen.pseudo_queries import Document, PseudoQuery
+from sparse.data.beir import load_beir, read_jsonl, read_qrels_tsv
+from sparse.datagen.pseudo_queries import Document, PseudoQuery, cut_from_document
 from sparse.errors import UserError, write_atomic, write_json, write_text
 
 PSEUDO_PREFIX = "pq-"
@@ -130,3 +135,45 @@ def write_adapt_data(folder: str, corpus_path: str, pseudo: Sequence[PseudoQuery
         "dev_ids": sorted(dev_qrels), "dev_seed": DEV_SEED,
         "train_splits": [f"train_{s}" for s, n in zip(SOURCES, (data.n_labelled, data.n_pseudo)) if n]})
     return data
+
+
+def write_cut_dev_corpus(folder: str, data_dir: str) -> dict[str, int]:
+    """A BEIR folder for the dev split of ``data_dir`` (``write_adapt_data``'s output): its dev
+    queries and qrels, and the corpus with each dev query's text cut from the documents it names
+    (``cut_from_document``). Returns how many queries were cut verbatim, by words, or not at all."""
+    from collections import Counter
+
+    qrels = read_qrels_tsv(os.path.join(data_dir, "qrels", "dev.tsv"))
+    queries = {str(row["_id"]): row.get("text") or "" for _, row in read_jsonl(os.path.join(data_dir, "queries.jsonl"))
+               if str(row["_id"]) in qrels}
+    missing = sorted(set(qrels) - set(queries))
+    if missing:
+        raise UserError(f"{data_dir}: dev queries {missing[:3]} are in qrels/dev.tsv but not in queries.jsonl")
+    cuts: dict[str, list[str]] = {}
+    for qid in sorted(qrels):
+        for doc_id in qrels[qid]:
+            cuts.setdefault(doc_id, []).append(queries[qid])
+    how: Counter = Counter()
+
+    def rows(f):
+        for _, row in read_jsonl(os.path.join(data_dir, "corpus.jsonl")):
+            doc_id = str(row["_id"])
+            if doc_id in cuts:
+                doc = Document(doc_id, row.get("title") or "", row.get("text") or "")
+                for query in cuts.pop(doc_id):
+                    doc, way = cut_from_document(doc, query)
+                    how[way] += 1
+                row = {**row, "title": doc.title, "text": doc.text}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    os.makedirs(os.path.join(folder, "qrels"), exist_ok=True)
+    write_atomic(os.path.join(folder, "corpus.jsonl"), rows)
+    if cuts:
+        raise UserError(f"{data_dir}: dev qrels name documents that are not in the corpus: {sorted(cuts)[:3]}")
+    write_atomic(os.path.join(folder, "queries.jsonl"),
+                 lambda f: f.writelines(json.dumps({"_id": q, "text": queries[q]}, ensure_ascii=False) + "\n"
+                                        for q in sorted(queries)))
+    write_text(os.path.join(folder, "qrels", "dev.tsv"), _qrels_lines(qrels))
+    counts = {way: how.get(way, 0) for way in ("verbatim", "words", "none")}
+    write_json(os.path.join(folder, "cuts.json"), counts)
+    return counts

@@ -17,6 +17,12 @@ The dataset's name is not in the key: the same corpus under another folder name 
 and the name (``key_parts``) is only recorded in ``meta.json``. A changed model, corpus or
 truncation length never reuses stale data.
 
+A corpus that differs from a cached one in some documents (edited, added, removed: e.g. the
+adapt command's dev corpus, with 150 of 5,183 documents cut) computes only those: every entry
+records one digest per document (``docs.npy``) and, in ``meta.json``, its ``family`` (the key
+without the corpus: model, length, dtype, window); on a miss, the entry of the same family that
+shares the most documents, at least half, gives their rows (single process only).
+
 A complete entry holds the data file and ``meta.json`` (written last: it marks the entry
 complete). An entry that cannot be read, or holds another number of rows than the corpus has
 documents, is computed again, with a warning that says why.
@@ -37,6 +43,7 @@ import hashlib
 import json
 import logging
 import os
+import functools
 import time
 import zipfile
 from dataclasses import asdict, dataclass
@@ -53,6 +60,8 @@ from sparse.modeling.windows import WindowedVectors, encode_windows
 logger = logging.getLogger(__name__)
 
 META = "meta.json"
+DOC_DIGESTS = "docs.npy"  # one digest per document, in order: which rows another corpus can reuse
+MIN_REUSE = 0.5  # reuse another entry's rows only when it holds at least this share of the documents
 BLOCK_DOCS = 20_000  # documents per saved block: what a killed encode can lose at most, per rank
 EMBED_CHUNK = 512  # texts per dense embed call (progress granularity)
 READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
@@ -137,6 +146,47 @@ def corpus_key(fingerprint: str, doc_ids: Sequence[str], texts: Sequence[str], m
     return corpus_digest(header, doc_ids, texts)
 
 
+def corpus_family(fingerprint: str, max_length: Optional[int], dtype: str = "fp32",
+                  window: Optional[tuple[int, int]] = None) -> str:
+    """What ``corpus_key`` hashes besides the corpus: entries of one family hold interchangeable rows."""
+    header = [fingerprint, max_length] + ([dtype] if dtype != "fp32" else []) + (["window", *window] if window else [])
+    return hashlib.blake2b(json.dumps(header).encode(), digest_size=12).hexdigest()
+
+
+def document_digests(doc_ids: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+    """One 16-byte digest of (id, text) per document, in order (``S16`` array)."""
+    return np.array([hashlib.blake2b(f"{i}\x00{t}".encode(), digest_size=16).digest()
+                     for i, t in zip(doc_ids, texts)], dtype="S16")
+
+
+def reusable_rows(store: DocumentStore, cache_dir: str, family: str, digests: np.ndarray):
+    """(rows, positions, entry): the rows of the documents at ``positions`` (of the corpus with these
+    ``digests``) taken from the complete entry of ``family`` that shares the most documents, at
+    least ``MIN_REUSE`` of them; None when no entry does."""
+    best = None
+    for name in sorted(os.listdir(cache_dir)):
+        entry = os.path.join(cache_dir, name)
+        try:
+            with open(os.path.join(entry, META)) as f:
+                if json.load(f).get("family") != family:
+                    continue
+            theirs = np.load(os.path.join(entry, DOC_DIGESTS))
+        except READ_ERRORS:
+            continue
+        where = {d: i for i, d in enumerate(theirs.tolist())}
+        pairs = [(pos, where[d]) for pos, d in enumerate(digests.tolist()) if d in where]
+        if len(pairs) >= MIN_REUSE * len(digests) and (best is None or len(pairs) > len(best[1])):
+            best = (entry, pairs, len(theirs))
+    if best is None:
+        return None
+    entry, pairs, n_theirs = best
+    data = load_cached(entry, n_theirs, store)
+    if data is None:
+        return None
+    positions = np.array([p for p, _ in pairs], np.int64)
+    return store.take(data, np.array([q for _, q in pairs], np.int64)), positions, entry
+
+
 def load_cached(entry: str, n_docs: int, store: DocumentStore = SPARSE_VECTORS):
     """The data of a complete cache entry, or None.
 
@@ -185,12 +235,13 @@ def encode_corpus(encoder, doc_ids: Sequence[str], texts: Sequence[str], cache_d
         return encoder.encode_documents(part, max_length=length, **opts)
 
     length = window[0] if window else (max_length or encoder.settings.max_seq_length)
-    key = (lambda: corpus_key(encoder_fingerprint(encoder), doc_ids, texts, length, dtype, window)) \
-        if cache_dir else None
+    fingerprint = functools.cache(lambda: encoder_fingerprint(encoder))
+    key = (lambda: corpus_key(fingerprint(), doc_ids, texts, length, dtype, window)) if cache_dir else None
     meta = {"key_parts": list(map(str, key_parts)), "max_length": length} | ({"window": list(window)} if window else {})
     store = WINDOW_VECTORS if window else SPARSE_VECTORS
     return cached_corpus(store, encode, doc_ids, texts, cache_dir, key, meta, "encode corpus", progress,
-                         rank, world_size, all_ranks, wait_timeout, block_docs)
+                         rank, world_size, all_ranks, wait_timeout, block_docs,
+                         family=lambda: corpus_family(fingerprint(), length, dtype, window))
 
 
 def embed_corpus(teacher, doc_ids: Sequence[str], texts: Sequence[str], cache_dir: Optional[str],
@@ -202,9 +253,11 @@ def embed_corpus(teacher, doc_ids: Sequence[str], texts: Sequence[str], cache_di
     def embed(part: list[str], desc: str, show: bool) -> np.ndarray:
         return embed_texts(teacher, part, show, desc)
 
-    key = (lambda: corpus_key(teacher_fingerprint(teacher), doc_ids, texts, None)) if cache_dir else None
+    fingerprint = functools.cache(lambda: teacher_fingerprint(teacher))
+    key = (lambda: corpus_key(fingerprint(), doc_ids, texts, None)) if cache_dir else None
     return cached_corpus(DENSE_EMBEDDINGS, embed, doc_ids, texts, cache_dir, key, {"model": teacher.name},
-                         "dense corpus", progress, rank, world_size, all_ranks, wait_timeout, block_docs)
+                         "dense corpus", progress, rank, world_size, all_ranks, wait_timeout, block_docs,
+                         family=lambda: corpus_family(fingerprint(), None))
 
 
 def cached_embeddings(teacher, doc_ids: Sequence[str], texts: Sequence[str], cache_dir: str) -> Optional[np.ndarray]:
@@ -242,8 +295,9 @@ def cached_corpus(store: DocumentStore, compute: Callable[[list[str], str, bool]
                   texts: Sequence[str], cache_dir: Optional[str], key: Optional[Callable[[], str]], meta: dict,
                   desc: str, progress: bool = True, rank: Optional[int] = None, world_size: Optional[int] = None,
                   all_ranks: bool = False, wait_timeout: float = 24 * 3600.0,
-                  block_docs: Optional[int] = None) -> CorpusVectors:
-    """The cache of the module docstring: ``compute(texts, desc, progress)`` runs on what is missing."""
+                  block_docs: Optional[int] = None, family: Optional[Callable[[], str]] = None) -> CorpusVectors:
+    """The cache of the module docstring: ``compute(texts, desc, progress)`` runs on what is missing;
+    ``family()`` names the entries whose rows this corpus may reuse (``corpus_family``)."""
     if len(doc_ids) != len(texts):
         raise ValueError(f"{len(doc_ids)} ids for {len(texts)} texts")
     t0 = time.perf_counter()
@@ -265,6 +319,15 @@ def cached_corpus(store: DocumentStore, compute: Callable[[list[str], str, bool]
         logger.info("corpus %s loaded from cache %s", store.filename, entry)
         return result(cached if (rank == 0 or all_ranks) else None, True, entry, k)
     os.makedirs(entry, exist_ok=True)
+    digests = document_digests(ids, texts)
+    fam = family() if family else None
+    reused = reusable_rows(store, cache_dir, fam, digests) if fam and world == 1 else None
+    if reused is not None:
+        full = _fill_in(store, compute, texts, reused, progress, desc, entry, block_docs or BLOCK_DOCS)
+        _save_entry(store, entry, full, digests, {"n_docs": len(doc_ids), **meta, "family": fam, "world_size": 1,
+                                                  "reused_rows": len(reused[1]),
+                                                  "reused_from": os.path.basename(reused[2])})
+        return result(full, False, entry, k)
     positions = list(distributed.shard_positions(len(texts), rank, world))
     t_compute = time.perf_counter()
     shard = _in_blocks(store, compute, [texts[i] for i in positions], progress and rank == 0,
@@ -294,13 +357,35 @@ def cached_corpus(store: DocumentStore, compute: Callable[[list[str], str, bool]
         inverse = np.empty(len(order), np.int64)
         inverse[order] = np.arange(len(order))
         full = store.take(stacked, inverse)
+    _save_entry(store, entry, full, digests, {"n_docs": len(doc_ids), **meta, "family": fam, "world_size": world})
+    return result(full, False, entry, k)
+
+
+def _save_entry(store: DocumentStore, entry: str, full, digests: np.ndarray, meta: dict) -> None:
+    """The data, the document digests, then ``meta.json`` (the mark of a complete entry); shards and blocks go."""
     save_atomic(os.path.join(entry, store.filename), lambda tmp: store.save(full, tmp))
-    write_json(os.path.join(entry, META), {"n_docs": len(doc_ids), **meta, "world_size": world, **store.describe(full)},
-               indent=None)
+    save_atomic(os.path.join(entry, DOC_DIGESTS), lambda tmp: np.save(tmp, digests))
+    write_json(os.path.join(entry, META), {**meta, **store.describe(full)}, indent=None)
     for name in os.listdir(entry):
         if name.startswith(("shard-", "block-")):
             os.remove(os.path.join(entry, name))
-    return result(full, False, entry, k)
+
+
+def _fill_in(store: DocumentStore, compute: Callable, texts: Sequence[str], reused, progress: bool, desc: str,
+             entry: str, block_docs: int):
+    """The corpus's rows: those ``reused`` (rows, positions, source entry), the rest computed."""
+    rows, positions, source = reused
+    missing = np.setdiff1d(np.arange(len(texts)), positions)
+    logger.info("%d of %d documents reused from %s; computing %d", len(positions), len(texts), source, len(missing))
+    # blocks are named by the documents they hold: a rerun reusing other rows never mixes them up
+    tag = "fill-" + hashlib.blake2b(missing.tobytes(), digest_size=6).hexdigest()
+    computed = _in_blocks(store, compute, [texts[i] for i in missing], progress, f"{desc} ({len(missing)} new)",
+                          entry, tag, block_docs)
+    stacked = store.concat([rows, computed]) if len(missing) else rows
+    order = np.concatenate([positions, missing])
+    inverse = np.empty(len(order), np.int64)
+    inverse[order] = np.arange(len(order))
+    return store.take(stacked, inverse)
 
 
 def _in_blocks(store: DocumentStore, compute: Callable, texts: list[str], progress: bool, desc: str, folder: str,

@@ -107,7 +107,8 @@ def read_jsonl(path: str) -> Iterable[tuple[int, dict]]:
         yield n, row
 
 
-def _read_qrels_tsv(path: str) -> Qrels:
+def read_qrels_tsv(path: str) -> Qrels:
+    """{query id: {document id: grade}} of a BEIR ``qrels/<split>.tsv`` (header optional)."""
     qrels: Qrels = {}
     # lines decoded by utf8_lines: a byte that is not UTF-8 is named with its line and offset
     reader = csv.reader((line for _, line in utf8_lines(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -190,7 +191,7 @@ def load_beir(dataset_dir: str, split: str = "test") -> tuple[Corpus, Queries, Q
             raise UserError(f"{qrels_path} not found: split {split!r} is missing (splits here: {have})")
         corpus = _read_corpus_jsonl(corpus_path)
         queries = {str(row["_id"]): row.get("text") or "" for _, row in read_jsonl(queries_path)}
-        qrels = _read_qrels_tsv(qrels_path)
+        qrels = read_qrels_tsv(qrels_path)
     missing = [q for q in qrels if q not in queries]
     if missing:
         raise UserError(f"{dataset_dir}: {len(missing)} qrels query ids have no query text, e.g. {missing[:5]}")
@@ -234,7 +235,7 @@ def check_beir_dataset(dataset_dir: str, split: str = "test") -> None:
     for _ in read_jsonl(corpus_path):
         pass
     query_ids = {str(row["_id"]) for _, row in read_jsonl(queries_path)}
-    qrels = _read_qrels_tsv(qrels_path)
+    qrels = read_qrels_tsv(qrels_path)
     missing = [q for q in qrels if q not in query_ids]
     if missing:
         raise UserError(f"{dataset_dir}: {len(missing)} qrels query ids have no query text, e.g. {missing[:5]}")

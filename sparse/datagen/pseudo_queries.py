@@ -222,6 +222,39 @@ class Seq2SeqQueries:
         return PseudoQuery(text, doc.doc_id, self.name) if text else None
 
 
+def _verbatim(query: str) -> re.Pattern:
+    return re.compile(r"\s+".join(re.escape(w) for w in query.split()))
+
+
+def _tidy(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def cut_from_document(doc: Document, query: str) -> tuple[Document, str]:
+    """``doc`` with ``query``'s own text cut out, and how: ``"verbatim"`` (the query is a run of the
+    title or text, e.g. a title or a cut span: that run is removed), ``"words"`` (every whole-word
+    occurrence of each of its non-stop-words removed, e.g. key terms) or ``"none"`` (nothing to cut).
+
+    A held-out pseudo-query matched against its document so cut must be found through what the
+    rest of the document says, as a real question must, instead of through the words it copies.
+    """
+    if query.split():
+        pattern = _verbatim(query)
+        if pattern.search(doc.title):
+            return Document(doc.doc_id, _tidy(pattern.sub(" ", doc.title, count=1)), doc.text), "verbatim"
+        if pattern.search(doc.text):
+            return Document(doc.doc_id, doc.title, _tidy(pattern.sub(" ", doc.text, count=1))), "verbatim"
+    terms = sorted({w.lower() for w in words(query)} - STOPWORDS)
+    if not terms:
+        return doc, "none"
+    term = re.compile(r"(?<![A-Za-z0-9\-])(?:" + "|".join(map(re.escape, terms)) + r")(?![A-Za-z0-9\-])",
+                      re.IGNORECASE)
+    title, text = term.sub(" ", doc.title), term.sub(" ", doc.text)
+    if (title, text) == (doc.title, doc.text):
+        return doc, "none"
+    return Document(doc.doc_id, _tidy(title), _tidy(text)), "words"
+
+
 def parse_mix(spec) -> dict[str, float]:
     """``"title:1,span:2"`` (or a list of such entries, or a mapping) -> {kind: weight}, weights > 0."""
     if isinstance(spec, dict):
