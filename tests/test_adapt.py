@@ -186,6 +186,39 @@ def test_the_adapted_model_is_the_best_trained_variant_on_dev():
         choose_on_dev({"zero-shot, corpus IDF": row(0.9, 0.9)})
 
 
+def _dev_eval(folder, per_query):
+    os.makedirs(os.path.join(folder, "results"), exist_ok=True)
+    os.makedirs(os.path.join(folder, "runs"), exist_ok=True)
+    mean = sum(per_query.values()) / len(per_query)
+    json.dump({"metrics": {"NDCG@10": mean}}, open(os.path.join(folder, "results", "c.json"), "w"))
+    with open(os.path.join(folder, "runs", "c.explain.jsonl"), "w") as f:
+        for qid, v in per_query.items():
+            f.write(json.dumps({"query_id": qid, "query": "q", "metrics": {"NDCG@10": v}, "judged": {}, "hits": []})
+                    + "\n")
+    return {"dev": {"NDCG@10": mean}}
+
+
+def test_the_report_cautions_when_dev_cannot_tell_the_chosen_variant_from_the_next(tmp_path):
+    """A 95% paired bootstrap interval of the dev difference that holds 0 is said, with its figures."""
+    from sparse.adapt.pipeline import Adapt, AdaptArguments, slug
+
+    run = Adapt(AdaptArguments(corpus=str(tmp_path / "c"), output=str(tmp_path / "o")))
+    queries = [f"q{i}" for i in range(60)]
+    noisy = {q: (0.9 if i % 2 else 0.1) for i, q in enumerate(queries)}
+    table = {"query side only": _dev_eval(run.eval_dir(slug("query side only"), "dev"), {q: 0.2 for q in queries}),
+             "document side only": _dev_eval(run.eval_dir(slug("document side only"), "dev"),
+                                             {q: 0.52 for q in queries}),
+             "both sides": _dev_eval(run.eval_dir(slug("both sides"), "dev"), noisy)}
+    # the chosen variant (0.52) against the next best (0.5 on average, half the queries far above it)
+    caution = run.dev_separation(table, "document side only")
+    assert caution["runner_up"] == "both sides" and caution["low"] < 0 < caution["high"]
+    assert abs(caution["diff"] - 0.02) < 1e-9 and caution["queries"] == 60
+    assert "cannot tell **document side only** from **both sides**" in caution["text"]
+    # a gain on every query is told apart: no caution
+    table["both sides"] = _dev_eval(run.eval_dir(slug("both sides"), "dev"), {q: 0.5 for q in queries})
+    assert run.dev_separation(table, "document side only") is None
+
+
 def test_label_free_mode_never_reads_the_users_qrels(tiny_corpus, tmp_path, monkeypatch):
     """The queries step in process, with the reader of labelled splits made to fail."""
     from sparse.adapt.pipeline import Adapt, AdaptArguments

@@ -362,6 +362,22 @@ class Adapt:
         chosen = choose_on_dev(table)
         return self.report(table, chosen, models[chosen][0], split, time.time() - t0)
 
+    def dev_separation(self, table: dict, chosen: str) -> Optional[dict]:
+        """When the dev queries cannot tell the chosen variant from the next best (a 95% paired
+        bootstrap interval of their NDCG@10 difference that holds 0): the figures and a sentence."""
+        from sparse.evaluation.compare import paired_difference
+
+        other = _runner_up(table, chosen)
+        if other is None:
+            return None
+        d = paired_difference(self.eval_dir(slug(other), "dev"), self.eval_dir(slug(chosen), "dev"), self.name)
+        if d["low"] > 0:
+            return None
+        return {**d, "chosen": chosen, "runner_up": other,
+                "text": f"the dev split cannot tell **{chosen}** from **{other}**: dev NDCG@10 {d['diff']:+.4f}, "
+                        f"95% interval [{d['low']:+.4f}, {d['high']:+.4f}] over {d['queries']} queries; both are "
+                        f"in the table above, and the choice between them is close to a coin toss."}
+
     def report(self, table: dict, chosen: str, final: str, split: dict, wall: float) -> dict:
         """``report/report.md`` and ``report/adapt_results.json``: each model on each split."""
         from sparse.evaluation import compare, report
@@ -381,6 +397,9 @@ class Adapt:
                                                            "pseudo_kinds_in_train")},
                    "results": rows, "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
                    "reused": self.reused, "wall_s": round(wall, 1), "export_command": export}
+        separation = self.dev_separation(table, chosen)
+        if separation:
+            results["dev_separation"] = separation
         report.write_json(os.path.join(rep, "adapt_results.json"), results)
         md_table = report.markdown_table(rows, floatfmt=".4f")
         lines = [f"# Adapting `{os.path.basename(self.model)}` to `{self.name}`", "",
@@ -396,6 +415,8 @@ class Adapt:
                  f"split, where there is one, only reports.", "",
                  "Step timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in self.timings.items()), "",
                  f"Export the adapted model: `{export}`", ""]
+        if separation:
+            lines += [f"**Caution**: {separation['text']}", ""]
         shown = "test" if "test" in table[chosen] else "dev"
         lines += compare.report_lines(self.eval_dir(slug("zero-shot"), shown), self.eval_dir(slug(chosen), shown), rep,
                                       self.name, ("zero-shot", f"adapted ({chosen}), {shown} split"))
@@ -406,6 +427,11 @@ class Adapt:
 
 
 TRAINED = ("query side only", "document side only", "both sides")
+
+
+def _runner_up(table: dict, chosen: str) -> Optional[str]:
+    others = [label for label in TRAINED if label in table and label != chosen]
+    return max(others, key=lambda label: table[label]["dev"]["NDCG@10"]) if others else None
 
 
 def slug(label: str) -> str:
@@ -430,6 +456,8 @@ def adapt(args: AdaptArguments) -> int:
         return 0
     print("\n" + out["table"])
     print(f"report: {out['report']}")
+    if out.get("dev_separation"):
+        print("caution: " + out["dev_separation"]["text"].replace("**", ""))
     print(f"adapt wall time {out['wall_s']:.0f} s")
     print(f"export: {out['export_command']}", flush=True)
     return 0

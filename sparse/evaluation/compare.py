@@ -118,6 +118,25 @@ def comparison(a: dict, b: dict, labels: tuple[str, str], dataset: str, metric: 
             "queries": rows, "details": details}
 
 
+def paired_difference(run_a: str, run_b: str, dataset: str, metric: str = "NDCG@10", samples: int = 2000,
+                      seed: int = 0) -> dict:
+    """B minus A on ``metric``, query by query over the queries both evaluated, with a 95% paired
+    bootstrap interval: ``{"diff", "low", "high", "queries"}``. An interval that holds 0 means the
+    queries cannot tell the two runs apart."""
+    import numpy as np
+
+    qa = load_run(eval_folder(run_a), dataset)["queries"]
+    qb = load_run(eval_folder(run_b), dataset)["queries"]
+    common = sorted(set(qa) & set(qb))
+    if not common:
+        raise UserError(f"{run_a} and {run_b} share no query of {dataset}")
+    delta = np.array([_value(qb[q]["metrics"], metric) - _value(qa[q]["metrics"], metric) for q in common])
+    draws = np.random.default_rng(seed).integers(0, len(delta), size=(samples, len(delta)))
+    means = delta[draws].mean(axis=1)
+    return {"diff": float(delta.mean()), "low": float(np.quantile(means, 0.025)),
+            "high": float(np.quantile(means, 0.975)), "queries": len(common)}
+
+
 def summary_markdown(data: dict) -> str:
     """``compare.md``: the means, the counts, and the largest gains and losses."""
     metric, (la, lb) = data["metric"], data["labels"]
