@@ -73,6 +73,11 @@ class AdaptData:
     dev_from: str
 
 
+def _write_queries(path: str, queries: dict[str, str]) -> None:
+    write_atomic(path, lambda f: f.writelines(json.dumps({"_id": q, "text": queries[q]}, ensure_ascii=False) + "\n"
+                                              for q in sorted(queries)))
+
+
 def _qrels_lines(qrels: dict[str, dict[str, int]]) -> str:
     lines = ["query-id\tcorpus-id\tscore"]
     for qid in sorted(qrels):
@@ -115,9 +120,7 @@ def write_adapt_data(folder: str, corpus_path: str, pseudo: Sequence[PseudoQuery
     for i, (qid, q) in enumerate(zip(pseudo_ids, pseudo)):
         target = dev_qrels if i >= len(pseudo) - held else train_qrels
         target[qid] = {q.doc_id: 1}
-    write_atomic(os.path.join(folder, "queries.jsonl"),
-                 lambda f: f.writelines(json.dumps({"_id": q, "text": queries[q]}, ensure_ascii=False) + "\n"
-                                        for q in sorted(queries)))
+    _write_queries(os.path.join(folder, "queries.jsonl"), queries)
     for source in SOURCES:
         part = {q: r for q, r in train_qrels.items() if q.startswith(PSEUDO_PREFIX) == (source == "pseudo")}
         if part:
@@ -170,9 +173,7 @@ def write_cut_dev_corpus(folder: str, data_dir: str) -> dict[str, int]:
     write_atomic(os.path.join(folder, "corpus.jsonl"), rows)
     if cuts:
         raise UserError(f"{data_dir}: dev qrels name documents that are not in the corpus: {sorted(cuts)[:3]}")
-    write_atomic(os.path.join(folder, "queries.jsonl"),
-                 lambda f: f.writelines(json.dumps({"_id": q, "text": queries[q]}, ensure_ascii=False) + "\n"
-                                        for q in sorted(queries)))
+    _write_queries(os.path.join(folder, "queries.jsonl"), queries)
     write_text(os.path.join(folder, "qrels", "dev.tsv"), _qrels_lines(qrels))
     counts = {way: how.get(way, 0) for way in ("verbatim", "words", "none")}
     write_json(os.path.join(folder, "cuts.json"), counts)

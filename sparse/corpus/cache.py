@@ -39,11 +39,11 @@ complete.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
-import functools
 import time
 import zipfile
 from dataclasses import asdict, dataclass
@@ -141,15 +141,19 @@ def corpus_key(fingerprint: str, doc_ids: Sequence[str], texts: Sequence[str], m
                dtype: str = "fp32", window: Optional[tuple[int, int]] = None) -> str:
     """The cache key of a corpus (ids and texts in order) computed by a model of this fingerprint;
     ``window`` (length, stride): the documents were split into token windows."""
-    header = [fingerprint, max_length, len(doc_ids)] + ([dtype] if dtype != "fp32" else []) \
-        + (["window", *window] if window else [])
+    header = [fingerprint, max_length, len(doc_ids)] + _encoding_options(dtype, window)
     return corpus_digest(header, doc_ids, texts)
+
+
+def _encoding_options(dtype: str, window: Optional[tuple[int, int]]) -> list:
+    # the defaults (fp32, no window) add nothing, so keys made before these options existed still hold
+    return ([dtype] if dtype != "fp32" else []) + (["window", *window] if window else [])
 
 
 def corpus_family(fingerprint: str, max_length: Optional[int], dtype: str = "fp32",
                   window: Optional[tuple[int, int]] = None) -> str:
     """What ``corpus_key`` hashes besides the corpus: entries of one family hold interchangeable rows."""
-    header = [fingerprint, max_length] + ([dtype] if dtype != "fp32" else []) + (["window", *window] if window else [])
+    header = [fingerprint, max_length] + _encoding_options(dtype, window)
     return hashlib.blake2b(json.dumps(header).encode(), digest_size=12).hexdigest()
 
 
@@ -354,9 +358,7 @@ def cached_corpus(store: DocumentStore, compute: Callable[[list[str], str, bool]
         stacked = store.concat([store.load(p) for p in shard_paths])
         # stacked row j holds document position order[j]; invert that to document order
         order = np.concatenate([np.arange(r, len(texts), world) for r in range(world)])
-        inverse = np.empty(len(order), np.int64)
-        inverse[order] = np.arange(len(order))
-        full = store.take(stacked, inverse)
+        full = _in_document_order(store, stacked, order)
     _save_entry(store, entry, full, digests, {"n_docs": len(doc_ids), **meta, "family": fam, "world_size": world})
     return result(full, False, entry, k)
 
@@ -382,7 +384,11 @@ def _fill_in(store: DocumentStore, compute: Callable, texts: Sequence[str], reus
     computed = _in_blocks(store, compute, [texts[i] for i in missing], progress, f"{desc} ({len(missing)} new)",
                           entry, tag, block_docs)
     stacked = store.concat([rows, computed]) if len(missing) else rows
-    order = np.concatenate([positions, missing])
+    return _in_document_order(store, stacked, np.concatenate([positions, missing]))
+
+
+def _in_document_order(store: DocumentStore, stacked, order: np.ndarray):
+    """``stacked`` (row j holds document position ``order[j]``) put back into document order."""
     inverse = np.empty(len(order), np.int64)
     inverse[order] = np.arange(len(order))
     return store.take(stacked, inverse)
