@@ -219,6 +219,31 @@ def test_the_report_cautions_when_dev_cannot_tell_the_chosen_variant_from_the_ne
     assert run.dev_separation(table, "document side only") is None
 
 
+def test_label_free_the_idf_fit_must_win_beyond_dev_noise(tmp_path):
+    """Label-free, "both sides" (the document side plus an IDF fit on pseudo-queries) is named only
+    when its dev lead over the document side alone is outside a 95% paired bootstrap interval."""
+    from sparse.adapt.pipeline import Adapt, AdaptArguments, slug
+
+    run = Adapt(AdaptArguments(corpus=str(tmp_path / "c"), output=str(tmp_path / "o")))
+    queries = [f"q{i}" for i in range(60)]
+    noisy = {q: (0.95 if i % 2 else 0.15) for i, q in enumerate(queries)}  # mean 0.55: ahead, within noise
+    table = {"query side only": _dev_eval(run.eval_dir(slug("query side only"), "dev"), {q: 0.2 for q in queries}),
+             "document side only": _dev_eval(run.eval_dir(slug("document side only"), "dev"),
+                                             {q: 0.52 for q in queries}),
+             "both sides": _dev_eval(run.eval_dir(slug("both sides"), "dev"), noisy)}
+    run.use_labels = False
+    assert run.choose(table) == "document side only"
+    kept = run.kept_simpler
+    assert kept["best_on_dev"] == "both sides" and kept["low"] < 0 < kept["high"] and abs(kept["diff"] - 0.03) < 1e-9
+    # labelled dev queries are real questions: the best dev NDCG@10 names the model
+    run.kept_simpler, run.use_labels = None, True
+    assert run.choose(table) == "both sides" and run.kept_simpler is None
+    # a lead on every query is beyond the noise: the IDF fit is kept label-free too
+    table["both sides"] = _dev_eval(run.eval_dir(slug("both sides"), "dev"), {q: 0.55 for q in queries})
+    run.use_labels = False
+    assert run.choose(table) == "both sides" and run.kept_simpler is None
+
+
 def test_label_free_mode_never_reads_the_users_qrels(tiny_corpus, tmp_path, monkeypatch):
     """The queries step in process, with the reader of labelled splits made to fail."""
     from sparse.adapt.pipeline import Adapt, AdaptArguments
