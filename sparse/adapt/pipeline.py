@@ -23,8 +23,8 @@ what it saved):
    query-by-query comparison of zero-shot and the adapted model (``report/compare.html``, ``compare.md``;
    on the test split where there is one).
 
-The adapted model is the trained variant with the best NDCG@10 on the dev split; the test split
-only reports. ``--stop_after rows`` ends after step 3: the data other commands train on (the
+The adapted model is the trained variant with the best NDCG@10 on the dev split (label-free, the
+IDF fit on top of the document side must win beyond the dev noise); the test split only reports. ``--stop_after rows`` ends after step 3: the data other commands train on (the
 reproduction grid's scifact preset runs it so).
 """
 
@@ -435,7 +435,8 @@ class Adapt:
                  f"'query side only' fits the IDF over the "
                  f"base model's frozen documents; 'document side only' trains the encoder; 'both sides' does "
                  f"the second on top of the first.", "", md_table, "",
-                 f"Adapted model: **{chosen}** (`{final}`), the trained variant with the best dev NDCG@10 "
+                 f"Adapted model: **{chosen}** (`{final}`), "
+                 f"{'the simpler of the two best on dev' if kept_simpler else 'the trained variant with the best dev NDCG@10'} "
                  f"({dev[chosen]:.4f}; zero-shot with the corpus IDF: {dev['zero-shot, corpus IDF']:.4f}). The test "
                  f"split, where there is one, only reports.", "",
                  "Step timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in self.timings.items()), "",
