@@ -29,6 +29,7 @@ def test_collapse_is_measured_against_the_start_or_the_target():
     assert h.check(10, 200.0) is None          # the first log sets the reference
     assert h.check(20, 120.0) is None
     assert "COLLAPSE" in h.check(30, 99.0)     # below 0.5 x 200
+    assert "set target_doc_nnz" in h.check(31, 99.0)  # the way to say the shrinking is wanted
     asked = TrainingHealth(vocab_size=4, output_dir=None, collapse_ratio=0.5, target_doc_nnz=60)
     asked.check(10, 200.0)
     assert asked.check(20, 40.0) is None       # shrinking towards the requested size is no collapse

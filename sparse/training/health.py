@@ -73,7 +73,8 @@ class TrainingHealth:
             return (f"!!! COLLAPSE: documents have {doc_nnz:.1f} non-zeros at step {step}, below "
                     f"{self.collapse_ratio:g} x {what}; {self.inactive_fraction():.1%} of the vocabulary was unused "
                     f"in the last {self.window} batches. See docs/training.md (lower the learning rate or "
-                    "flops_d_lambda; distillation losses need score_norm: std)")
+                    "flops_d_lambda; distillation losses need score_norm: std). If the regularizer is meant to "
+                    "shrink documents this far, set target_doc_nnz to the size aimed at")
         return None
 
     def write(self, step: int, logs: dict) -> None:
