@@ -232,16 +232,16 @@ def test_label_free_the_idf_fit_must_win_beyond_dev_noise(tmp_path):
                                              {q: 0.52 for q in queries}),
              "both sides": _dev_eval(run.eval_dir(slug("both sides"), "dev"), noisy)}
     run.use_labels = False
-    assert run.choose(table) == "document side only"
-    kept = run.kept_simpler
+    chosen, kept = run.choose(table)
+    assert chosen == "document side only"
     assert kept["best_on_dev"] == "both sides" and kept["low"] < 0 < kept["high"] and abs(kept["diff"] - 0.03) < 1e-9
     # labelled dev queries are real questions: the best dev NDCG@10 names the model
-    run.kept_simpler, run.use_labels = None, True
-    assert run.choose(table) == "both sides" and run.kept_simpler is None
+    run.use_labels = True
+    assert run.choose(table) == ("both sides", None)
     # a lead on every query is beyond the noise: the IDF fit is kept label-free too
     table["both sides"] = _dev_eval(run.eval_dir(slug("both sides"), "dev"), {q: 0.55 for q in queries})
     run.use_labels = False
-    assert run.choose(table) == "both sides" and run.kept_simpler is None
+    assert run.choose(table) == ("both sides", None)
 
 
 def test_label_free_mode_never_reads_the_users_qrels(tiny_corpus, tmp_path, monkeypatch):

@@ -24,8 +24,9 @@ what it saved):
    on the test split where there is one).
 
 The adapted model is the trained variant with the best NDCG@10 on the dev split (label-free, the
-IDF fit on top of the document side must win beyond the dev noise); the test split only reports. ``--stop_after rows`` ends after step 3: the data other commands train on (the
-reproduction grid's scifact preset runs it so).
+IDF fit on top of the document side must win beyond the dev noise); the test split only reports.
+``--stop_after rows`` ends after step 3: the data other commands train on (the reproduction grid's
+scifact preset runs it so).
 """
 
 from __future__ import annotations
@@ -94,7 +95,6 @@ class Adapt:
         self.env.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.timings: dict[str, float] = {}
         self.reused: list[str] = []
-        self.kept_simpler: Optional[dict] = None  # set when the nested rule names the simpler variant
 
     # ------------------------------------------------------------------ checks
     def check(self) -> None:
@@ -360,47 +360,49 @@ class Adapt:
         for label, (model, model_idf) in models.items():
             extra = steps.file_digest(os.path.join(model, steps.STAMP))
             table[label] = {s: self.evaluate(slug(label), model, model_idf, s, extra) for s in splits}
-        chosen = self.choose(table)
-        return self.report(table, chosen, models[chosen][0], split, time.time() - t0)
+        chosen, kept_simpler = self.choose(table)
+        return self.report(table, chosen, kept_simpler, models[chosen][0], split, time.time() - t0)
 
-    def choose(self, table: dict) -> str:
-        """The best trained variant on dev; label-free, a variant that adds the IDF fit to another
-        must beat it beyond dev noise (the lower end of a 95% paired bootstrap interval above 0)."""
+    def _dev_difference(self, base: str, other: str) -> dict:
+        """``other`` minus ``base`` on the dev queries, with its 95% paired bootstrap interval."""
         from sparse.evaluation.compare import paired_difference
 
+        return paired_difference(self.eval_dir(slug(base), "dev"), self.eval_dir(slug(other), "dev"), self.name)
+
+    def choose(self, table: dict) -> tuple[str, Optional[dict]]:
+        """The best trained variant on dev, and None; label-free, a variant that adds the IDF fit to
+        another must beat it beyond dev noise (the lower end of a 95% paired bootstrap interval above
+        0), else the simpler one is returned with the figures and a sentence that say why."""
         chosen = choose_on_dev(table)
         simpler = NESTED.get(chosen)
         if self.use_labels or simpler not in table:
-            return chosen
+            return chosen, None
         # an IDF fitted to pseudo-queries rewards the verbatim overlap real questions lack
         # (docs/training.md, section 7), so a lead within the dev noise does not earn it
-        d = paired_difference(self.eval_dir(slug(simpler), "dev"), self.eval_dir(slug(chosen), "dev"), self.name)
+        d = self._dev_difference(simpler, chosen)
         if d["low"] > 0:
-            return chosen
-        self.kept_simpler = {**d, "best_on_dev": chosen, "chosen": simpler,
-                             "text": f"**{chosen}** led **{simpler}** on dev by {d['diff']:+.4f}, inside the dev "
-                                     f"noise (95% interval [{d['low']:+.4f}, {d['high']:+.4f}] over {d['queries']} "
-                                     f"queries), so the simpler **{simpler}** is the adapted model: label-free, the "
-                                     f"IDF fit on pseudo-queries is kept only when it wins beyond that noise."}
-        return simpler
+            return chosen, None
+        return simpler, {**d, "best_on_dev": chosen, "chosen": simpler,
+                         "text": f"**{chosen}** led **{simpler}** on dev by {d['diff']:+.4f}, inside the dev noise "
+                                 f"({_interval(d)}), so the simpler **{simpler}** is the adapted model: label-free, "
+                                 f"the IDF fit on pseudo-queries is kept only when it wins beyond that noise."}
 
     def dev_separation(self, table: dict, chosen: str) -> Optional[dict]:
         """When the dev queries cannot tell the chosen variant from the next best (a 95% paired
         bootstrap interval of their NDCG@10 difference that holds 0): the figures and a sentence."""
-        from sparse.evaluation.compare import paired_difference
-
         other = _runner_up(table, chosen)
         if other is None:
             return None
-        d = paired_difference(self.eval_dir(slug(other), "dev"), self.eval_dir(slug(chosen), "dev"), self.name)
+        d = self._dev_difference(other, chosen)
         if d["low"] > 0:
             return None
         return {**d, "chosen": chosen, "runner_up": other,
                 "text": f"the dev split cannot tell **{chosen}** from **{other}**: dev NDCG@10 {d['diff']:+.4f}, "
-                        f"95% interval [{d['low']:+.4f}, {d['high']:+.4f}] over {d['queries']} queries; both are "
-                        f"in the table above, and the choice between them is close to a coin toss."}
+                        f"{_interval(d)}; both are in the table above, and the choice between them is close to "
+                        f"a coin toss."}
 
-    def report(self, table: dict, chosen: str, final: str, split: dict, wall: float) -> dict:
+    def report(self, table: dict, chosen: str, kept_simpler: Optional[dict], final: str, split: dict,
+               wall: float) -> dict:
         """``report/report.md`` and ``report/adapt_results.json``: each model on each split."""
         from sparse.evaluation import compare, report
 
@@ -419,7 +421,6 @@ class Adapt:
                                                            "pseudo_kinds_in_train")},
                    "results": rows, "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
                    "reused": self.reused, "wall_s": round(wall, 1), "export_command": export}
-        kept_simpler = self.kept_simpler
         separation = None if kept_simpler else self.dev_separation(table, chosen)
         if separation:
             results["dev_separation"] = separation
@@ -456,6 +457,10 @@ class Adapt:
 
 TRAINED = ("query side only", "document side only", "both sides")
 NESTED = {"both sides": "document side only"}  # a variant -> the one it adds a stage to
+
+
+def _interval(d: dict) -> str:
+    return f"95% interval [{d['low']:+.4f}, {d['high']:+.4f}] over {d['queries']} queries"
 
 
 def _runner_up(table: dict, chosen: str) -> Optional[str]:
