@@ -159,6 +159,7 @@ def test_adapt_label_free_end_to_end_then_reuse(tiny_corpus, tmp_path, monkeypat
     assert not (out / "data" / "scimini" / "qrels" / "train_labelled.tsv").exists()
     assert ours and not ours & user_train and all(q.startswith("pq-") for q in ours)
     assert f"python -m sparse.export {res['adapted_model']}" in proc.stdout
+    assert not list(out.glob("*.pending"))  # in-progress markers go once their step is done
     saved = flat_view(yaml.safe_load(open(out / "model" / "train_config.yaml")))
     assert saved["train_file"] == str(out / "kd" / "pseudo")  # the query side, label-free
     # zero-shot and the adapted model compared query by query on the test split, linked from the report
@@ -310,3 +311,47 @@ def test_adapt_resumes_after_a_kill_and_after_a_failed_step(tiny_corpus, tmp_pat
     assert trained_on("encoder")["train_file_dir"] == str(out / "kd")
     for step in ("query-side", "model"):
         assert trained_on(step)["train_file"] == str(out / "kd" / "labelled")
+
+
+def _cv(adapt, corpus, out, *extra):
+    cmd = [sys.executable, "bench/adapt_cv.py", "--adapt", str(adapt), "--corpus", str(corpus), "--output", str(out),
+           "--dry", *extra]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_cross_validation_makes_every_train_query_a_dev_query_once(tiny_corpus, tmp_path):
+    from datasets import load_from_disk
+
+    from sparse.evaluation.compare import per_query
+
+    adapt = tmp_path / "rows"
+    _adapt(tiny_corpus, adapt, "--labels", "auto", "--stop_after", "rows")
+    out = tmp_path / "cv"
+    proc = _cv(adapt, tiny_corpus, out, "--variant", "fast:learning_rate=1e-4")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    train = set(_qrels(tiny_corpus / "qrels" / "train.tsv"))
+    folds = json.load(open(out / "folds.json"))["folds"]
+    assert len(folds) == 2 and sorted(q for f in folds for q in f) == sorted(train)
+    for k, held in enumerate(folds):
+        assert set(_qrels(out / f"f{k}" / "data" / "scimini" / "qrels" / "dev.tsv")) == set(held)
+        trained = set(load_from_disk(str(out / f"f{k}" / "kd"))["q_id"])
+        assert trained == train - set(held)  # the fold's own queries never reach its training rows
+    res = {r["model"]: r for r in json.load(open(out / "cv_results.json"))["results"]}
+    assert set(res) == {"query side only", "recipe, both sides", "recipe, document side", "fast, both sides",
+                        "fast, document side"}
+    pooled = {}
+    for k in range(2):
+        pooled.update(per_query(str(out / f"f{k}" / "fast" / "both-dev"), "scimini"))
+    assert len(pooled) == len(train) and res["fast, both sides"]["NDCG@10"] == pytest.approx(
+        sum(pooled.values()) / len(pooled))
+    assert res["recipe, both sides"]["minus recipe (both sides)"] is None
+    assert "fast, both sides" in (out / "table.md").read_text()
+    # a rerun resumes without training; other arguments over the same folder are refused before writing
+    logs = {p: p.stat().st_mtime_ns for p in out.glob("f*/*/*.log")}
+    again = _cv(adapt, tiny_corpus, out, "--variant", "fast:learning_rate=1e-4")
+    assert again.returncode == 0 and "fast, both sides" in again.stdout
+    assert logs and {p: p.stat().st_mtime_ns for p in out.glob("f*/*/*.log")} == logs  # nothing ran again
+    refused = _cv(adapt, tiny_corpus, out, "--variant", "slow:learning_rate=1e-6")
+    assert refused.returncode == 2 and "same arguments" in refused.stderr and not (out / "f0" / "slow").exists()

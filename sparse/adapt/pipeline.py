@@ -160,6 +160,12 @@ class Adapt:
             write_text(path, key)
         return same and os.path.isdir(folder) and not self.args.force
 
+    @staticmethod
+    def _finished(folder: str, key: str, secs: float) -> None:
+        """Stamps ``folder`` as done and drops its in-progress marker, which only a resume reads."""
+        steps.write_stamp(folder, key, secs)
+        Path(folder + ".pending").unlink(missing_ok=True)
+
     # ------------------------------------------------------------------ steps
     def corpus_idf(self) -> str:
         """Step 1: the corpus's own IDF for the base model's tokenizer."""
@@ -253,7 +259,7 @@ class Adapt:
                                "--teacher_max_length", "256", "--include_positives", "true", "--output", folder,
                                "--cache_dir", self.cache_dir, "--overwrite", "false" if resume else "true")
             secs += self._run(f"distillation rows ({source})", cmd)
-        steps.write_stamp(out, key, secs)
+        self._finished(out, key, secs)
         self.timings["distillation rows"] = secs
         return key
 
@@ -269,7 +275,7 @@ class Adapt:
         secs = self._run(step, cmd)
         if not steps.is_model(out):
             raise UserError(f"train_ir.py finished but no model was saved in {out}")
-        steps.write_stamp(out, key, secs)
+        self._finished(out, key, secs)
         self.timings[step] = secs
         return out
 

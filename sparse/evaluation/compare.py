@@ -118,23 +118,34 @@ def comparison(a: dict, b: dict, labels: tuple[str, str], dataset: str, metric: 
             "queries": rows, "details": details}
 
 
-def paired_difference(run_a: str, run_b: str, dataset: str, metric: str = "NDCG@10", samples: int = 2000,
-                      seed: int = 0) -> dict:
-    """B minus A on ``metric``, query by query over the queries both evaluated, with a 95% paired
-    bootstrap interval: ``{"diff", "low", "high", "queries"}``. An interval that holds 0 means the
-    queries cannot tell the two runs apart."""
+def per_query(run: str, dataset: str, metric: str = "NDCG@10") -> dict[str, float]:
+    """``{query id: metric}`` of one evaluation folder (a query that retrieved nothing scores 0)."""
+    return {q: _value(v["metrics"], metric) for q, v in load_run(eval_folder(run), dataset)["queries"].items()}
+
+
+def paired_interval(a: dict[str, float], b: dict[str, float], samples: int = 2000, seed: int = 0) -> dict:
+    """B minus A over the queries both scored, with a 95% paired bootstrap interval:
+    ``{"diff", "low", "high", "queries"}``. An interval that holds 0 means the queries cannot tell
+    the two apart."""
     import numpy as np
 
-    qa = load_run(eval_folder(run_a), dataset)["queries"]
-    qb = load_run(eval_folder(run_b), dataset)["queries"]
-    common = sorted(set(qa) & set(qb))
+    common = sorted(set(a) & set(b))
     if not common:
-        raise UserError(f"{run_a} and {run_b} share no query of {dataset}")
-    delta = np.array([_value(qb[q]["metrics"], metric) - _value(qa[q]["metrics"], metric) for q in common])
+        raise UserError("the two runs share no query")
+    delta = np.array([b[q] - a[q] for q in common])
     draws = np.random.default_rng(seed).integers(0, len(delta), size=(samples, len(delta)))
     means = delta[draws].mean(axis=1)
     return {"diff": float(delta.mean()), "low": float(np.quantile(means, 0.025)),
             "high": float(np.quantile(means, 0.975)), "queries": len(common)}
+
+
+def paired_difference(run_a: str, run_b: str, dataset: str, metric: str = "NDCG@10", samples: int = 2000,
+                      seed: int = 0) -> dict:
+    """``paired_interval`` of two evaluation folders of ``dataset``."""
+    a, b = per_query(run_a, dataset, metric), per_query(run_b, dataset, metric)
+    if not set(a) & set(b):
+        raise UserError(f"{run_a} and {run_b} share no query of {dataset}")
+    return paired_interval(a, b, samples, seed)
 
 
 def summary_markdown(data: dict) -> str:
