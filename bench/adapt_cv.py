@@ -89,6 +89,7 @@ class CrossValidation:
                     "TOKENIZERS_PARALLELISM": "false"}
         self.short = ["max_steps=2"] if args.dry else []
         self.length = ["corpus_max_seq_length=32"] if args.dry else []
+        self.eval_length = ["--corpus_max_seq_length", "32"] if args.dry else []
 
     def run(self, cmd: list[str], log: Path) -> None:
         """One command, its output in ``log``; a failure stops the script with the log's path."""
@@ -138,7 +139,7 @@ class CrossValidation:
         if not list(out.glob("beir_eval*/results/*.json")):
             self.run(["evaluate_beir.py", "--model_name_or_path", str(model), "--output_dir", str(out),
                       "--beir_dir", str(fold / "data"), "--beir_datasets", self.name, "--eval_split", "dev",
-                      "--cache_dir", str(self.out / "cache"), *(["--corpus_max_seq_length", "32"] if self.a.dry else [])],
+                      "--cache_dir", str(self.out / "cache"), *self.eval_length],
                      Path(f"{out}.log"))
 
     def train(self, config: str, out: Path, overrides: list[str]) -> None:

@@ -123,15 +123,16 @@ def per_query(run: str, dataset: str, metric: str = "NDCG@10") -> dict[str, floa
     return {q: _value(v["metrics"], metric) for q, v in load_run(eval_folder(run), dataset)["queries"].items()}
 
 
-def paired_interval(a: dict[str, float], b: dict[str, float], samples: int = 2000, seed: int = 0) -> dict:
+def paired_interval(a: dict[str, float], b: dict[str, float], samples: int = 2000, seed: int = 0,
+                    names: str = "the two runs") -> dict:
     """B minus A over the queries both scored, with a 95% paired bootstrap interval:
     ``{"diff", "low", "high", "queries"}``. An interval that holds 0 means the queries cannot tell
-    the two apart."""
+    the two apart; ``names`` says which runs in the error when they share no query."""
     import numpy as np
 
     common = sorted(set(a) & set(b))
     if not common:
-        raise UserError("the two runs share no query")
+        raise UserError(f"{names} share no query")
     delta = np.array([b[q] - a[q] for q in common])
     draws = np.random.default_rng(seed).integers(0, len(delta), size=(samples, len(delta)))
     means = delta[draws].mean(axis=1)
@@ -143,9 +144,7 @@ def paired_difference(run_a: str, run_b: str, dataset: str, metric: str = "NDCG@
                       seed: int = 0) -> dict:
     """``paired_interval`` of two evaluation folders of ``dataset``."""
     a, b = per_query(run_a, dataset, metric), per_query(run_b, dataset, metric)
-    if not set(a) & set(b):
-        raise UserError(f"{run_a} and {run_b} share no query of {dataset}")
-    return paired_interval(a, b, samples, seed)
+    return paired_interval(a, b, samples, seed, names=f"{run_a} and {run_b} (dataset {dataset})")
 
 
 def summary_markdown(data: dict) -> str:
