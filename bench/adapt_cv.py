@@ -10,8 +10,8 @@ folds' distillation rows plus the pseudo-query rows of ADAPT, the stage-2 IDF fi
 (``config/adapt_idf.yaml``) on the other folds' rows follows, and both models are evaluated on the
 fold's queries. Per-query NDCG@10 is pooled over the folds and every variant is compared with the
 recipe by a 95% paired bootstrap interval. Runs go ``--lanes`` at a time (one thread each);
-finished steps are kept, so a rerun with the same arguments resumes. Writes ``table.md`` and
-``cv_results.json`` under ``--output``. The test split is never read.
+finished steps are kept, so a rerun with the same arguments resumes, and one that adds variants
+runs only those. Writes ``table.md`` and ``cv_results.json`` under ``--output``. The test split is never read.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sparse.evaluation.compare import paired_interval, per_query  # noqa: E402
+from sparse.evaluation.compare import eval_folder, paired_interval, per_query  # noqa: E402
 
 MARKER = "cv.json"  # what this script writes first: a folder holding it may be resumed
 
@@ -50,6 +50,16 @@ def parse_variants(texts: list[str]) -> dict[str, list[str]]:
             fail(f"--variant {text!r}: expected NAME:key=value[,key=value] with a new name")
         variants[name] = overrides
     return variants
+
+
+def resumable(marker: Path, settings: dict) -> bool:
+    """Whether a folder marked by ``marker`` may go on under ``settings``: the same arguments, with new
+    variants allowed beside the earlier ones (their runs stand in folders of their own)."""
+    if not marker.is_file():
+        return False
+    before = json.loads(marker.read_text())
+    earlier, now = before.pop("variants", {}), {k: v for k, v in settings.items() if k != "variants"}
+    return before == now and all(settings["variants"].get(name) == o for name, o in earlier.items())
 
 
 def train_queries(corpus: str) -> dict[str, list[str]]:
@@ -167,25 +177,35 @@ class CrossValidation:
         self.evaluate(run / "both", run / "both-dev", f)
         print(f"fold {k + 1}: {name} done ({time.strftime('%H:%M:%S')})", flush=True)
 
+    def sparsity(self, run: str) -> dict:
+        """Document length and FLOPS of one fold's evaluation."""
+        result = json.loads(Path(eval_folder(run), "results", f"{self.name}.json").read_text())
+        return {k: result["sparsity"][k] for k in ("d_length", "flops")}
+
     def table(self, variants: dict[str, list[str]], folds: int) -> dict:
         """Pooled per-query NDCG@10 of every model, and each one against the recipe."""
-        scores = {}
+        scores, sizes = {}, {}
         for name in ["query side only", *variants]:
             for model in (("both",) if name == "query side only" else ("both", "enc")):
                 pooled: dict[str, float] = {}
-                for k in range(folds):
-                    pooled.update(per_query(str(self.out / f"f{k}" / name / f"{model}-dev"), self.name))
+                runs = [str(self.out / f"f{k}" / name / f"{model}-dev") for k in range(folds)]
+                for run in runs:
+                    pooled.update(per_query(run, self.name))
                 label = name if name == "query side only" else f"{name}, {'both sides' if model == 'both' else 'document side'}"
                 scores[label] = pooled
+                sizes[label] = [self.sparsity(run) for run in runs]
         recipe = scores["recipe, both sides"]
         rows = [{"model": label, "NDCG@10": sum(s.values()) / len(s), "queries": len(s),
-                 "minus recipe (both sides)": None if s is recipe else paired_interval(recipe, s)}
-                for label, s in scores.items()]
-        lines = ["| model | CV dev NDCG@10 | queries | minus the recipe, both sides [95% interval] |", "|---|---:|---:|---|"]
+                 "minus recipe (both sides)": None if s is recipe else paired_interval(recipe, s),
+                 "per fold": sizes[label]} for label, s in scores.items()]
+        lines = ["| model | CV dev NDCG@10 | queries | minus the recipe, both sides [95% interval] "
+                 "| doc length per fold | FLOPS per fold |", "|---|---:|---:|---|---:|---:|"]
         for r in rows:
             d = r["minus recipe (both sides)"]
             diff = "-" if d is None else f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
-            lines.append(f"| {r['model']} | {r['NDCG@10']:.4f} | {r['queries']} | {diff} |")
+            length = " / ".join(f"{f['d_length']:.0f}" for f in r["per fold"])
+            flops = " / ".join(f"{f['flops']:.2f}" for f in r["per fold"])
+            lines.append(f"| {r['model']} | {r['NDCG@10']:.4f} | {r['queries']} | {diff} | {length} | {flops} |")
         (self.out / "table.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return {"folds": folds, "seed": self.a.seed, "variants": variants, "results": rows}
@@ -217,10 +237,9 @@ def main() -> int:
     out = Path(args.output)
     settings = {"adapt": str(Path(args.adapt).resolve()), "corpus": str(Path(args.corpus).resolve()), "folds": args.folds,
                 "seed": args.seed, "variants": variants, "dry": args.dry}
-    if out.exists() and any(out.iterdir()):
-        marker = out / MARKER
-        if not marker.is_file() or json.loads(marker.read_text()) != settings:
-            fail(f"{out} exists and was not written by this script with the same arguments; choose another --output")
+    if out.exists() and any(out.iterdir()) and not resumable(out / MARKER, settings):
+        fail(f"{out} exists and was not written by this script with the same arguments (new variants may be "
+             f"added; the others must stay as they were); choose another --output")
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(json.dumps(settings, indent=1))
 

@@ -346,6 +346,9 @@ def test_cross_validation_makes_every_train_query_a_dev_query_once(tiny_corpus, 
         pooled.update(per_query(str(out / f"f{k}" / "fast" / "both-dev"), "scimini"))
     assert len(pooled) == len(train) and res["fast, both sides"]["NDCG@10"] == pytest.approx(
         sum(pooled.values()) / len(pooled))
+    for k, fold in enumerate(res["fast, document side"]["per fold"]):  # each fold's own evaluation, in order
+        result = json.load(open(next(out.glob(f"f{k}/fast/enc-dev/beir_eval*/results/scimini.json"))))
+        assert fold == {"d_length": result["sparsity"]["d_length"], "flops": result["sparsity"]["flops"]}
     assert res["recipe, both sides"]["minus recipe (both sides)"] is None
     assert "fast, both sides" in (out / "table.md").read_text()
     # a rerun resumes without training; other arguments over the same folder are refused before writing
@@ -353,5 +356,10 @@ def test_cross_validation_makes_every_train_query_a_dev_query_once(tiny_corpus, 
     again = _cv(adapt, tiny_corpus, out, "--variant", "fast:learning_rate=1e-4")
     assert again.returncode == 0 and "fast, both sides" in again.stdout
     assert logs and {p: p.stat().st_mtime_ns for p in out.glob("f*/*/*.log")} == logs  # nothing ran again
-    refused = _cv(adapt, tiny_corpus, out, "--variant", "slow:learning_rate=1e-6")
-    assert refused.returncode == 2 and "same arguments" in refused.stderr and not (out / "f0" / "slow").exists()
+    refused = _cv(adapt, tiny_corpus, out, "--variant", "fast:learning_rate=1e-6")  # the same name, changed
+    assert refused.returncode == 2 and "same arguments" in refused.stderr
+    dropped = _cv(adapt, tiny_corpus, out, "--variant", "slow:learning_rate=1e-6")  # the earlier one left out
+    assert dropped.returncode == 2 and "same arguments" in dropped.stderr and not (out / "f0" / "slow").exists()
+    added = _cv(adapt, tiny_corpus, out, "--variant", "fast:learning_rate=1e-4", "--variant", "slow:learning_rate=1e-6")
+    assert added.returncode == 0 and "slow, both sides" in (out / "table.md").read_text()
+    assert {p: p.stat().st_mtime_ns for p in logs} == logs  # only the new variant trained
