@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sparse.evaluation.compare import eval_folder, paired_interval, per_query  # noqa: E402
+from sparse.reproduce.results import read_dataset_row  # noqa: E402
 
 MARKER = "cv.json"  # what this script writes first: a folder holding it may be resumed
 
@@ -179,8 +180,9 @@ class CrossValidation:
 
     def sparsity(self, run: str) -> dict:
         """Document length and FLOPS of one fold's evaluation."""
-        result = json.loads(Path(eval_folder(run), "results", f"{self.name}.json").read_text())
-        return {k: result["sparsity"][k] for k in ("d_length", "flops")}
+        keys = ("d_length", "flops")
+        row = read_dataset_row(eval_folder(run), self.name, required=keys)  # per_query read this run first
+        return {k: row[k] for k in keys}
 
     def table(self, variants: dict[str, list[str]], folds: int) -> dict:
         """Pooled per-query NDCG@10 of every model, and each one against the recipe."""
