@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -165,10 +167,15 @@ def test_adapt_label_free_end_to_end_then_reuse(tiny_corpus, tmp_path, monkeypat
     # zero-shot and the adapted model compared query by query on the test split, linked from the report
     assert "[compare.html](compare.html)" in (out / "report" / "report.md").read_text()
     assert "adapted (" in (out / "report" / "compare.html").read_text()
-    # a rerun reuses every step
-    again = _adapt(tiny_corpus, out, "--labels", "none")
+    # a rerun reuses every step, also after the output and its cache were moved
+    moved = tmp_path / "moved" / "lf"
+    moved.parent.mkdir()
+    shutil.move(out, moved)
+    shutil.move(str(out) + "-cache", str(moved) + "-cache")
+    again = _adapt(tiny_corpus, moved, "--labels", "none")
     assert "reusing" in again.stdout and "+ " not in again.stdout.replace("+ python -m sparse.export", "")
-    assert json.load(open(out / "report" / "adapt_results.json"))["results"] == res["results"]
+    assert f"python -m sparse.export {moved / Path(res['adapted_model']).relative_to(out)}" in again.stdout
+    assert json.load(open(moved / "report" / "adapt_results.json"))["results"] == res["results"]
 
 
 def test_the_adapted_model_is_the_best_trained_variant_on_dev():

@@ -91,6 +91,8 @@ class Adapt:
         self.data_root = os.path.join(self.out, "data")
         self.data_dir = os.path.join(self.data_root, self.name)
         self.cache_dir = os.path.abspath(args.cache_dir)
+        # keys name these folders, not their paths: a moved output, cache or clone keeps its steps
+        self.roots = ((self.out, "<output>"), (self.cache_dir, "<cache>"), (str(REPO_ROOT), "<repo>"))
         self.env = dict(os.environ)
         self.env.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.timings: dict[str, float] = {}
@@ -131,6 +133,9 @@ class Adapt:
             raise UserError(f"output {self.out} holds files that sparse.adapt did not write; choose another --output")
 
     # ------------------------------------------------------------------ helpers
+    def _key(self, *parts) -> str:
+        return steps.digest(*parts, roots=self.roots)
+
     def _python(self, *cmd: str) -> list[str]:
         return [sys.executable, *cmd]
 
@@ -170,7 +175,7 @@ class Adapt:
     def corpus_idf(self) -> str:
         """Step 1: the corpus's own IDF for the base model's tokenizer."""
         path = os.path.join(self.out, "idf", "idf.json")
-        key = steps.digest("idf", self.model, self.corpus_digest)
+        key = self._key("idf", self.model, self.corpus_digest)
         self._banner("corpus IDF")
         if not self._reuse("corpus idf", os.path.dirname(path), key, os.path.isfile(path)):
             secs = self._run("corpus idf", self._python("-m", "sparse.idf", "--tokenizer", self.model, "--corpus",
@@ -189,7 +194,7 @@ class Adapt:
         corpus = os.path.join(self.corpus_dir, "corpus.jsonl")
         labelled_digest = steps.file_digest(os.path.join(self.corpus_dir, "qrels", "train.tsv")) \
             if self.use_labels else None
-        key = steps.digest("queries", "train split per source", self.corpus_digest, self.mix, a.pseudo_queries, a.seed, a.dev_queries,
+        key = self._key("queries", "train split per source", self.corpus_digest, self.mix, a.pseudo_queries, a.seed, a.dev_queries,
                            a.seq2seq_model, labelled_digest)
         self._banner("pseudo-queries and the dev split")
         if self._reuse("queries", self.data_dir, key, os.path.isfile(os.path.join(self.data_dir, "split.json"))):
@@ -222,7 +227,7 @@ class Adapt:
         from sparse.adapt.workspace import write_cut_dev_corpus
 
         folder = os.path.join(self.dev_root, self.name)
-        key = steps.digest("cut dev corpus", data_key)
+        key = self._key("cut dev corpus", data_key)
         self._banner(f"dev corpus, each dev query cut from its document -> {folder}")
         if not self._reuse("dev corpus", folder, key, os.path.isfile(os.path.join(folder, "cuts.json"))):
             t0 = time.time()
@@ -239,7 +244,7 @@ class Adapt:
         per source of train queries under ``kd/`` (``kd/labelled``, ``kd/pseudo``)."""
         out = os.path.join(self.out, "kd")
         sources = [s[len("train_"):] for s in split["train_splits"]]
-        key = steps.digest("kd", self.model, self.base_idf, self.dense, self.args.top_k, data_key)
+        key = self._key("kd", self.model, self.base_idf, self.dense, self.args.top_k, data_key)
         self._banner(f"distillation rows -> {out}")
         done = all(os.path.isfile(os.path.join(out, s, "dataset_info.json")) for s in sources)
         if self._reuse("distillation rows", out, key, done):
@@ -290,7 +295,7 @@ class Adapt:
                      f"max_steps={self.args.encoder_steps}",
                      *self._common(f"train_file_dir={os.path.join(self.out, 'kd')}"),
                      *self.args.train_set]
-        key = steps.digest("encoder", steps.file_digest(str(REPO_ROOT / "config" / "adapt.yaml")), overrides, kd_key,
+        key = self._key("encoder", steps.file_digest(str(REPO_ROOT / "config" / "adapt.yaml")), overrides, kd_key,
                            steps.file_digest(idf))
         return self._train("stage 1: document side", out, "config/adapt.yaml", overrides, key)
 
@@ -299,7 +304,7 @@ class Adapt:
         out = os.path.join(self.out, name)
         overrides = [f"model_name_or_path={model}", f"tokenizer_name={model}",
                      f"idf_path={idf if idf else 'null'}", *self._common(f"train_file={self.idf_rows}")]
-        key = steps.digest(name, steps.file_digest(str(REPO_ROOT / "config" / "adapt_idf.yaml")), overrides, key_extra)
+        key = self._key(name, steps.file_digest(str(REPO_ROOT / "config" / "adapt_idf.yaml")), overrides, key_extra)
         return self._train(f"stage 2: query side ({name})", out, "config/adapt_idf.yaml", overrides, key)
 
     def eval_dir(self, label: str, split: str) -> str:
@@ -311,7 +316,7 @@ class Adapt:
         beir_dir, name = (self.dev_root, self.name) if split == "dev" else (os.path.dirname(self.corpus_dir), self.name)
         out = os.path.join(self.out, "eval", f"{label}-{split}")
         res_dir = self.eval_dir(label, split)
-        key = steps.digest("eval", model, idf, split, key_extra, self.dev_key if split == "dev" else None)
+        key = self._key("eval", model, idf, split, key_extra, self.dev_key if split == "dev" else None)
         if self._reuse(f"evaluate {label} ({split})", out, key, read_dataset_row(res_dir, name) is not None):
             return read_dataset_row(res_dir, name)
         cmd = self._python("evaluate_beir.py", "--model_name_or_path", model, "--output_dir", out,
@@ -336,7 +341,7 @@ class Adapt:
               flush=True)
         idf = self.corpus_idf()
         split = self.queries()
-        data_key = steps.digest(steps.file_digest(os.path.join(self.data_dir, steps.STAMP)))
+        data_key = self._key(steps.file_digest(os.path.join(self.data_dir, steps.STAMP)))
         kd_key = self.distillation_rows(data_key, split)
         # the query side is fitted on real questions when there are any: an IDF fitted to
         # pseudo-queries (copies of document text) loses on real queries (docs/training.md, section 7)

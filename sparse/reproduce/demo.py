@@ -66,6 +66,12 @@ class Demo:
             self.env["TRANSFORMERS_OFFLINE"] = "1"
         self.timings: dict[str, float] = {}
         self.reused: list[str] = []
+        # keys name these folders, not their paths: a moved clone keeps its steps
+        self.roots = ((os.path.abspath(self.root), "<output>"), (os.path.abspath(args.cache_dir), "<cache>"),
+                      (str(REPO_ROOT), "<repo>"))
+
+    def _key(self, *parts) -> str:
+        return steps.digest(*parts, roots=self.roots)
 
     # ------------------------------------------------------------------ set-up
     def resolve_assets(self) -> None:
@@ -100,7 +106,7 @@ class Demo:
         """Evaluate into ``<root>/<name>``; returns the results directory (``.../beir_eval<suffix>``)."""
         out = os.path.join(self.root, name)
         res_dir = eval_results_dir(out, split_overrides(self.args.eval_args))
-        key = steps.digest("eval", model, idf, self.dataset, self.args.eval_args, key_extra)
+        key = self._key("eval", model, idf, self.dataset, self.args.eval_args, key_extra)
         self._banner(i, f"evaluate the {name} model on {self.dataset} (test split)")
         if steps.stamp_ok(out, key) and read_dataset_row(res_dir, self.dataset) is not None:
             print(f"reusing {out} (same model and settings; --force to redo)")
@@ -122,7 +128,7 @@ class Demo:
         """The corpus's own IDF and the distillation rows; returns a key of both for the training stamp."""
         self._banner(i, f"prepare training data from the {self.dataset} train split -> {self.train_data}")
         idf_out = self.domain_idf
-        key = steps.digest("idf", self.model, self.beir_path)
+        key = self._key("idf", self.model, self.beir_path)
         if steps.stamp_ok(idf_out + ".d", key) and os.path.isfile(idf_out):
             print(f"reusing {idf_out}")
             self.reused.append("idf")
@@ -132,7 +138,7 @@ class Demo:
             steps.write_stamp(idf_out + ".d", key, secs)
             self.timings["corpus idf"] = secs
         out = self.train_data
-        key = steps.digest("prepare", self.model, self.idf, self.dataset, self.dense, self.args.prep_args)
+        key = self._key("prepare", self.model, self.idf, self.dataset, self.dense, self.args.prep_args)
         if steps.stamp_ok(out, key) and os.path.isfile(os.path.join(out, "dataset_info.json")):
             print(f"reusing {out} (same model; --force to redo)")
             self.reused.append("prepare")
@@ -147,7 +153,7 @@ class Demo:
             secs = self._run("prepare", cmd)
             steps.write_stamp(out, key, secs, model=self.model)
             self.timings["prepare"] = secs
-        return steps.digest(steps.file_digest(os.path.join(out, steps.STAMP)), steps.file_digest(idf_out))
+        return self._key(steps.file_digest(os.path.join(out, steps.STAMP)), steps.file_digest(idf_out))
 
     def train(self, i: int, data_key: str) -> str:
         out = os.path.join(self.root, "model")
@@ -158,7 +164,7 @@ class Demo:
                      f"model_name_or_path={self.model}", f"tokenizer_name={self.model}",
                      f"beir_dir={os.path.dirname(self.beir_path)}", f"beir_datasets={self.dataset}",
                      f"cache_dir={self.args.cache_dir}"] + list(self.args.train_set)
-        key = steps.digest("train", steps.file_digest(str(REPO_ROOT / config)), overrides, data_key)
+        key = self._key("train", steps.file_digest(str(REPO_ROOT / config)), overrides, data_key)
         self._banner(i, f"fine-tune with {config} -> {out}")
         if steps.stamp_ok(out, key) and self.final_model(out):
             print(f"reusing {out} (same config and data; --force to redo)")
@@ -186,7 +192,7 @@ class Demo:
 
         out = os.path.join(self.root, "baselines")
         data = os.path.join(out, "test_rows")
-        key = steps.digest("baselines", self.model, self.idf, self.dataset, self.dense)
+        key = self._key("baselines", self.model, self.idf, self.dataset, self.dense)
         self._banner(i, f"evaluate BM25 and the teacher ensemble on {self.dataset} (test split)")
         result_file = os.path.join(out, "baselines.json")
         if steps.stamp_ok(out, key) and os.path.isfile(result_file):

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from sparse.errors import UserError, write_json
 
@@ -25,11 +26,17 @@ MODEL_MARKERS = ("sparse_config.json", "config.json")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def digest(*parts) -> str:
-    """A short digest of JSON-serializable parts (the inputs of a step)."""
+def digest(*parts, roots: Sequence[tuple[str, str]] = ()) -> str:
+    """A short digest of JSON-serializable parts (the inputs of a step); each (folder, name) of ``roots``
+    is written as its name, so that moving the folder keeps the keys of what lies inside it."""
+    patterns = [(re.compile(r"(?<![\w.~-])" + re.escape(os.path.abspath(folder).rstrip(os.sep)) + r"(?![\w.~-])"),
+                 name) for folder, name in sorted(roots, key=lambda r: -len(os.path.abspath(r[0])))]
     h = hashlib.sha256()
     for p in parts:
-        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        text = json.dumps(p, sort_keys=True, default=str)
+        for pattern, name in patterns:
+            text = pattern.sub(name, text)
+        h.update(text.encode())
     return h.hexdigest()[:16]
 
 
