@@ -108,6 +108,39 @@ def test_optimizer_groups_no_decay_and_idf_lr(tiny, tmp_path):
     assert idf["params"] == [enc.idf] and idf["lr"] == 0.05 and idf["weight_decay"] == 0.0
 
 
+def test_head_lr_gives_the_mlm_head_its_own_rate_and_keeps_tied_embeddings_in_the_body(tiny, tmp_path):
+    from sparse.config import parse_config
+    from sparse.data.collators import TrainingCollator
+    from sparse.data.datasets import build_dataset
+    from sparse.losses import FlopsRegularizer, RankingLoss
+    from sparse.modeling.encoder import SparseEncoder
+    from sparse.training.model import SparseTrainingModel
+    from sparse.training.trainer import SparseTrainer
+
+    cfg = parse_config(_common(tiny, tmp_path, weight_decay=0.01, report_to="[]"))
+    enc = SparseEncoder.from_pretrained(tiny["model"])
+    trainer = SparseTrainer(SparseTrainingModel(enc), cfg.training, [build_dataset(tiny["posnegs"], "posnegs", 2)],
+                            TrainingCollator(enc.tokenize, 32), RankingLoss(["infonce"]), FlopsRegularizer(0, 1),
+                            head_lr=0.02)
+    opt = trainer.create_optimizer()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert set(groups) == {"decay", "no_decay", "head_decay", "head_no_decay"}
+    head = {names[id(p)] for g in ("head_decay", "head_no_decay") for p in groups[g]["params"]}
+    body = {names[id(p)] for g in ("decay", "no_decay") for p in groups[g]["params"]}
+    mlm = enc.mlm
+    output_bias = mlm.get_output_embeddings().bias
+    assert names[id(output_bias)] in head and all(".cls." in n for n in head)
+    assert mlm.get_output_embeddings().weight is mlm.get_input_embeddings().weight  # tied in the tiny model
+    assert names[id(mlm.get_input_embeddings().weight)] in body and not any(".cls." in n for n in body)
+    assert len(head) + len(body) == sum(p.requires_grad for p in trainer.model.parameters())  # IDF not trained
+    assert groups["head_decay"]["lr"] == groups["head_no_decay"]["lr"] == 0.02
+    assert groups["head_decay"]["weight_decay"] == 0.01 and groups["head_no_decay"]["weight_decay"] == 0.0
+    assert "lr" not in groups["decay"] or groups["decay"]["lr"] == 1e-3
+    trainer.create_scheduler(10, opt)  # the schedule scales each group from its own rate
+    assert {g["name"]: g["lr"] for g in opt.param_groups}["head_no_decay"] == pytest.approx(0.02)
+
+
 # ---------------------------------------------------------------------- whole runs
 def test_checkpoints_are_self_describing_and_resume_exactly(tiny, tmp_path):
     from safetensors.torch import load_file

@@ -18,7 +18,7 @@ from sparse.config.cli import (HELP_FLAGS, Command, command_help, load_yaml, par
 from sparse.config.groups import (DEFAULT_BEIR_DATASETS, GROUPS, IGNORED_KEYS, TRAINING_NULL_AS,  # noqa: F401
                                   TRAINING_RANGES, DataArguments, EvalArguments, HealthArguments,
                                   IdfTrainingArguments, LossArguments, ModelArguments, OpenSearchArguments,
-                                  RegularizerArguments, ServingArguments, TeacherArguments, WindowArguments)
+                                  OptimizerArguments, RegularizerArguments, ServingArguments, TeacherArguments, WindowArguments)
 from sparse.config.keys import (FALSE_STRINGS, NULL_STRINGS, TRUE_STRINGS, ConfigLoader, coerce_value,  # noqa: F401
                                 key, load_yaml_text)
 from sparse.config.resolve import (ResolvedConfig, canonical_values, check_known, check_training_keys,  # noqa: F401

@@ -127,6 +127,15 @@ class IdfTrainingArguments:
 
 
 @dataclass
+class OptimizerArguments:
+    """Learning rates of the model's parts beside Hugging Face's learning_rate (which the body keeps)."""
+
+    head_lr: Optional[float] = key(None, "Learning rate of the MLM head (the parameters outside the base model: its "
+                                         "transform and the per-term output bias; tied word embeddings stay with "
+                                         "the body); null: learning_rate.", low=0, low_open=True)
+
+
+@dataclass
 class HealthArguments:
     """The training-health log (train_log.jsonl) and the collapse watch."""
 
@@ -231,6 +240,7 @@ GROUPS = {
     "regularizer": RegularizerArguments,
     "teachers": TeacherArguments,
     "idf": IdfTrainingArguments,
+    "optimizer": OptimizerArguments,
     "health": HealthArguments,
     "eval": EvalArguments,
     "serving": ServingArguments,

@@ -41,6 +41,7 @@ class ResolvedConfig:
     regularizer: Any
     teachers: Any
     idf: Any
+    optimizer: Any
     health: Any
     eval: Any
     serving: Any

@@ -115,6 +115,15 @@ def vocab_projection_detached(mlm):
         setattr(parent, attr, decoder)
 
 
+def head_parameters(mlm) -> list[nn.Parameter]:
+    """The MLM head's parameters: those outside the base model (a tied decoder weight is the body's embedding)."""
+    body = {id(p) for p in mlm.base_model.parameters()}
+    head = [p for p in mlm.parameters() if id(p) not in body]
+    if mlm.base_model is mlm or not head:
+        raise UserError(f"{type(mlm).__name__} has no MLM head apart from its base model; head_lr cannot be set")
+    return head
+
+
 ENCODE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -58,6 +58,8 @@ def check_config(cfg: ResolvedConfig) -> None:
         logger.info("max_steps is not set: training for num_train_epochs=%s", args.num_train_epochs)
     if cfg.idf.idf_lr is not None and not cfg.idf.idf_requires_grad:
         logger.warning("idf_lr is set but idf_requires_grad is false: the IDF is not trained")
+    if cfg.optimizer.head_lr is not None and cfg.idf.freeze_document_encoder:
+        logger.warning("head_lr is set but freeze_document_encoder is true: the MLM head is not trained")
     if cfg.regularizer.decouple_activation and cfg.model.activation_type == "relu":
         logger.warning("decouple_activation with the relu activation changes nothing (no l0 activation to "
                        "decouple); set activation_type")
@@ -244,7 +246,8 @@ def main(argv=None) -> dict:
 
     collator = TrainingCollator(encoder.tokenize, d.max_seq_length, m.query_max_seq_length)
     trainer = SparseTrainer(SparseTrainingModel(encoder), args, datasets, collator, ranking, doc_flops, query_flops,
-                            teacher=teacher, idf_lr=cfg.idf.idf_lr, health=health, stop_on_collapse=h.stop_on_collapse)
+                            teacher=teacher, idf_lr=cfg.idf.idf_lr, head_lr=cfg.optimizer.head_lr, health=health,
+                            stop_on_collapse=h.stop_on_collapse)
     start = time.time()
     stopper = StopOnSignal().install()
     trainer.add_callback(stopper)

@@ -38,6 +38,7 @@ from sparse.data.sampler import ConcatItems, GlobalBatchSampler
 from sparse.errors import UserError
 from sparse.losses.flops import FlopsRegularizer
 from sparse.losses.ranking import RankingLoss
+from sparse.modeling.encoder import head_parameters
 from sparse.modeling.idf import idf_vector, load_idf_file
 from sparse.training.health import TrainingHealth
 from sparse.training.model import SparseTrainingModel
@@ -123,6 +124,7 @@ class SparseTrainer(Trainer):
     def __init__(self, model: SparseTrainingModel, args, train_datasets: list, data_collator,
                  ranking_loss: RankingLoss, doc_flops: FlopsRegularizer,
                  query_flops: Optional[FlopsRegularizer] = None, teacher=None, idf_lr: Optional[float] = None,
+                 head_lr: Optional[float] = None,
                  health: Optional[TrainingHealth] = None, stop_on_collapse: bool = False, **kwargs):
         super().__init__(model=model, args=args, train_dataset=ConcatItems(train_datasets),
                          data_collator=data_collator, processing_class=model.encoder.tokenizer, **kwargs)
@@ -133,6 +135,7 @@ class SparseTrainer(Trainer):
         self.query_flops = query_flops
         self.teacher = teacher
         self.idf_lr = idf_lr
+        self.head_lr = head_lr
         self._stats: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         self._maxes: dict[str, float] = {}
         self.last_metrics: dict[str, float] = {}
@@ -156,33 +159,36 @@ class SparseTrainer(Trainer):
 
     # ------------------------------------------------------------------ optimizer
     def create_optimizer(self, model=None):
-        """AdamW; no weight decay on biases, LayerNorm weights and the IDF vector; IDF at ``idf_lr``."""
+        """AdamW; no weight decay on biases, LayerNorm weights and the IDF vector; IDF at ``idf_lr``; the MLM
+        head (``head_parameters``) at ``head_lr`` when set."""
         if self.optimizer is not None:
             return self.optimizer
         model = self.model
         decay_names = set(self.get_decay_parameter_names(model))
         idf = self.encoder.idf
-        groups = {"decay": [], "no_decay": [], "idf": []}
+        head = {id(p) for p in head_parameters(self.encoder.mlm)} if self.head_lr is not None else set()
+        groups = {name: [] for name in ("decay", "no_decay", "head_decay", "head_no_decay", "idf")}
         for name, p in model.named_parameters():
             if not p.requires_grad:
                 continue
             if p is idf:
                 groups["idf"].append(p)
-            elif name in decay_names:
-                groups["decay"].append(p)
-            else:
-                groups["no_decay"].append(p)
-        params = [{"name": "decay", "params": groups["decay"], "weight_decay": self.args.weight_decay},
-                  {"name": "no_decay", "params": groups["no_decay"], "weight_decay": 0.0}]
-        if groups["idf"]:
-            params.append({"name": "idf", "params": groups["idf"], "weight_decay": 0.0,
-                           "lr": self.idf_lr if self.idf_lr is not None else self.args.learning_rate})
+                continue
+            part = "head_" if id(p) in head else ""
+            groups[part + ("decay" if name in decay_names else "no_decay")].append(p)
+        decay = self.args.weight_decay
+        params = [{"name": "decay", "params": groups["decay"], "weight_decay": decay},
+                  {"name": "no_decay", "params": groups["no_decay"], "weight_decay": 0.0},
+                  {"name": "head_decay", "params": groups["head_decay"], "weight_decay": decay, "lr": self.head_lr},
+                  {"name": "head_no_decay", "params": groups["head_no_decay"], "weight_decay": 0.0,
+                   "lr": self.head_lr},
+                  {"name": "idf", "params": groups["idf"], "weight_decay": 0.0,
+                   "lr": self.idf_lr if self.idf_lr is not None else self.args.learning_rate}]
         params = [g for g in params if g["params"]]
         self.optimizer = torch.optim.AdamW(params, lr=self.args.learning_rate,
                                            betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon)
-        logger.info("AdamW: %d tensors with weight decay %g, %d without, %d IDF (lr %s)", len(groups["decay"]),
-                    self.args.weight_decay, len(groups["no_decay"]), len(groups["idf"]),
-                    params[-1].get("lr") if groups["idf"] else "-")
+        logger.info("AdamW: %s", ", ".join(f"{g['name']} {len(g['params'])} tensors (lr {g.get('lr', 'learning_rate')}, "
+                                           f"weight decay {g['weight_decay']:g})" for g in params))
         return self.optimizer
 
     # ------------------------------------------------------------------ loss
