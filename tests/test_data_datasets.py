@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sparse.data.collators import TrainingCollator
-from sparse.data.datasets import KDDataset, PosNegsDataset, build_dataset, dataset_paths, partial_shuffle
+from sparse.data.datasets import (KDDataset, PosNegsDataset, build_dataset, dataset_paths, dataset_repeats,
+                                  partial_shuffle)
 from sparse.data.sampler import ConcatItems, GlobalBatchSampler
 from sparse.errors import UserError
 
@@ -110,6 +111,38 @@ def test_global_batches_do_not_depend_on_world_size():
     assert list(s) != one  # a new order each epoch
     kept = GlobalBatchSampler([10], 4, drop_last=False)
     assert sorted(i for b in kept for i in b) == list(range(10))
+
+
+def test_dataset_repeats_raise_a_dataset_share_without_repeating_an_item_in_a_batch():
+    sizes = [8, 40]  # 2 and 10 batches of 4 a pass
+    plain = GlobalBatchSampler(sizes, 4, seed=3)
+    assert list(GlobalBatchSampler(sizes, 4, seed=3, repeats=[1, 1])) == list(plain)  # no repeats: as before
+    s = GlobalBatchSampler(sizes, 4, seed=3, repeats=[3, 1])
+    batches = list(s)
+    assert len(batches) == len(s) == 3 * 2 + 10
+    first = [b for b in batches if max(b) < 8]
+    assert len(first) == 6 and all(len(set(b)) == len(b) for b in first)
+    counts = np.bincount([i for b in first for i in b], minlength=8)
+    assert (counts == 3).all()  # every item of the repeated dataset three times an epoch
+    assert sorted(i for b in batches if min(b) >= 8 for i in b) == list(range(8, 48))  # the other once
+    assert len({tuple(sorted(b)) for b in first}) > 2  # each pass is a permutation of its own
+    # the 3 passes are spread over the epoch, not run back to back
+    positions = [k for k, b in enumerate(batches) if max(b) < 8]
+    assert positions != list(range(6))
+    with pytest.raises(ValueError, match="repeats"):
+        GlobalBatchSampler(sizes, 4, repeats=[0, 1])
+
+
+def test_dataset_repeats_by_name(tmp_path):
+    paths = [str(tmp_path / "labelled"), str(tmp_path / "pseudo"), str(tmp_path / "extra.jsonl")]
+    assert dataset_repeats(paths, None) == [1, 1, 1]
+    assert dataset_repeats(paths, {"labelled": 4, "extra": 2}) == [4, 1, 2]
+    assert dataset_repeats(paths, {"extra.jsonl": 3}) == [1, 1, 3]
+    with pytest.raises(UserError, match="names labeled, but the training datasets are labelled, pseudo"):
+        dataset_repeats(paths, {"labeled": 4})
+    for bad in (0, 1.5, True):
+        with pytest.raises(UserError, match="whole numbers >= 1"):
+            dataset_repeats(paths, {"labelled": bad})
 
 
 def test_concat_items_and_collator():

@@ -141,6 +141,27 @@ def test_head_lr_gives_the_mlm_head_its_own_rate_and_keeps_tied_embeddings_in_th
     assert {g["name"]: g["lr"] for g in opt.param_groups}["head_no_decay"] == pytest.approx(0.02)
 
 
+def test_dataset_repeats_reach_the_sampler_and_a_wrong_name_stops_before_writing(tiny, tmp_path):
+    import shutil
+
+    mixed = tmp_path / "mixed"
+    for name in ("labelled", "pseudo"):  # 32 items each: 8 batches of 4 a pass
+        shutil.copytree(tiny["posnegs"], mixed / name)
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match="dataset_repeats names labeled, but the training datasets are labelled, pseudo"):
+        main(_common(tiny, out, data_type="posnegs", train_file_dir=str(mixed), loss_types="[infonce]",
+                     dataset_repeats="{labeled: 3}"))
+    assert not out.exists()
+    summary = main(_common(tiny, out, data_type="posnegs", train_file_dir=str(mixed), loss_types="[infonce]",
+                           dataset_repeats="{labelled: 3}", sample_num_one_query=2, max_steps=1, report_to="[]"))
+    assert summary["global_step"] == 1
+    log = (out / "train.log").read_text()
+    assert "labelled: 32 items x 3 passes an epoch, 75.0% of the items" in log
+    assert "pseudo: 32 items x 1 pass an epoch, 25.0% of the items" in log
+    state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(1 / (3 * 8 + 8))  # the epoch's batches: 3 passes, then 1
+
+
 # ---------------------------------------------------------------------- whole runs
 def test_checkpoints_are_self_describing_and_resume_exactly(tiny, tmp_path):
     from safetensors.torch import load_file

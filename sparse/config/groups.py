@@ -54,6 +54,9 @@ class DataArguments:
     train_file: Optional[str] = key(None, "Training data: a dataset saved with save_to_disk, or a jsonl file.")
     train_file_dir: Optional[Any] = key(None, "A directory of training datasets, or a list of them (mixed by the "
                                               "multi-dataset sampler).")
+    dataset_repeats: Optional[dict] = key(None, "Passes over a training dataset per epoch, by its folder or file "
+                                                "name under train_file_dir, e.g. {labelled: 4}: its share of the "
+                                                "batches grows that many times; others: 1.")
     data_type: str = key("kd", "Row format: kd (query, docs, scores) or posnegs (query, pos, negs).",
                          choices="sparse.data.datasets:DATA_TYPES")
     sample_num_one_query: int = key(2, "Documents per query in a training group (the first is the positive).", low=1)

@@ -341,3 +341,18 @@ def dataset_paths(train_file: Optional[str], train_file_dir) -> list[str]:
     if not out:
         raise UserError(f"train_file_dir {train_file_dir} holds no save_to_disk datasets or .jsonl files")
     return out
+
+
+def dataset_repeats(paths: list[str], repeats: Optional[dict]) -> list[int]:
+    """Passes per epoch of each dataset in ``paths`` (``dataset_repeats``: {name: n}, a name being the
+    folder or file name, a ``.jsonl`` file's with or without its suffix); other datasets: 1."""
+    names = [os.path.basename(os.path.normpath(p)) for p in paths]
+    stems = [n[:-len(".jsonl")] if n.endswith(".jsonl") else n for n in names]
+    repeats = {str(k): v for k, v in (repeats or {}).items()}
+    unknown = sorted(k for k in repeats if k not in names and k not in stems)
+    if unknown:
+        raise UserError(f"dataset_repeats names {', '.join(unknown)}, but the training datasets are {', '.join(names)}")
+    bad = [f"{k}: {v!r}" for k, v in repeats.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+    if bad:
+        raise UserError(f"dataset_repeats takes whole numbers >= 1, got {', '.join(bad)}")
+    return [repeats.get(n, repeats.get(s, 1)) for n, s in zip(names, stems)]

@@ -60,6 +60,9 @@ def check_config(cfg: ResolvedConfig) -> None:
         logger.warning("idf_lr is set but idf_requires_grad is false: the IDF is not trained")
     if cfg.optimizer.head_lr is not None and cfg.idf.freeze_document_encoder:
         logger.warning("head_lr is set but freeze_document_encoder is true: the MLM head is not trained")
+    if d.dataset_repeats and cfg.idf.freeze_document_encoder:
+        logger.warning("dataset_repeats is set but freeze_document_encoder is true: the query-side fit reads "
+                       "every row once")
     if cfg.regularizer.decouple_activation and cfg.model.activation_type == "relu":
         logger.warning("decouple_activation with the relu activation changes nothing (no l0 activation to "
                        "decouple); set activation_type")
@@ -112,7 +115,7 @@ def check_reporters(args) -> None:
 
 def check_inputs(cfg: ResolvedConfig) -> None:
     """Every input file and option that can be checked before anything is written or loaded."""
-    from sparse.data.datasets import dataset_paths
+    from sparse.data.datasets import dataset_paths, dataset_repeats
 
     m, d, args = cfg.model, cfg.data, cfg.training
     check_model_path(m.model_name_or_path)
@@ -121,8 +124,10 @@ def check_inputs(cfg: ResolvedConfig) -> None:
     if not d.train_file and not d.train_file_dir:
         raise ConfigError("train_file or train_file_dir is required (a dataset saved with save_to_disk, or a "
                           "jsonl file); see README, section Training data")
-    for path in dataset_paths(d.train_file, d.train_file_dir):  # a train_file_dir entry is checked there
+    paths = dataset_paths(d.train_file, d.train_file_dir)  # a train_file_dir entry is checked there
+    for path in paths:
         check_input_path("train_file", path, kind="file or directory")
+    dataset_repeats(paths, d.dataset_repeats)  # its names and counts
     check_output_dir("output_dir", args.output_dir)
     if m.model_name_or_path and os.path.isdir(m.model_name_or_path) and os.path.isdir(args.output_dir) and \
             os.path.samefile(m.model_name_or_path, args.output_dir):
@@ -145,6 +150,19 @@ def load_training_data(cfg: ResolvedConfig) -> list:
             raise ConfigError(f"training data {path} holds no rows; check the file (or data_type={d.data_type})")
         datasets.append(ds)
     return datasets
+
+
+def log_training_mix(datasets: list, d) -> list[int]:
+    """Each dataset's passes per epoch and share of the training items, logged; returns the passes."""
+    from sparse.data.datasets import dataset_paths, dataset_repeats
+
+    paths = dataset_paths(d.train_file, d.train_file_dir)
+    repeats = dataset_repeats(paths, d.dataset_repeats)
+    total = sum(len(ds) * r for ds, r in zip(datasets, repeats))
+    for path, ds, r in zip(paths, datasets, repeats):
+        logger.info("training data %s: %d items x %d pass%s an epoch, %.1f%% of the items", path, len(ds), r,
+                    "" if r == 1 else "es", 100 * len(ds) * r / total)
+    return repeats
 
 
 def adapt_precision(args) -> None:
@@ -245,8 +263,10 @@ def main(argv=None) -> dict:
         return fit_idf(cfg, encoder, health, fit_rows)
 
     collator = TrainingCollator(encoder.tokenize, d.max_seq_length, m.query_max_seq_length)
+    repeats = log_training_mix(datasets, d)
     trainer = SparseTrainer(SparseTrainingModel(encoder), args, datasets, collator, ranking, doc_flops, query_flops,
-                            teacher=teacher, idf_lr=cfg.idf.idf_lr, head_lr=cfg.optimizer.head_lr, health=health,
+                            teacher=teacher, idf_lr=cfg.idf.idf_lr, head_lr=cfg.optimizer.head_lr,
+                            dataset_repeats=repeats, health=health,
                             stop_on_collapse=h.stop_on_collapse)
     start = time.time()
     stopper = StopOnSignal().install()

@@ -124,7 +124,7 @@ class SparseTrainer(Trainer):
     def __init__(self, model: SparseTrainingModel, args, train_datasets: list, data_collator,
                  ranking_loss: RankingLoss, doc_flops: FlopsRegularizer,
                  query_flops: Optional[FlopsRegularizer] = None, teacher=None, idf_lr: Optional[float] = None,
-                 head_lr: Optional[float] = None,
+                 head_lr: Optional[float] = None, dataset_repeats: Optional[list[int]] = None,
                  health: Optional[TrainingHealth] = None, stop_on_collapse: bool = False, **kwargs):
         super().__init__(model=model, args=args, train_dataset=ConcatItems(train_datasets),
                          data_collator=data_collator, processing_class=model.encoder.tokenizer, **kwargs)
@@ -136,6 +136,7 @@ class SparseTrainer(Trainer):
         self.teacher = teacher
         self.idf_lr = idf_lr
         self.head_lr = head_lr
+        self.dataset_repeats = dataset_repeats
         self._stats: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         self._maxes: dict[str, float] = {}
         self.last_metrics: dict[str, float] = {}
@@ -148,7 +149,7 @@ class SparseTrainer(Trainer):
         """Global batches, identical on every rank and sliced by global rank (``data.sampler``)."""
         sampler = GlobalBatchSampler([len(d) for d in self.train_datasets], self.args.per_device_train_batch_size,
                                      world_size=group_world_size(), rank=group_rank(), seed=self.args.seed,
-                                     drop_last=self.args.dataloader_drop_last)
+                                     drop_last=self.args.dataloader_drop_last, repeats=self.dataset_repeats)
         if len(sampler) == 0:
             raise UserError(f"the training data ({len(self.train_dataset)} items) is smaller than one global batch "
                             f"({self.args.per_device_train_batch_size} x {group_world_size()} processes)")
