@@ -91,8 +91,7 @@ class Adapt:
         self.data_root = os.path.join(self.out, "data")
         self.data_dir = os.path.join(self.data_root, self.name)
         self.cache_dir = os.path.abspath(args.cache_dir)
-        # keys name these folders, not their paths: a moved output, cache or clone keeps its steps
-        self.roots = ((self.out, "<output>"), (self.cache_dir, "<cache>"), (str(REPO_ROOT), "<repo>"))
+        self._key = steps.portable_digest(self.out, self.cache_dir)
         self.env = dict(os.environ)
         self.env.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.timings: dict[str, float] = {}
@@ -126,16 +125,27 @@ class Adapt:
                 raise UserError(f"{label} {path} is not a folder")
         if not os.path.isfile(self.base_idf):
             raise UserError(f"base_idf {self.base_idf} not found")
+        self.check_train_set()
         if os.path.isfile(self.out):
             raise UserError(f"output {self.out} is a file")
         marker = os.path.join(self.out, "adapt.json")
         if os.path.isdir(self.out) and os.listdir(self.out) and not os.path.isfile(marker):
             raise UserError(f"output {self.out} holds files that sparse.adapt did not write; choose another --output")
 
-    # ------------------------------------------------------------------ helpers
-    def _key(self, *parts) -> str:
-        return steps.digest(*parts, roots=self.roots)
+    def check_train_set(self) -> None:
+        """The stage-1 overrides: known keys, valid values, and ``dataset_repeats`` naming the row
+        sets this run will write (``labelled``, ``pseudo``), now rather than after the rows are made."""
+        from sparse.config import parse_config
+        from sparse.data.datasets import dataset_repeats
 
+        try:
+            cfg = parse_config([str(REPO_ROOT / "config" / "adapt.yaml"), *self.args.train_set])
+            sources = ["labelled"] * self.use_labels + ["pseudo"] * (self.args.pseudo_queries > 0)
+            dataset_repeats(sources, cfg.data.dataset_repeats)
+        except UserError as exc:
+            raise UserError(f"--train_set: {exc}") from None
+
+    # ------------------------------------------------------------------ helpers
     def _python(self, *cmd: str) -> list[str]:
         return [sys.executable, *cmd]
 
@@ -317,8 +327,9 @@ class Adapt:
         out = os.path.join(self.out, "eval", f"{label}-{split}")
         res_dir = self.eval_dir(label, split)
         key = self._key("eval", model, idf, split, key_extra, self.dev_key if split == "dev" else None)
-        if self._reuse(f"evaluate {label} ({split})", out, key, read_dataset_row(res_dir, name) is not None):
-            return read_dataset_row(res_dir, name)
+        row = read_dataset_row(res_dir, name)
+        if self._reuse(f"evaluate {label} ({split})", out, key, row is not None):
+            return row
         cmd = self._python("evaluate_beir.py", "--model_name_or_path", model, "--output_dir", out,
                            "--beir_dir", beir_dir, "--beir_datasets", name, "--eval_split", split,
                            "--cache_dir", self.cache_dir)

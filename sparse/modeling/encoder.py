@@ -120,7 +120,7 @@ def head_parameters(mlm) -> list[nn.Parameter]:
     body = {id(p) for p in mlm.base_model.parameters()}
     head = [p for p in mlm.parameters() if id(p) not in body]
     if mlm.base_model is mlm or not head:
-        raise UserError(f"{type(mlm).__name__} has no MLM head apart from its base model; head_lr cannot be set")
+        raise UserError(f"{type(mlm).__name__} has no MLM head apart from its base model")
     return head
 
 

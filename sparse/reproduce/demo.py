@@ -66,12 +66,7 @@ class Demo:
             self.env["TRANSFORMERS_OFFLINE"] = "1"
         self.timings: dict[str, float] = {}
         self.reused: list[str] = []
-        # keys name these folders, not their paths: a moved clone keeps its steps
-        self.roots = ((os.path.abspath(self.root), "<output>"), (os.path.abspath(args.cache_dir), "<cache>"),
-                      (str(REPO_ROOT), "<repo>"))
-
-    def _key(self, *parts) -> str:
-        return steps.digest(*parts, roots=self.roots)
+        self._key = steps.portable_digest(self.root, args.cache_dir)
 
     # ------------------------------------------------------------------ set-up
     def resolve_assets(self) -> None:

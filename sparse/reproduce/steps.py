@@ -8,6 +8,7 @@ progress, and that step resumes from its own saved parts where it has them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -17,10 +18,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from sparse.errors import UserError, write_json
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STAMP = "step.json"
 MODEL_MARKERS = ("sparse_config.json", "config.json")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -29,8 +31,8 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 def digest(*parts, roots: Sequence[tuple[str, str]] = ()) -> str:
     """A short digest of JSON-serializable parts (the inputs of a step); each (folder, name) of ``roots``
     is written as its name, so that moving the folder keeps the keys of what lies inside it."""
-    patterns = [(re.compile(r"(?<![\w.~-])" + re.escape(os.path.abspath(folder).rstrip(os.sep)) + r"(?![\w.~-])"),
-                 name) for folder, name in sorted(roots, key=lambda r: -len(os.path.abspath(r[0])))]
+    folders = sorted(((os.path.abspath(folder).rstrip(os.sep), name) for folder, name in roots), key=lambda r: -len(r[0]))
+    patterns = [(re.compile(r"(?<![\w.~-])" + re.escape(folder) + r"(?![\w.~-])"), name) for folder, name in folders]
     h = hashlib.sha256()
     for p in parts:
         text = json.dumps(p, sort_keys=True, default=str)
@@ -38,6 +40,12 @@ def digest(*parts, roots: Sequence[tuple[str, str]] = ()) -> str:
             text = pattern.sub(name, text)
         h.update(text.encode())
     return h.hexdigest()[:16]
+
+
+def portable_digest(output: str, cache: str) -> Callable[..., str]:
+    """``digest`` with the output folder, the cache and this clone written by name: a pipeline whose
+    output, cache or clone moves keeps its steps."""
+    return functools.partial(digest, roots=((output, "<output>"), (cache, "<cache>"), (str(REPO_ROOT), "<repo>")))
 
 
 def file_digest(path: str) -> str:

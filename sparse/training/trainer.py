@@ -167,7 +167,10 @@ class SparseTrainer(Trainer):
         model = self.model
         decay_names = set(self.get_decay_parameter_names(model))
         idf = self.encoder.idf
-        head = {id(p) for p in head_parameters(self.encoder.mlm)} if self.head_lr is not None else set()
+        try:
+            head = {id(p) for p in head_parameters(self.encoder.mlm)} if self.head_lr is not None else set()
+        except UserError as exc:
+            raise UserError(f"{exc}: head_lr cannot be set") from None
         groups = {name: [] for name in ("decay", "no_decay", "head_decay", "head_no_decay", "idf")}
         for name, p in model.named_parameters():
             if not p.requires_grad:
