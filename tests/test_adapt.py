@@ -276,7 +276,9 @@ def test_bad_input_is_one_error_before_anything_is_written(tiny_corpus, tmp_path
              ([str(tiny_corpus), "--encoder_steps", "0", "--idf_fit", "false"], "nothing to train"),
              ([str(tiny_corpus), "--train_set", "learning_rat=1e-5"], "--train_set: unknown config key 'learning_rat'"),
              ([str(tiny_corpus), "--labels", "none", "--train_set", "dataset_repeats={labelled: 4}"],
-              "--train_set: dataset_repeats names labelled, but the training datasets are pseudo")]
+              "--train_set: dataset_repeats names labelled, but the training datasets are pseudo"),
+             ([str(tiny_corpus), "--train_set", "resume_from_checkpoint=true"],
+              "--train_set: resume_from_checkpoint is set by sparse.adapt")]
     for argv, message in cases:
         out = tmp_path / "out"
         proc = subprocess.run([sys.executable, "-m", "sparse.adapt", *argv, "--output", str(out)], cwd=REPO,
@@ -306,7 +308,7 @@ def test_adapt_resumes_after_a_kill_and_after_a_failed_step(tiny_corpus, tmp_pat
     proc.wait()
     # a stage-1 setting that fails only in training stops the run at that step; the steps before it are kept
     bad = _adapt(tiny_corpus, out, "--labels", "auto", "--idf_fit", "false", "--train_set",
-                 "per_device_train_batch_size=100000", check=False)
+                 f"idf_path={tmp_path / 'nowhere.json'}", check=False)
     assert bad.returncode == 2 and "stage 1" in bad.stderr
     assert "reusing" in bad.stdout and "sparse.idf" not in bad.stdout and "data_preparation.py" not in bad.stdout
     good = _adapt(tiny_corpus, out, "--labels", "auto")

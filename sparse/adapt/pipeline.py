@@ -133,11 +133,17 @@ class Adapt:
             raise UserError(f"output {self.out} holds files that sparse.adapt did not write; choose another --output")
 
     def check_train_set(self) -> None:
-        """The stage-1 overrides: known keys, valid values, and ``dataset_repeats`` naming the row
-        sets this run will write (``labelled``, ``pseudo``), now rather than after the rows are made."""
+        """The stage-1 overrides: known keys not set by this command, valid values, and
+        ``dataset_repeats`` naming the row sets this run will write (``labelled``, ``pseudo``), now
+        rather than after the rows are made."""
         from sparse.config import parse_config
         from sparse.data.datasets import dataset_repeats
 
+        own = {"output_dir": "--output", "resume_from_checkpoint": "re-running the command resumes a killed run"}
+        for override in self.args.train_set:
+            name = override.split("=", 1)[0].lstrip("-")
+            if name in own:
+                raise UserError(f"--train_set: {name} is set by sparse.adapt ({own[name]})")
         try:
             cfg = parse_config([str(REPO_ROOT / "config" / "adapt.yaml"), *self.args.train_set])
             sources = ["labelled"] * self.use_labels + ["pseudo"] * (self.args.pseudo_queries > 0)
