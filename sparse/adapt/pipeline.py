@@ -45,7 +45,7 @@ from sparse.errors import UserError, write_json, write_text
 from sparse.reproduce import steps
 from sparse.reproduce.results import eval_results_dir, read_dataset_row
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = steps.REPO_ROOT
 USAGE = "python -m sparse.adapt CORPUS_DIR [--output DIR] [--labels auto|none] [key=value ...]"
 TABLE = ("NDCG@10", "Recall@100", "flops", "d_length", "q_length")
 
@@ -139,17 +139,18 @@ class Adapt:
         from sparse.config import parse_config
         from sparse.data.datasets import dataset_repeats
 
+        if not self.args.train_set:
+            return  # config/adapt.yaml alone is the recipe, checked by its own tests
         own = {"output_dir": "--output", "resume_from_checkpoint": "re-running the command resumes a killed run"}
-        for override in self.args.train_set:
-            name = override.split("=", 1)[0].lstrip("-")
-            if name in own:
-                raise UserError(f"--train_set: {name} is set by sparse.adapt ({own[name]})")
         try:
             cfg = parse_config([str(REPO_ROOT / "config" / "adapt.yaml"), *self.args.train_set])
             sources = ["labelled"] * self.use_labels + ["pseudo"] * (self.args.pseudo_queries > 0)
             dataset_repeats(sources, cfg.data.dataset_repeats)
         except UserError as exc:
             raise UserError(f"--train_set: {exc}") from None
+        clash = sorted(own.keys() & cfg.explicit_keys)  # config/adapt.yaml sets neither
+        if clash:
+            raise UserError(f"--train_set: {clash[0]} is set by sparse.adapt ({own[clash[0]]})")
 
     # ------------------------------------------------------------------ helpers
     def _python(self, *cmd: str) -> list[str]:

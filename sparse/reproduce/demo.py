@@ -44,7 +44,7 @@ from sparse.reproduce.results import LABELS, eval_results_dir, read_dataset_row
 from sparse.reproduce.runner import launcher, visible_gpus
 from sparse.reproduce.training_log import curves_for, read_training_log
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = steps.REPO_ROOT
 HUB_DEFAULT = "opensearch-project/opensearch-neural-sparse-encoding-doc-v2-mini"
 DEMO_CONFIG = "config/scifact_demo.yaml"
 DENSE_TEACHER = "all-MiniLM-L6-v2"  # the asset of sparse.assets

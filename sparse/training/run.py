@@ -154,13 +154,12 @@ def load_training_data(cfg: ResolvedConfig) -> list:
 
 def log_training_mix(datasets: list, d) -> list[int]:
     """Each dataset's passes per epoch and share of the training items, logged; returns the passes."""
-    from sparse.data.datasets import dataset_paths, dataset_repeats
+    from sparse.data.datasets import dataset_repeats
 
-    paths = dataset_paths(d.train_file, d.train_file_dir)
-    repeats = dataset_repeats(paths, d.dataset_repeats)
+    repeats = dataset_repeats([ds.source for ds in datasets], d.dataset_repeats)
     total = sum(len(ds) * r for ds, r in zip(datasets, repeats))
-    for path, ds, r in zip(paths, datasets, repeats):
-        logger.info("training data %s: %d items x %d pass%s an epoch, %.1f%% of the items", path, len(ds), r,
+    for ds, r in zip(datasets, repeats):
+        logger.info("training data %s: %d items x %d pass%s an epoch, %.1f%% of the items", ds.source, len(ds), r,
                     "" if r == 1 else "es", 100 * len(ds) * r / total)
     return repeats
 
