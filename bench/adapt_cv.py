@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sparse.evaluation.compare import eval_folder, paired_interval, per_query  # noqa: E402
-from sparse.reproduce.results import read_dataset_row  # noqa: E402
+from sparse.adapt.stages import encoder_args, query_side_args  # noqa: E402
+from sparse.evaluation.compare import eval_folder, load_run, paired_interval, query_values  # noqa: E402
 
 MARKER = "cv.json"  # what this script writes first: a folder holding it may be resumed
 
@@ -153,10 +153,10 @@ class CrossValidation:
                       "--cache_dir", str(self.out / "cache"), *self.eval_length],
                      Path(f"{out}.log"))
 
-    def train(self, config: str, out: Path, overrides: list[str]) -> None:
+    def train(self, args: list[str], out: Path) -> None:
         """One ``train_ir.py`` run unless its model is there."""
         if not (out / "sparse_config.json").exists():
-            self.run(["train_ir.py", config, *overrides, f"output_dir={out}", f"seed={self.a.seed}",
+            self.run(["train_ir.py", *args, f"output_dir={out}", f"seed={self.a.seed}",
                       f"cache_dir={self.out / 'cache'}"], Path(f"{out}.log"))
 
     def variant(self, k: int, name: str, overrides: list[str]) -> None:
@@ -167,35 +167,33 @@ class CrossValidation:
         where = [f"beir_dir={f / 'data'}", f"beir_datasets={self.name}"]
         idf = str(Path(self.a.adapt, "idf", "idf.json").resolve())
         if name == "query side only":
-            self.train("config/adapt_idf.yaml", run / "both", [f"model_name_or_path={base}", f"tokenizer_name={base}",
-                       f"idf_path={idf}", f"train_file={f / 'kd'}", *where, *self.length])
+            self.train([*query_side_args(base, idf, str(f / "kd")), *where, *self.length], run / "both")
         else:
-            self.train("config/adapt.yaml", run / "enc", [f"model_name_or_path={base}", f"tokenizer_name={base}",
-                       f"idf_path={idf}", f"train_file_dir={f / 'mixed'}", *where, *overrides, *self.short])
+            self.train([*encoder_args(base, idf, str(f / "mixed")), *where, *overrides, *self.short], run / "enc")
             self.evaluate(run / "enc", run / "enc-dev", f)
-            self.train("config/adapt_idf.yaml", run / "both", [f"model_name_or_path={run / 'enc'}",
-                       f"tokenizer_name={run / 'enc'}", "idf_path=null", f"train_file={f / 'kd'}", *where, *self.length])
+            self.train([*query_side_args(str(run / "enc"), None, str(f / "kd")), *where, *self.length], run / "both")
         self.evaluate(run / "both", run / "both-dev", f)
         print(f"fold {k + 1}: {name} done ({time.strftime('%H:%M:%S')})", flush=True)
 
-    def sparsity(self, run: str) -> dict:
-        """Document length and FLOPS of one fold's evaluation."""
-        keys = ("d_length", "flops")
-        row = read_dataset_row(eval_folder(run), self.name, required=keys)  # per_query read this run first
-        return {k: row[k] for k in keys}
+    def fold_scores(self, run: str) -> tuple[dict[str, float], dict]:
+        """Per-query NDCG@10 of one fold's evaluation, and its document length and FLOPS."""
+        loaded = load_run(eval_folder(run), self.name)
+        sizes = {k: loaded["result"].get("sparsity", {}).get(k) for k in ("d_length", "flops")}
+        if None in sizes.values():
+            fail(f"{run}: the evaluation result has no document length or FLOPS")
+        return query_values(loaded), sizes
 
     def table(self, variants: dict[str, list[str]], folds: int) -> dict:
         """Pooled per-query NDCG@10 of every model, and each one against the recipe."""
         scores, sizes = {}, {}
         for name in ["query side only", *variants]:
             for model in (("both",) if name == "query side only" else ("both", "enc")):
-                pooled: dict[str, float] = {}
-                runs = [str(self.out / f"f{k}" / name / f"{model}-dev") for k in range(folds)]
-                for run in runs:
-                    pooled.update(per_query(run, self.name))
                 label = name if name == "query side only" else f"{name}, {'both sides' if model == 'both' else 'document side'}"
-                scores[label] = pooled
-                sizes[label] = [self.sparsity(run) for run in runs]
+                scores[label], sizes[label] = {}, []
+                for k in range(folds):
+                    fold, size = self.fold_scores(str(self.out / f"f{k}" / name / f"{model}-dev"))
+                    scores[label].update(fold)
+                    sizes[label].append(size)
         recipe = scores["recipe, both sides"]
         rows = [{"model": label, "NDCG@10": sum(s.values()) / len(s), "queries": len(s),
                  "minus recipe (both sides)": None if s is recipe else paired_interval(recipe, s),

@@ -26,8 +26,8 @@ from typing import Optional
 from sparse.config.cli import Command, run_command
 from sparse.config.keys import key
 from sparse.errors import UserError, file_sha256
+from sparse.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SPLADE_SHA256 = "96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 IDF_SHA256 = "da23a1c0b9252776cc8c6d70fd14723e218f484d489cd9027ac6e4065d5b9edd"

@@ -26,13 +26,14 @@ SPARSE = Path(__file__).resolve().parent.parent / "sparse"
 # package -> the packages it may import (besides itself), lowest floor first
 ALLOWED = {
     "errors": set(),
+    "paths": set(),  # the checkout's root
     "modeling": {"errors"},
     "losses": {"errors"},
     "data": {"errors"},
-    "assets": {"errors", "config"},  # the ``python -m sparse.assets`` command line
+    "assets": {"errors", "config", "paths"},  # the ``python -m sparse.assets`` command line
     "retrieval": {"errors", "modeling", "data"},  # data: the corpus hash of cache keys
     # config names the registries of the modules that implement a choice as "module:NAME" strings
-    "config": {"errors"},
+    "config": {"errors", "paths"},
     "idf": {"errors", "config", "modeling", "data"},  # the ``python -m sparse.idf`` command line
     "corpus": {"errors", "config", "modeling", "retrieval", "data"},
     # the bm25 teacher scores with retrieval's BM25 over a collection (data) cached like corpus vectors
@@ -43,11 +44,11 @@ ALLOWED = {
     "training": {"errors", "config", "corpus", "modeling", "losses", "data", "teachers"},
     "export": {"errors", "config", "corpus", "modeling", "retrieval", "data"},
     # the reproduction grid drives the entry points and reads their reports
-    "reproduce": {"errors", "config", "assets", "evaluation", "data"},
+    "reproduce": {"errors", "paths", "config", "assets", "evaluation", "data"},
     # the ``sparse`` console script: every command by name (imported when chosen), data generation's commands
     "commands": {"errors", "config", "datagen"},
     # adaptation drives the entry points like the demo, and makes its pseudo-queries in process
-    "adapt": {"errors", "config", "assets", "data", "datagen", "evaluation", "reproduce"},
+    "adapt": {"errors", "paths", "config", "assets", "data", "datagen", "evaluation", "reproduce"},
 }
 
 

@@ -270,3 +270,28 @@ def test_encode_dtype_fp32_is_plain_fp32_on_every_device(tiny_bert):
     for projection in ("exact", "screened"):  # the screen recomputes in fp32 even under autocast
         approx = enc.encode_documents(TEXTS, dtype="bf16", projection=projection).to_dense()
         assert 0 < (approx - exact).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+def test_untied_output_embeddings_are_their_own_and_reload_as_saved(tmp_path, tiny_mlm_factory, arch):
+    from transformers import AutoModelForMaskedLM
+
+    from sparse.modeling.encoder import untie_output_embeddings
+
+    mlm, _ = tiny_mlm_factory(tmp_path, arch)
+    decoder = mlm.get_output_embeddings()
+    with torch.no_grad():
+        decoder.bias.normal_()  # a trained output bias, not the zeros a fresh model starts with
+    ids = torch.tensor([[2, 7, 9, 11, 3]])
+    before = mlm(input_ids=ids).logits
+    assert untie_output_embeddings(mlm) and not untie_output_embeddings(mlm)  # the second call finds it apart
+    decoder = mlm.get_output_embeddings()
+    assert decoder.weight is not mlm.get_input_embeddings().weight
+    assert torch.equal(mlm(input_ids=ids).logits, before)  # a copy: nothing changes until training
+    with torch.no_grad():
+        decoder.weight[7] += 1.0  # moves the output vector only
+    moved = mlm(input_ids=ids).logits
+    mlm.save_pretrained(tmp_path / "untied")
+    again = AutoModelForMaskedLM.from_pretrained(tmp_path / "untied").eval()
+    assert again.get_output_embeddings().weight is not again.get_input_embeddings().weight
+    assert torch.allclose(again(input_ids=ids).logits, moved, atol=1e-6)

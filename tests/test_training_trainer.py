@@ -162,6 +162,26 @@ def test_dataset_repeats_reach_the_sampler_and_a_wrong_name_stops_before_writing
     assert state["epoch"] == pytest.approx(1 / (3 * 8 + 8))  # the epoch's batches: 3 passes, then 1
 
 
+def test_untie_output_embeddings_trains_the_output_vectors_apart_and_saves_them(tiny, tmp_path):
+    from sparse.modeling.encoder import SparseEncoder
+
+    out = tmp_path / "untied"
+    main(_common(tiny, out, data_type="posnegs", train_file=tiny["posnegs"], loss_types="[infonce]",
+                 sample_num_one_query=2, untie_output_embeddings="true", head_lr=0.05, report_to="[]"))
+    assert "output projection untied from the word embeddings" in (out / "train.log").read_text()
+    start = SparseEncoder.from_pretrained(tiny["model"]).mlm
+    trained = SparseEncoder.from_pretrained(str(out)).mlm
+    assert start.get_output_embeddings().weight is start.get_input_embeddings().weight
+    decoder, words = trained.get_output_embeddings(), trained.get_input_embeddings()
+    assert decoder.weight is not words.weight
+    # from one start, the output vectors moved at head_lr (50x) and the input embeddings at learning_rate
+    out_move = (decoder.weight - start.get_input_embeddings().weight).abs().max()
+    in_move = (words.weight - start.get_input_embeddings().weight).abs().max()
+    assert out_move > 5 * in_move > 0
+    # the trained output bias came back (an untied bias that is not saved reloads as zeros)
+    assert (decoder.bias - start.get_output_embeddings().bias).abs().max() > 1e-3
+
+
 # ---------------------------------------------------------------------- whole runs
 def test_checkpoints_are_self_describing_and_resume_exactly(tiny, tmp_path):
     from safetensors.torch import load_file

@@ -40,12 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from sparse.adapt.stages import ENCODER_CONFIG, encoder_args, query_side_args
 from sparse.config import Command, key, run_command
 from sparse.errors import UserError, write_json, write_text
+from sparse.paths import REPO_ROOT
 from sparse.reproduce import steps
 from sparse.reproduce.results import eval_results_dir, read_dataset_row
 
-REPO_ROOT = steps.REPO_ROOT
 USAGE = "python -m sparse.adapt CORPUS_DIR [--output DIR] [--labels auto|none] [key=value ...]"
 TABLE = ("NDCG@10", "Recall@100", "flops", "d_length", "q_length")
 
@@ -143,7 +144,7 @@ class Adapt:
             return  # config/adapt.yaml alone is the recipe, checked by its own tests
         own = {"output_dir": "--output", "resume_from_checkpoint": "re-running the command resumes a killed run"}
         try:
-            cfg = parse_config([str(REPO_ROOT / "config" / "adapt.yaml"), *self.args.train_set])
+            cfg = parse_config([str(REPO_ROOT / ENCODER_CONFIG), *self.args.train_set])
             sources = ["labelled"] * self.use_labels + ["pseudo"] * (self.args.pseudo_queries > 0)
             dataset_repeats(sources, cfg.data.dataset_repeats)
         except UserError as exc:
@@ -286,6 +287,7 @@ class Adapt:
         return key
 
     def _train(self, step: str, out: str, config: str, overrides: list[str], key: str) -> str:
+        """One ``train_ir.py`` run of ``config`` with ``overrides`` into ``out``, reused or resumed by ``key``."""
         self._banner(f"{step} -> {out}")
         if self._reuse(step, out, key, steps.is_model(out)):
             return out
@@ -301,28 +303,26 @@ class Adapt:
         self.timings[step] = secs
         return out
 
-    def _common(self, train: str) -> list[str]:
-        return [train, f"beir_dir={self.data_root}", f"beir_datasets={self.name}",
-                f"cache_dir={self.cache_dir}", f"seed={self.args.seed}"]
+    def _common(self) -> list[str]:
+        return [f"beir_dir={self.data_root}", f"beir_datasets={self.name}", f"cache_dir={self.cache_dir}",
+                f"seed={self.args.seed}"]
 
     def encoder(self, idf: str, kd_key: str) -> str:
         """Step 4: the whole encoder distilled from the ensemble (the document side)."""
         out = os.path.join(self.out, "encoder")
-        overrides = [f"model_name_or_path={self.model}", f"tokenizer_name={self.model}", f"idf_path={idf}",
-                     f"max_steps={self.args.encoder_steps}",
-                     *self._common(f"train_file_dir={os.path.join(self.out, 'kd')}"),
-                     *self.args.train_set]
-        key = self._key("encoder", steps.file_digest(str(REPO_ROOT / "config" / "adapt.yaml")), overrides, kd_key,
-                           steps.file_digest(idf))
-        return self._train("stage 1: document side", out, "config/adapt.yaml", overrides, key)
+        config, *overrides = encoder_args(self.model, idf, os.path.join(self.out, "kd"), self.args.encoder_steps)
+        overrides += [*self._common(), *self.args.train_set]
+        key = self._key("encoder", steps.file_digest(str(REPO_ROOT / config)), overrides, kd_key,
+                        steps.file_digest(idf))
+        return self._train("stage 1: document side", out, config, overrides, key)
 
     def query_side(self, name: str, model: str, idf: Optional[str], key_extra) -> str:
         """Step 5: the IDF fitted over the frozen document vectors of ``model``."""
         out = os.path.join(self.out, name)
-        overrides = [f"model_name_or_path={model}", f"tokenizer_name={model}",
-                     f"idf_path={idf if idf else 'null'}", *self._common(f"train_file={self.idf_rows}")]
-        key = self._key(name, steps.file_digest(str(REPO_ROOT / "config" / "adapt_idf.yaml")), overrides, key_extra)
-        return self._train(f"stage 2: query side ({name})", out, "config/adapt_idf.yaml", overrides, key)
+        config, *overrides = query_side_args(model, idf, self.idf_rows)
+        overrides += self._common()
+        key = self._key(name, steps.file_digest(str(REPO_ROOT / config)), overrides, key_extra)
+        return self._train(f"stage 2: query side ({name})", out, config, overrides, key)
 
     def eval_dir(self, label: str, split: str) -> str:
         """Where ``evaluate`` writes the results of ``label`` (a model's slug) on ``split``."""

@@ -136,6 +136,10 @@ class OptimizerArguments:
     head_lr: Optional[float] = key(None, "Learning rate of the MLM head (the parameters outside the base model: its "
                                          "transform and the per-term output bias; tied word embeddings stay with "
                                          "the body); null: learning_rate.", low=0, low_open=True)
+    untie_output_embeddings: bool = key(False, "Give the MLM's output projection its own copy of the word embeddings "
+                                               "(and of its bias) before training, so the terms' output vectors "
+                                               "train apart from the input embeddings, at head_lr when set; the "
+                                               "saved model is untied (vocabulary x hidden more weights).")
 
 
 @dataclass

@@ -326,7 +326,8 @@ def dataset_paths(train_file: Optional[str], train_file_dir) -> list[str]:
     if train_file:
         return [train_file]
     if not train_file_dir:
-        raise UserError("no training data: set train_file or train_file_dir")
+        raise UserError("no training data: set train_file or train_file_dir (a dataset saved with save_to_disk, "
+                        "or a jsonl file); see README, section Training data")
     roots = train_file_dir if isinstance(train_file_dir, (list, tuple)) else [train_file_dir]
     out = []
     for root in roots:

@@ -118,9 +118,14 @@ def comparison(a: dict, b: dict, labels: tuple[str, str], dataset: str, metric: 
             "queries": rows, "details": details}
 
 
+def query_values(loaded: dict, metric: str = "NDCG@10") -> dict[str, float]:
+    """``{query id: metric}`` of a run read by ``load_run`` (a query that retrieved nothing scores 0)."""
+    return {q: _value(v["metrics"], metric) for q, v in loaded["queries"].items()}
+
+
 def per_query(run: str, dataset: str, metric: str = "NDCG@10") -> dict[str, float]:
-    """``{query id: metric}`` of one evaluation folder (a query that retrieved nothing scores 0)."""
-    return {q: _value(v["metrics"], metric) for q, v in load_run(eval_folder(run), dataset)["queries"].items()}
+    """``{query id: metric}`` of one evaluation folder."""
+    return query_values(load_run(eval_folder(run), dataset), metric)
 
 
 def paired_interval(a: dict[str, float], b: dict[str, float], samples: int = 2000, seed: int = 0,

@@ -124,6 +124,22 @@ def head_parameters(mlm) -> list[nn.Parameter]:
     return head
 
 
+def untie_output_embeddings(mlm) -> bool:
+    """Give the vocabulary projection its own weight (and bias) when it shares the word embeddings;
+    returns whether it did. The bias is copied too: a bias shared with another parameter is saved
+    under that one's name only, and an untied model would reload without it."""
+    decoder = mlm.get_output_embeddings()
+    if decoder is None:
+        raise UserError(f"{type(mlm).__name__} has no output embeddings; it is not a masked-LM")
+    if decoder.weight is not mlm.get_input_embeddings().weight:
+        return False
+    decoder.weight = nn.Parameter(decoder.weight.detach().clone())
+    if getattr(decoder, "bias", None) is not None:
+        decoder.bias = nn.Parameter(decoder.bias.detach().clone())
+    mlm.config.tie_word_embeddings = False  # what save_pretrained writes, so the copy reloads as its own
+    return True
+
+
 ENCODE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

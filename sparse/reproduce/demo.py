@@ -39,12 +39,12 @@ from typing import Any, Optional
 
 from sparse.errors import UserError, write_json
 from sparse.config import Command, key, run_command, split_overrides
+from sparse.paths import REPO_ROOT
 from sparse.reproduce import steps
 from sparse.reproduce.results import LABELS, eval_results_dir, read_dataset_row
 from sparse.reproduce.runner import launcher, visible_gpus
 from sparse.reproduce.training_log import curves_for, read_training_log
 
-REPO_ROOT = steps.REPO_ROOT
 HUB_DEFAULT = "opensearch-project/opensearch-neural-sparse-encoding-doc-v2-mini"
 DEMO_CONFIG = "config/scifact_demo.yaml"
 DENSE_TEACHER = "all-MiniLM-L6-v2"  # the asset of sparse.assets

@@ -22,8 +22,8 @@ import yaml
 
 from sparse.config import Command, canonical_values, key, load_yaml, resolve, run_command, split_overrides
 from sparse.errors import UserError, write_json, write_text
+from sparse.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GRID = REPO_ROOT / "config" / "grid" / "grid.yaml"
 DEFAULT_BASE = REPO_ROOT / "config" / "grid" / "base.yaml"
 DEFAULT_OUTPUT_ROOT = "output/reproduce"

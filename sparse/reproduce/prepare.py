@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from pathlib import Path
 from typing import Optional
 
 from sparse.config import canonical_values
 from sparse.errors import UserError
+from sparse.paths import REPO_ROOT
 from sparse.reproduce import steps
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(step: str, cmd: list[str], dry_run: bool) -> None:

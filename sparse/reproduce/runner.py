@@ -39,6 +39,7 @@ from typing import Optional
 
 from sparse.config import Command, canonical_values, key, load_yaml, run_command, split_overrides
 from sparse.errors import UserError, write_json
+from sparse.paths import REPO_ROOT
 from sparse.reproduce import aggregate as agg
 from sparse.reproduce import grid as grid_mod
 from sparse.reproduce import second_stage as stage2
@@ -47,7 +48,6 @@ from sparse.reproduce.prepare import prepare
 from sparse.reproduce.results import result_path
 from sparse.reproduce.steps import launcher, visible_gpus
 
-REPO_ROOT = grid_mod.REPO_ROOT
 TRAIN_STAMP = "reproduce_train.done"
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from sparse.errors import UserError, write_json
+from sparse.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STAMP = "step.json"
 MODEL_MARKERS = ("sparse_config.json", "config.json")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")

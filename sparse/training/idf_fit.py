@@ -33,7 +33,7 @@ import torch
 from sparse.corpus import encode_corpus
 from sparse.corpus.settings import corpus_cache_dir
 from sparse.data.beir import load_corpus, sorted_corpus
-from sparse.data.datasets import check_row_types, dataset_paths, load_rows
+from sparse.data.datasets import check_row_types, load_rows
 from sparse.errors import ConfigError, UserError, write_json
 from sparse.losses.ranking import kldiv_loss, marginmse_loss, normalize_student
 
@@ -72,17 +72,17 @@ def _row_docs(r) -> tuple[list[str], list[str], Optional[list[float]]]:
     return docs, docs, None
 
 
-def load_fit_rows(cfg, encoder) -> list[dict]:
-    """The checks of the query-side fit and its training rows (types, docs vs scores), all before
+def load_fit_rows(cfg, encoder, paths: list[str]) -> list[dict]:
+    """The checks of the query-side fit and its training rows at ``paths`` (types, docs vs scores), all before
     training writes anything (``sparse.training.run.main`` calls this before its first file)."""
-    d, lcfg = cfg.data, cfg.loss
+    lcfg = cfg.loss
     if not encoder.settings.inf_free:
         raise ConfigError("freeze_document_encoder trains the query IDF of an inference-free model: set inf_free: true")
     if not cfg.idf.idf_requires_grad:
         raise ConfigError("freeze_document_encoder leaves only the IDF to train: set idf_requires_grad: true")
     losses = list(lcfg.loss_types)
     rows = []
-    for path in dataset_paths(d.train_file, d.train_file_dir):
+    for path in paths:
         ds = load_rows(path)
         check_row_types(ds, "kd" if "docs" in ds.column_names else "posnegs", path)  # types, docs vs scores
         rows.extend(ds)

@@ -60,6 +60,8 @@ def check_config(cfg: ResolvedConfig) -> None:
         logger.warning("idf_lr is set but idf_requires_grad is false: the IDF is not trained")
     if cfg.optimizer.head_lr is not None and cfg.idf.freeze_document_encoder:
         logger.warning("head_lr is set but freeze_document_encoder is true: the MLM head is not trained")
+    if cfg.optimizer.untie_output_embeddings and cfg.idf.freeze_document_encoder:
+        logger.warning("untie_output_embeddings is set but freeze_document_encoder is true: the model is not trained")
     if d.dataset_repeats and cfg.idf.freeze_document_encoder:
         logger.warning("dataset_repeats is set but freeze_document_encoder is true: the query-side fit reads "
                        "every row once")
@@ -101,6 +103,18 @@ def resolve_resume(args) -> None:
     check_weight_files(args.resume_from_checkpoint)  # damaged weights: one error now, not a traceback later
 
 
+def untie(encoder, name: str) -> None:
+    """untie_output_embeddings: the vocabulary projection gets its own weights, or is already apart."""
+    from sparse.modeling.encoder import untie_output_embeddings
+
+    if untie_output_embeddings(encoder.mlm):
+        extra = sum(p.numel() for p in encoder.mlm.get_output_embeddings().parameters())
+        logger.info("output projection untied from the word embeddings: %d weights of its own", extra)
+    else:
+        logger.warning("untie_output_embeddings: the output projection of %s is not tied to its word "
+                       "embeddings; nothing to untie", name)
+
+
 def check_reporters(args) -> None:
     """A reporter that is not installed is a clear error, not a traceback in the middle of setup."""
     for name in args.report_to or []:
@@ -113,17 +127,15 @@ def check_reporters(args) -> None:
                               f"(pip install {name}) or set report_to=none") from None
 
 
-def check_inputs(cfg: ResolvedConfig) -> None:
-    """Every input file and option that can be checked before anything is written or loaded."""
+def check_inputs(cfg: ResolvedConfig) -> list[str]:
+    """Every input file and option that can be checked before anything is written or loaded; returns
+    the training datasets' paths."""
     from sparse.data.datasets import dataset_paths, dataset_repeats
 
     m, d, args = cfg.model, cfg.data, cfg.training
     check_model_path(m.model_name_or_path)
     if m.idf_path:
         check_input_path("idf_path", m.idf_path)
-    if not d.train_file and not d.train_file_dir:
-        raise ConfigError("train_file or train_file_dir is required (a dataset saved with save_to_disk, or a "
-                          "jsonl file); see README, section Training data")
     paths = dataset_paths(d.train_file, d.train_file_dir)  # a train_file_dir entry is checked there
     for path in paths:
         check_input_path("train_file", path, kind="file or directory")
@@ -135,15 +147,16 @@ def check_inputs(cfg: ResolvedConfig) -> None:
                           f"final save would overwrite it; choose another output_dir")
     check_reporters(args)
     resolve_resume(args)
+    return paths
 
 
-def load_training_data(cfg: ResolvedConfig) -> list:
-    """The training datasets, checked row by row (columns, list lengths, scores) before training starts."""
-    from sparse.data.datasets import build_dataset, dataset_paths
+def load_training_data(cfg: ResolvedConfig, paths: list[str]) -> list:
+    """The training datasets at ``paths``, checked row by row (columns, list lengths, scores) before training starts."""
+    from sparse.data.datasets import build_dataset
 
     d, args = cfg.data, cfg.training
     datasets = []
-    for path in dataset_paths(d.train_file, d.train_file_dir):
+    for path in paths:
         ds = build_dataset(path, d.data_type, d.sample_num_one_query, d.swap_times, d.first_rank_thresh, args.seed,
                            d.score_scale)
         if len(ds) == 0:
@@ -170,8 +183,6 @@ def adapt_precision(args) -> None:
         logger.warning("fp16/bf16 requested but no GPU is available: training in float32")
         args.fp16 = False
         args.bf16 = False
-    if args.report_to in (None, "none", []) or args.report_to == ["none"]:
-        pass
 
 
 def main(argv=None) -> dict:
@@ -198,9 +209,9 @@ def main(argv=None) -> dict:
         except ImportError:
             pass
     # every check and every load that can fail on bad input comes before the first file is written
-    check_inputs(cfg)
+    paths = check_inputs(cfg)
     check_config(cfg)
-    datasets = None if cfg.idf.freeze_document_encoder else load_training_data(cfg)
+    datasets = None if cfg.idf.freeze_document_encoder else load_training_data(cfg, paths)
     set_seed(args.seed)
     settings, kept = training_sparse_settings(cfg, saved_settings(m.model_name_or_path))
     if kept:
@@ -218,7 +229,7 @@ def main(argv=None) -> dict:
     if cfg.idf.freeze_document_encoder:
         from sparse.training.idf_fit import load_fit_rows
 
-        fit_rows = load_fit_rows(cfg, encoder)
+        fit_rows = load_fit_rows(cfg, encoder, paths)
     else:
         ranking = RankingLoss(loss.loss_types, loss.loss_weights, in_batch=loss.use_in_batch_negatives,
                               temperature=loss.temperature, exclude_other_positives=loss.infonce_exclude_other_positives,
@@ -245,6 +256,8 @@ def main(argv=None) -> dict:
     while RESUME_NOTES:
         logger.warning(RESUME_NOTES.pop(0))
     logger.info("process %d of %d, device %s", group_rank(), args.world_size, args.device)
+    if cfg.optimizer.untie_output_embeddings and not cfg.idf.freeze_document_encoder:
+        untie(encoder, m.model_name_or_path)
     encoder.train()
     logger.info("student: %s, %d parameters, settings %s", m.model_name_or_path,
                 sum(p.numel() for p in encoder.parameters()), encoder.settings)
