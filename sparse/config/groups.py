@@ -139,7 +139,8 @@ class OptimizerArguments:
     untie_output_embeddings: bool = key(False, "Give the MLM's output projection its own copy of the word embeddings "
                                                "(and of its bias) before training, so the terms' output vectors "
                                                "train apart from the input embeddings, at head_lr when set; the "
-                                               "saved model is untied (vocabulary x hidden more weights).")
+                                               "saved model is untied (vocabulary x hidden more weights; transformers >= 5 "
+                                               "reloads it).")
 
 
 @dataclass
