@@ -182,6 +182,17 @@ def test_untie_output_embeddings_trains_the_output_vectors_apart_and_saves_them(
     assert (decoder.bias - start.get_output_embeddings().bias).abs().max() > 1e-3
 
 
+def test_untie_output_embeddings_refuses_transformers_4_before_writing(tiny, tmp_path, monkeypatch):
+    import transformers
+
+    monkeypatch.setattr(transformers, "__version__", "4.57.1")
+    out = tmp_path / "old"
+    with pytest.raises(UserError, match="needs transformers >= 5"):
+        main(_common(tiny, out, data_type="posnegs", train_file=tiny["posnegs"], loss_types="[infonce]",
+                     untie_output_embeddings="true"))
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------- whole runs
 def test_checkpoints_are_self_describing_and_resume_exactly(tiny, tmp_path):
     from safetensors.torch import load_file

@@ -124,19 +124,24 @@ def head_parameters(mlm) -> list[nn.Parameter]:
     return head
 
 
+def check_untie_supported() -> None:
+    """Untied checkpoints reload as saved only with transformers 5: 4.x ties BERT's output bias back on load."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        raise UserError(f"untie_output_embeddings needs transformers >= 5 (this is {transformers.__version__})")
+
+
 def untie_output_embeddings(mlm) -> bool:
     """Give the vocabulary projection its own weight (and bias) when it shares the word embeddings;
     returns whether it did. The bias is copied too: a bias shared with another parameter is saved
     under that one's name only, and an untied model would reload without it."""
-    import transformers
-
+    check_untie_supported()
     decoder = mlm.get_output_embeddings()
     if decoder is None:
         raise UserError(f"{type(mlm).__name__} has no output embeddings; it is not a masked-LM")
     if decoder.weight is not mlm.get_input_embeddings().weight:
         return False
-    if int(transformers.__version__.split(".")[0]) < 5:  # 4.x ties BERT's output bias back on every load
-        raise UserError(f"untie_output_embeddings needs transformers >= 5 (this is {transformers.__version__})")
     decoder.weight = nn.Parameter(decoder.weight.detach().clone())
     if getattr(decoder, "bias", None) is not None:
         decoder.bias = nn.Parameter(decoder.bias.detach().clone())

@@ -62,6 +62,10 @@ def check_config(cfg: ResolvedConfig) -> None:
         logger.warning("head_lr is set but freeze_document_encoder is true: the MLM head is not trained")
     if cfg.optimizer.untie_output_embeddings and cfg.idf.freeze_document_encoder:
         logger.warning("untie_output_embeddings is set but freeze_document_encoder is true: the model is not trained")
+    elif cfg.optimizer.untie_output_embeddings:
+        from sparse.modeling.encoder import check_untie_supported
+
+        check_untie_supported()
     if d.dataset_repeats and cfg.idf.freeze_document_encoder:
         logger.warning("dataset_repeats is set but freeze_document_encoder is true: the query-side fit reads "
                        "every row once")
