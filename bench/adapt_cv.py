@@ -18,39 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from sparse.adapt.stages import encoder_args, query_side_args  # noqa: E402
-from sparse.evaluation.compare import eval_folder, load_run, paired_interval, query_values  # noqa: E402
+from adapt_runs import ROOT, Stages, fail, interval_text, parse_variants, query_scores  # bench/adapt_runs.py; puts the repo on the path
+from sparse.evaluation.compare import paired_interval
 
 MARKER = "cv.json"  # what this script writes first: a folder holding it may be resumed
-
-
-def fail(message: str) -> None:
-    """One clear error, exit 2."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def parse_variants(texts: list[str]) -> dict[str, list[str]]:
-    """``name:key=value,key=value`` -> ``{name: [key=value, ...]}``; the recipe comes first."""
-    variants = {"recipe": []}
-    for text in texts:
-        name, _, rest = text.partition(":")
-        overrides = [o for o in rest.split(",") if o]
-        if not name or name in variants or not overrides or not all("=" in o for o in overrides):
-            fail(f"--variant {text!r}: expected NAME:key=value[,key=value] with a new name")
-        variants[name] = overrides
-    return variants
 
 
 def resumable(marker: Path, settings: dict) -> bool:
@@ -96,25 +72,14 @@ class CrossValidation:
         self.name = Path(args.corpus).name
         kd_config = json.loads(Path(args.adapt, "kd", "labelled", "kd_config.json").read_text())
         self.kd, self.model = kd_config["kd"], kd_config["model"]
-        self.env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-                    "TOKENIZERS_PARALLELISM": "false"}
-        self.short = ["max_steps=2"] if args.dry else []
-        self.length = ["corpus_max_seq_length=32"] if args.dry else []
-        self.eval_length = ["--corpus_max_seq_length", "32"] if args.dry else []
-
-    def run(self, cmd: list[str], log: Path) -> None:
-        """One command, its output in ``log``; a failure stops the script with the log's path."""
-        with open(log, "w") as handle:
-            if subprocess.run([sys.executable, *cmd], cwd=ROOT, env=self.env, stdout=handle,
-                              stderr=subprocess.STDOUT).returncode:
-                raise RuntimeError(f"{cmd[0]} failed: see {log}")
+        self.stages = Stages(self.model["model_name_or_path"], self.name, self.out / "cache", args.threads, args.dry)
 
     def rows(self) -> Path:
         """Distillation rows for every train query, with the settings ADAPT's labelled rows used."""
         out = self.out / "kd_all"
         if not (out / "dataset_info.json").exists():
             k = self.kd
-            self.run(["data_preparation.py", "--model_name_or_path", self.model["model_name_or_path"],
+            self.stages.run(["data_preparation.py", "--model_name_or_path", self.model["model_name_or_path"],
                       "--idf_path", self.model["idf_path"], "--data_dir", self.a.corpus, "--split", "train",
                       "--candidates", ",".join(k["candidates"]), "--teachers", ",".join(k["teachers"]),
                       "--top_k", str(k["top_k"]), "--teacher_max_length", str(k["teacher_max_length"]),
@@ -145,43 +110,18 @@ class CrossValidation:
             lines = [header] + [line for q in sorted(held) for line in qrels[q]]
             (data / "qrels" / "dev.tsv").write_text("\n".join(lines) + "\n")
 
-    def evaluate(self, model: Path, out: Path, fold: Path) -> None:
-        """NDCG@10 of ``model`` on the fold's dev queries."""
-        if not list(out.glob("beir_eval*/results/*.json")):
-            self.run(["evaluate_beir.py", "--model_name_or_path", str(model), "--output_dir", str(out),
-                      "--beir_dir", str(fold / "data"), "--beir_datasets", self.name, "--eval_split", "dev",
-                      "--cache_dir", str(self.out / "cache"), *self.eval_length],
-                     Path(f"{out}.log"))
-
-    def train(self, args: list[str], out: Path) -> None:
-        """One ``train_ir.py`` run unless its model is there."""
-        if not (out / "sparse_config.json").exists():
-            self.run(["train_ir.py", *args, f"output_dir={out}", f"seed={self.a.seed}",
-                      f"cache_dir={self.out / 'cache'}"], Path(f"{out}.log"))
-
     def variant(self, k: int, name: str, overrides: list[str]) -> None:
         """Stage 1 with ``overrides``, then the IDF fit; both evaluated on fold ``k``."""
         f = self.out / f"f{k}"
-        run, base = f / name, self.model["model_name_or_path"]
-        run.mkdir(parents=True, exist_ok=True)
         where = [f"beir_dir={f / 'data'}", f"beir_datasets={self.name}"]
         idf = str(Path(self.a.adapt, "idf", "idf.json").resolve())
         if name == "query side only":
-            self.train([*query_side_args(base, idf, str(f / "kd")), *where, *self.length], run / "both")
+            both = self.stages.query_side_only(f / name, idf, f / "kd", where, self.a.seed)
         else:
-            self.train([*encoder_args(base, idf, str(f / "mixed")), *where, *overrides, *self.short], run / "enc")
-            self.evaluate(run / "enc", run / "enc-dev", f)
-            self.train([*query_side_args(str(run / "enc"), None, str(f / "kd")), *where, *self.length], run / "both")
-        self.evaluate(run / "both", run / "both-dev", f)
+            enc, both = self.stages.both_stages(f / name, idf, f / "mixed", f / "kd", where, overrides, self.a.seed)
+            self.stages.evaluate(enc, f / name / "enc-dev", f / "data", "dev")
+        self.stages.evaluate(both, f / name / "both-dev", f / "data", "dev")
         print(f"fold {k + 1}: {name} done ({time.strftime('%H:%M:%S')})", flush=True)
-
-    def fold_scores(self, run: str) -> tuple[dict[str, float], dict]:
-        """Per-query NDCG@10 of one fold's evaluation, and its document length and FLOPS."""
-        loaded = load_run(eval_folder(run), self.name)
-        sizes = {k: loaded["result"].get("sparsity", {}).get(k) for k in ("d_length", "flops")}
-        if None in sizes.values():
-            fail(f"{run}: the evaluation result has no document length or FLOPS")
-        return query_values(loaded), sizes
 
     def table(self, variants: dict[str, list[str]], folds: int) -> dict:
         """Pooled per-query NDCG@10 of every model, and each one against the recipe."""
@@ -191,7 +131,7 @@ class CrossValidation:
                 label = name if name == "query side only" else f"{name}, {'both sides' if model == 'both' else 'document side'}"
                 scores[label], sizes[label] = {}, []
                 for k in range(folds):
-                    fold, size = self.fold_scores(str(self.out / f"f{k}" / name / f"{model}-dev"))
+                    fold, size = query_scores(str(self.out / f"f{k}" / name / f"{model}-dev"), self.name)
                     scores[label].update(fold)
                     sizes[label].append(size)
         recipe = scores["recipe, both sides"]
@@ -201,8 +141,7 @@ class CrossValidation:
         lines = ["| model | CV dev NDCG@10 | queries | minus the recipe, both sides [95% interval] "
                  "| doc length per fold | FLOPS per fold |", "|---|---:|---:|---|---:|---:|"]
         for r in rows:
-            d = r["minus recipe (both sides)"]
-            diff = "-" if d is None else f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+            diff = interval_text(r["minus recipe (both sides)"])
             length = " / ".join(f"{f['d_length']:.0f}" for f in r["per fold"])
             flops = " / ".join(f"{f['flops']:.2f}" for f in r["per fold"])
             lines.append(f"| {r['model']} | {r['NDCG@10']:.4f} | {r['queries']} | {diff} | {length} | {flops} |")

@@ -325,21 +325,32 @@ def test_adapt_resumes_after_a_kill_and_after_a_failed_step(tiny_corpus, tmp_pat
         assert trained_on(step)["train_file"] == str(out / "kd" / "labelled")
 
 
-def _cv(adapt, corpus, out, *extra):
-    cmd = [sys.executable, "bench/adapt_cv.py", "--adapt", str(adapt), "--corpus", str(corpus), "--output", str(out),
+def _bench(script, adapt, corpus, out, *extra):
+    cmd = [sys.executable, f"bench/{script}", "--adapt", str(adapt), "--corpus", str(corpus), "--output", str(out),
            "--dry", *extra]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
+def _cv(adapt, corpus, out, *extra):
+    return _bench("adapt_cv.py", adapt, corpus, out, *extra)
+
+
+@pytest.fixture(scope="module")
+def labelled_rows(tiny_corpus, tmp_path_factory):
+    """``sparse.adapt --labels auto --stop_after rows`` on the tiny corpus: what the benchmarks start from."""
+    adapt = tmp_path_factory.mktemp("rows") / "adapt"
+    _adapt(tiny_corpus, adapt, "--labels", "auto", "--stop_after", "rows")
+    return adapt
+
+
 @pytest.mark.slow
-def test_cross_validation_makes_every_train_query_a_dev_query_once(tiny_corpus, tmp_path):
+def test_cross_validation_makes_every_train_query_a_dev_query_once(tiny_corpus, labelled_rows, tmp_path):
     from datasets import load_from_disk
 
     from sparse.evaluation.compare import per_query
 
-    adapt = tmp_path / "rows"
-    _adapt(tiny_corpus, adapt, "--labels", "auto", "--stop_after", "rows")
+    adapt = labelled_rows
     out = tmp_path / "cv"
     proc = _cv(adapt, tiny_corpus, out, "--variant", "fast:learning_rate=1e-4")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -375,3 +386,42 @@ def test_cross_validation_makes_every_train_query_a_dev_query_once(tiny_corpus, 
     added = _cv(adapt, tiny_corpus, out, "--variant", "fast:learning_rate=1e-4", "--variant", "slow:learning_rate=1e-6")
     assert added.returncode == 0 and "slow, both sides" in (out / "table.md").read_text()
     assert {p: p.stat().st_mtime_ns for p in logs} == logs  # only the new variant trained
+
+
+@pytest.mark.slow
+def test_seed_runs_report_dev_and_test_and_what_the_document_side_adds(tiny_corpus, labelled_rows, tmp_path):
+    from sparse.evaluation.compare import per_query
+
+    out = tmp_path / "seeds"
+    args = ("--seeds", "1", "2", "--variant", "fast:learning_rate=1e-3,warmup_steps=0")  # seeds that differ
+    proc = _bench("adapt_seeds.py", labelled_rows, tiny_corpus, out, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = {r["model"]: r for r in json.load(open(out / "results.json"))["results"]}
+    assert set(res) == {"query side only", "recipe, document side only", "recipe, both sides",
+                        "fast, document side only", "fast, both sides"}
+    # every model on the adaptation's dev split (held-out labelled train queries) and on the corpus's test
+    dev = set(_qrels(labelled_rows / "data" / "scimini" / "qrels" / "dev.tsv"))
+    test = set(_qrels(tiny_corpus / "qrels" / "test.tsv"))
+    runs = {s: {split: per_query(str(out / f"fast-s{s}" / f"both-{split}"), "scimini") for split in ("dev", "test")}
+            for s in (1, 2)}
+    assert all(set(runs[s]["dev"]) == dev and set(runs[s]["test"]) == test for s in (1, 2))
+    assert runs[1]["test"] != runs[2]["test"]  # so a figure of one seed cannot pass for their mean
+    fast = res["fast, both sides"]
+    assert fast["test NDCG@10"] == pytest.approx([sum(runs[s]["test"].values()) / len(test) for s in (1, 2)])
+    assert fast["dev NDCG@10"] == pytest.approx(sum(sum(runs[s]["dev"].values()) / len(dev) for s in (1, 2)) / 2)
+    # the lead over the control: per query, the mean over seeds, then the mean over queries
+    control = [per_query(str(out / f"query side only-s{s}" / "both-test"), "scimini") for s in (1, 2)]
+    lead = sum((runs[1]["test"][q] + runs[2]["test"][q] - control[0][q] - control[1][q]) / 2 for q in test) / len(test)
+    assert fast["minus the query side only (test)"]["diff"] == pytest.approx(lead)
+    assert res["query side only"]["minus the query side only (test)"] is None
+    assert "fast, both sides" in (out / "table.md").read_text()
+    # the stage-2 fit reads the labelled rows only; a rerun trains nothing; other arguments are refused
+    trained = flat_view(yaml.safe_load(open(out / "fast-s1" / "both" / "train_config.yaml")))
+    assert trained["train_file"] == str(labelled_rows / "kd" / "labelled")
+    logs = {p: p.stat().st_mtime_ns for p in out.glob("*-s*/*.log")}
+    again = _bench("adapt_seeds.py", labelled_rows, tiny_corpus, out, *args)
+    assert again.returncode == 0 and {p: p.stat().st_mtime_ns for p in logs} == logs
+    refused = _bench("adapt_seeds.py", labelled_rows, tiny_corpus, out, "--seeds", "1")
+    assert refused.returncode == 2 and "same arguments" in refused.stderr
+    missing = _bench("adapt_seeds.py", tmp_path / "nowhere", tiny_corpus, tmp_path / "other")
+    assert missing.returncode == 2 and "is missing" in missing.stderr and not (tmp_path / "other").exists()
