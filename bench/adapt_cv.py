@@ -20,10 +20,10 @@ import argparse
 import json
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from adapt_runs import ROOT, Stages, fail, interval_text, parse_variants, query_scores  # bench/adapt_runs.py; puts the repo on the path
+from adapt_runs import (  # bench/adapt_runs.py; it puts the repository on the path
+    Stages, add_run_arguments, fail, interval_text, parse_variants, query_scores, run_all)
 from sparse.evaluation.compare import paired_interval
 
 MARKER = "cv.json"  # what this script writes first: a folder holding it may be resumed
@@ -155,13 +155,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--adapt", required=True, help="output of sparse.adapt --labels auto --stop_after rows")
     p.add_argument("--corpus", required=True, help="the BEIR folder adapted to (with qrels/train.tsv)")
-    p.add_argument("--variant", action="append", default=[], help="NAME:key=value[,key=value] stage-1 overrides")
     p.add_argument("--folds", type=int, default=2)
     p.add_argument("--seed", type=int, default=1, help="training seed of every run")
-    p.add_argument("--lanes", type=int, default=2, help="runs at once")
-    p.add_argument("--threads", type=int, default=1, help="threads per run")
-    p.add_argument("--output", default=str(ROOT / "output" / "adapt-cv"))
-    p.add_argument("--dry", action="store_true", help="2 training steps, 32-token corpus: checks the wiring")
+    add_run_arguments(p, "adapt-cv")
     args = p.parse_args()
     variants = parse_variants(args.variant)
     for path in (Path(args.adapt, "kd", "labelled", "kd_config.json"), Path(args.adapt, "kd", "pseudo", "dataset_info.json"),
@@ -189,11 +185,7 @@ def main() -> int:
     cv.fold_data(cv.rows(), folds, qrels)
     jobs = [(k, name, overrides) for name, overrides in [("query side only", []), *variants.items()]
             for k in range(args.folds)]
-    try:
-        with ThreadPoolExecutor(args.lanes) as pool:
-            list(pool.map(lambda job: cv.variant(*job), jobs))
-    except RuntimeError as exc:
-        fail(str(exc))
+    run_all(cv.variant, jobs, args.lanes)
     result = cv.table(variants, args.folds)
     result["seconds"] = round(time.time() - t0, 1)
     (out / "cv_results.json").write_text(json.dumps(result, indent=1))

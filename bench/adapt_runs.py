@@ -4,9 +4,11 @@ each run logged beside its output and skipped when its output is there."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +23,24 @@ def fail(message: str) -> None:
     """One clear error, exit 2."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def add_run_arguments(p: argparse.ArgumentParser, output: str) -> None:
+    """The options both benchmarks take: variants, parallel runs, threads, output folder, dry run."""
+    p.add_argument("--variant", action="append", default=[], help="NAME:key=value[,key=value] stage-1 overrides")
+    p.add_argument("--lanes", type=int, default=2, help="runs at once")
+    p.add_argument("--threads", type=int, default=1, help="threads per run")
+    p.add_argument("--output", default=str(ROOT / "output" / output))
+    p.add_argument("--dry", action="store_true", help="2 training steps, 32-token corpus: checks the wiring")
+
+
+def run_all(job, jobs: list[tuple], lanes: int) -> None:
+    """``job(*args)`` for every tuple of ``jobs``, ``lanes`` at a time; a failed run is one clear error."""
+    try:
+        with ThreadPoolExecutor(lanes) as pool:
+            list(pool.map(lambda args: job(*args), jobs))
+    except RuntimeError as exc:
+        fail(str(exc))
 
 
 def parse_variants(texts: list[str]) -> dict[str, list[str]]:

@@ -23,10 +23,10 @@ import argparse
 import json
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from adapt_runs import ROOT, Stages, fail, interval_text, parse_variants, query_scores  # bench/adapt_runs.py; puts the repo on the path
+from adapt_runs import (  # bench/adapt_runs.py; it puts the repository on the path
+    Stages, add_run_arguments, fail, interval_text, parse_variants, query_scores, run_all)
 from sparse.evaluation.compare import paired_interval
 
 CONTROL = "query side only"
@@ -114,12 +114,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--adapt", required=True, help="output of sparse.adapt (labelled: --stop_after rows is enough)")
     p.add_argument("--corpus", required=True, help="the BEIR folder adapted to, with qrels/test.tsv")
-    p.add_argument("--variant", action="append", default=[], help="NAME:key=value[,key=value] stage-1 overrides")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="training seeds")
-    p.add_argument("--lanes", type=int, default=2, help="runs at once")
-    p.add_argument("--threads", type=int, default=1, help="threads per run")
-    p.add_argument("--output", default=str(ROOT / "output" / "adapt-seeds"))
-    p.add_argument("--dry", action="store_true", help="2 training steps, 32-token corpus: checks the wiring")
+    add_run_arguments(p, "adapt-seeds")
     args = p.parse_args()
     variants = parse_variants(args.variant)
     if args.lanes < 1 or args.threads < 1 or len(set(args.seeds)) != len(args.seeds):
@@ -144,11 +140,7 @@ def main() -> int:
     runs = SeedRuns(args)
     t0 = time.time()
     jobs = [(name, overrides, seed) for seed in args.seeds for name, overrides in [(CONTROL, []), *variants.items()]]
-    try:
-        with ThreadPoolExecutor(args.lanes) as pool:
-            list(pool.map(lambda job: runs.job(*job), jobs))
-    except RuntimeError as exc:
-        fail(str(exc))
+    run_all(runs.job, jobs, args.lanes)
     result = runs.table(variants)
     result["seconds"] = round(time.time() - t0, 1)
     (out / "results.json").write_text(json.dumps(result, indent=1))
