@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from adapt_runs import (  # bench/adapt_runs.py; it puts the repository on the path
-    Stages, add_run_arguments, fail, interval_text, parse_variants, query_scores, run_all)
+    Stages, add_run_arguments, fail, interval_text, parse_run_arguments, query_scores, run_all)
 from sparse.evaluation.compare import paired_interval
 
 MARKER = "cv.json"  # what this script writes first: a folder holding it may be resumed
@@ -158,14 +158,13 @@ def main() -> int:
     p.add_argument("--folds", type=int, default=2)
     p.add_argument("--seed", type=int, default=1, help="training seed of every run")
     add_run_arguments(p, "adapt-cv")
-    args = p.parse_args()
-    variants = parse_variants(args.variant)
+    args, variants = parse_run_arguments(p)
     for path in (Path(args.adapt, "kd", "labelled", "kd_config.json"), Path(args.adapt, "kd", "pseudo", "dataset_info.json"),
                  Path(args.adapt, "idf", "idf.json"), Path(args.corpus, "qrels", "train.tsv"), Path(args.corpus, "corpus.jsonl")):
         if not path.is_file():
             fail(f"{path} is missing (see the usage at the top of {__file__})")
-    if args.folds < 2 or args.lanes < 1 or args.threads < 1:
-        fail("--folds must be at least 2, --lanes and --threads at least 1")
+    if args.folds < 2:
+        fail("--folds must be at least 2")
     qrels = train_queries(args.corpus)
     if len(qrels) < 2 * args.folds:
         fail(f"{args.corpus} has {len(qrels)} train queries: too few for {args.folds} folds")

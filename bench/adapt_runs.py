@@ -34,6 +34,14 @@ def add_run_arguments(p: argparse.ArgumentParser, output: str) -> None:
     p.add_argument("--dry", action="store_true", help="2 training steps, 32-token corpus: checks the wiring")
 
 
+def parse_run_arguments(p: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict[str, list[str]]]:
+    """The parsed command line and its variants (``parse_variants``); bad lanes or threads are one clear error."""
+    args = p.parse_args()
+    if args.lanes < 1 or args.threads < 1:
+        fail("--lanes and --threads must be at least 1")
+    return args, parse_variants(args.variant)
+
+
 def run_all(job, jobs: list[tuple], lanes: int) -> None:
     """``job(*args)`` for every tuple of ``jobs``, ``lanes`` at a time; a failed run is one clear error."""
     try:

@@ -26,11 +26,18 @@ import time
 from pathlib import Path
 
 from adapt_runs import (  # bench/adapt_runs.py; it puts the repository on the path
-    Stages, add_run_arguments, fail, interval_text, parse_variants, query_scores, run_all)
+    Stages, add_run_arguments, fail, interval_text, parse_run_arguments, query_scores, run_all)
 from sparse.evaluation.compare import paired_interval
 
 CONTROL = "query side only"
 MODELS = {"enc": "document side only", "both": "both sides"}
+
+
+def layout(adapt: Path) -> tuple[Path, Path]:
+    """Where ADAPT keeps the rows of the stage-2 IDF fit and the dev split's BEIR folder: labelled, the
+    labelled rows and the adaptation data; label-free, the pseudo-query rows and the cut dev corpus."""
+    labelled = (adapt / "kd" / "labelled" / "dataset_info.json").is_file()
+    return adapt / "kd" / ("labelled" if labelled else "pseudo"), adapt / ("data" if labelled else "dev")
 
 
 def mean_over_seeds(per_seed: list[dict[str, float]]) -> dict[str, float]:
@@ -48,9 +55,7 @@ class SeedRuns:
         self.name = Path(args.corpus).name
         adapt = Path(args.adapt)
         self.rows = adapt / "kd"
-        labelled = (self.rows / "labelled" / "dataset_info.json").is_file()
-        self.idf_rows = self.rows / ("labelled" if labelled else "pseudo")
-        self.dev_root = adapt / ("data" if labelled else "dev")
+        self.idf_rows, self.dev_root = layout(adapt)
         self.test_root = Path(args.corpus).resolve().parent
         self.idf = str((adapt / "idf" / "idf.json").resolve())
         model = json.loads((self.idf_rows / "kd_config.json").read_text())["model"]["model_name_or_path"]
@@ -116,15 +121,13 @@ def main() -> int:
     p.add_argument("--corpus", required=True, help="the BEIR folder adapted to, with qrels/test.tsv")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="training seeds")
     add_run_arguments(p, "adapt-seeds")
-    args = p.parse_args()
-    variants = parse_variants(args.variant)
-    if args.lanes < 1 or args.threads < 1 or len(set(args.seeds)) != len(args.seeds):
-        fail("--lanes and --threads must be at least 1, and --seeds distinct")
+    args, variants = parse_run_arguments(p)
+    if len(set(args.seeds)) != len(args.seeds):
+        fail("--seeds must be distinct")
     adapt, corpus = Path(args.adapt), Path(args.corpus)
-    labelled = (adapt / "kd" / "labelled" / "dataset_info.json").is_file()
-    needed = [adapt / "idf" / "idf.json", adapt / "kd" / ("labelled" if labelled else "pseudo") / "kd_config.json",
-              corpus / "corpus.jsonl", corpus / "qrels" / "test.tsv",
-              adapt / ("data" if labelled else "dev") / corpus.name / "qrels" / "dev.tsv"]
+    idf_rows, dev_root = layout(adapt)
+    needed = [adapt / "idf" / "idf.json", idf_rows / "kd_config.json", corpus / "corpus.jsonl",
+              corpus / "qrels" / "test.tsv", dev_root / corpus.name / "qrels" / "dev.tsv"]
     for path in needed:
         if not path.is_file():
             fail(f"{path} is missing (see the usage at the top of {__file__})")
